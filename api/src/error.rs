@@ -1,0 +1,220 @@
+//! The one error envelope: `{"error": {"code", "message", "details"}}`.
+//! Internal errors are logged with their cause and answered with a generic
+//! message: no SQL, stack traces or library text reaches a client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use lokiz_domain::values::FieldError;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422: every bad field, listed.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// 400: the body is not JSON, or not the JSON object expected.
+    #[error("bad request: {message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+    },
+    /// 415: the body is not declared as JSON.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 401
+    #[error("unauthorized: {message}")]
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// 403
+    #[error("forbidden")]
+    Forbidden { message: &'static str },
+    /// 404
+    #[error("not found: {what}")]
+    NotFound { what: &'static str },
+    /// 409
+    #[error("conflict: {message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Option<Value>,
+    },
+    /// 503: the read models did not catch up in time.
+    #[error("consistency timeout")]
+    ConsistencyTimeout { position: i64, waited_ms: u128 },
+    /// 503: a dependency is down.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
+    /// 500: logged, never shown.
+    #[error("internal: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The envelope, for OpenAPI.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `VALIDATION_FAILED`.
+    pub code: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn field(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, code, message)])
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String, Value) {
+        match self {
+            ApiError::Validation(fields) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "Some fields are invalid.".into(),
+                json!({ "fields": fields.iter().map(|f| json!({
+                    "field": f.field, "code": f.code, "message": f.message
+                })).collect::<Vec<_>>() }),
+            ),
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone(), Value::Null)
+            }
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "The body must be JSON (Content-Type: application/json).".into(),
+                Value::Null,
+            ),
+            ApiError::Unauthorized { code, message } => (
+                StatusCode::UNAUTHORIZED,
+                code,
+                (*message).into(),
+                Value::Null,
+            ),
+            ApiError::Forbidden { message } => (
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                (*message).into(),
+                Value::Null,
+            ),
+            ApiError::NotFound { what } => (
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("{what} not found."),
+                Value::Null,
+            ),
+            ApiError::Conflict {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::CONFLICT,
+                code,
+                message.clone(),
+                details.clone().unwrap_or(Value::Null),
+            ),
+            ApiError::ConsistencyTimeout {
+                position,
+                waited_ms,
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CONSISTENCY_TIMEOUT",
+                "The read models have not caught up with the requested position yet; retry shortly."
+                    .into(),
+                json!({ "min_position": position, "waited_ms": waited_ms }),
+            ),
+            ApiError::Unavailable(what) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                format!("{what} is unavailable; retry shortly."),
+                Value::Null,
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "Something went wrong on our side.".into(),
+                Value::Null,
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = ?e, "internal error");
+        }
+        let (status, code, message, details) = self.parts();
+        let mut resp = (
+            status,
+            Json(json!({ "error": { "code": code, "message": message, "details": details } })),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable("The database")
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<lokiz_projections::consistency::ConsistencyError> for ApiError {
+    fn from(e: lokiz_projections::consistency::ConsistencyError) -> Self {
+        use lokiz_projections::consistency::ConsistencyError as C;
+        match e {
+            C::Timeout { position, waited } => ApiError::ConsistencyTimeout {
+                position,
+                waited_ms: waited.as_millis(),
+            },
+            C::Db(e) => e.into(),
+        }
+    }
+}
+
+/// Maps a command failure. Domain errors are mapped by each route through
+/// `domain`; infrastructure failures become 503/500 here.
+pub fn command_error<E: std::error::Error + Send + Sync + 'static>(
+    e: cqrs_es::AggregateError<E>,
+    domain: impl FnOnce(E) -> ApiError,
+) -> ApiError {
+    use cqrs_es::AggregateError as A;
+    match e {
+        A::UserError(e) => domain(e),
+        A::AggregateConflict => ApiError::Conflict {
+            code: "CONCURRENT_MODIFICATION",
+            message: "The resource was changed by another request; retry.".into(),
+            details: None,
+        },
+        A::DatabaseConnectionError(e) => {
+            tracing::warn!(error = %e, "event store unavailable");
+            ApiError::Unavailable("The event store")
+        }
+        A::DeserializationError(e) | A::UnexpectedError(e) => {
+            ApiError::Internal(anyhow::anyhow!(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Extractors: JSON bodies read field by field (so a 422 lists every bad
+//! field), bearer-token users, and the read-your-writes header.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use lokiz_domain::values::FieldError;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auth::jwt;
+use crate::error::ApiError;
+use crate::ApiContext;
+
+/// A JSON object body. Syntax errors → 400, a non-JSON content type → 415,
+/// JSON that is not an object → 422.
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::BadRequest {
+                code: "INVALID_BODY",
+                message: "The request body could not be read.".into(),
+            })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+            code: "INVALID_JSON",
+            message: format!(
+                "The body is not valid JSON (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
+        })?;
+        match value {
+            Value::Object(map) => Ok(JsonObject(map)),
+            _ => Err(ApiError::field(
+                "body",
+                "type",
+                "the body must be a JSON object",
+            )),
+        }
+    }
+}
+
+/// Reads fields out of a JSON object, collecting every problem.
+pub struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    pub errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(obj: &'a Map<String, Value>) -> Self {
+        Self {
+            obj,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A required string.
+    pub fn required_str(&mut self, name: &'static str) -> Option<&'a str> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => {
+                self.errors
+                    .push(FieldError::new(name, "required", "is required"));
+                None
+            }
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be a string"));
+                None
+            }
+        }
+    }
+
+    /// An optional string; `null` counts as absent.
+    pub fn optional_str(&mut self, name: &'static str) -> Option<&'a str> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be a string"));
+                None
+            }
+        }
+    }
+
+    /// A string that may be set (`Some(Some)`), cleared with `null`
+    /// (`Some(None)`) or left out (`None`).
+    pub fn nullable_str(&mut self, name: &'static str) -> Option<Option<&'a str>> {
+        match self.obj.get(name) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.as_str())),
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be a string or null"));
+                None
+            }
+        }
+    }
+
+    /// Refuses a field that must not be sent.
+    pub fn forbid(&mut self, name: &'static str, message: &'static str) {
+        if self.obj.contains_key(name) {
+            self.errors.push(FieldError::new(name, "read_only", message));
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.obj.contains_key(name)
+    }
+
+    /// Parses a value with a newtype's `parse`, recording its error.
+    pub fn parse<T>(
+        &mut self,
+        name: &'static str,
+        raw: Option<&str>,
+        parse: impl FnOnce(&'static str, &str) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        let raw = raw?;
+        match parse(name, raw) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+
+    /// `Err(422)` listing every problem, if there were any.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation(self.errors))
+        }
+    }
+}
+
+/// The user a valid access token names.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+}
+
+/// An optional bearer token: absent → `None`; present but bad → 401.
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeAuthUser(pub Option<AuthUser>);
+
+impl FromRequestParts<ApiContext> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        match MaybeAuthUser::from_request_parts(parts, ctx).await? {
+            MaybeAuthUser(Some(u)) => Ok(u),
+            MaybeAuthUser(None) => Err(ApiError::Unauthorized {
+                code: "UNAUTHENTICATED",
+                message: "Sign in: send Authorization: Bearer <access_token>.",
+            }),
+        }
+    }
+}
+
+impl FromRequestParts<ApiContext> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(AUTHORIZATION) else {
+            return Ok(MaybeAuthUser(None));
+        };
+        let invalid = ApiError::Unauthorized {
+            code: "INVALID_TOKEN",
+            message: "The access token is invalid or expired.",
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(invalid)?;
+        let claims = ctx.jwt.verify_access(token).map_err(|_| ApiError::Unauthorized {
+            code: "INVALID_TOKEN",
+            message: "The access token is invalid or expired.",
+        })?;
+        Ok(MaybeAuthUser(Some(AuthUser {
+            user_id: claims.sub,
+        })))
+    }
+}
+
+pub const MIN_POSITION_HEADER: &str = "x-lokiz-min-position";
+pub const POSITION_HEADER: &str = "x-lokiz-position";
+
+/// `X-Lokiz-Min-Position`: the read waits until its read models reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct MinPosition(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(MIN_POSITION_HEADER) {
+            None => Ok(MinPosition(None)),
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|p| *p >= 0)
+                .map(|p| MinPosition(Some(p)))
+                .ok_or(ApiError::BadRequest {
+                    code: "INVALID_MIN_POSITION",
+                    message: "X-Lokiz-Min-Position must be a non-negative integer.".into(),
+                }),
+        }
+    }
+}
+
+/// Parses a path id, answering 404 for anything that is not a UUID (no
+/// resource can have such an id).
+pub fn path_uuid(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound { what })
+}
+
+pub use jwt::AccessClaims;

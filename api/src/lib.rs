@@ -1,0 +1,229 @@
+//! LOKIZ HTTP API and composition root.
+//!
+//! `Application::build(config, components)` wires Postgres, the event store,
+//! NATS, the relay and the projections; `run_until_stopped` runs whichever
+//! components were asked for until the shutdown token fires.
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lokiz_infra::event_store::EventStore;
+use lokiz_infra::relay::Relay;
+use lokiz_infra::Config;
+use lokiz_projections::runtime::RuntimeOptions;
+use lokiz_projections::Projector;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::jwt::JwtKeys;
+use crate::error::ApiError;
+
+/// Shared state of every request handler.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub store: Arc<EventStore>,
+    pub jwt: Arc<JwtKeys>,
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub projectors: Arc<Vec<Arc<dyn Projector>>>,
+}
+
+impl ApiContext {
+    /// Read-your-writes: when the client sent `X-Lokiz-Min-Position`, waits
+    /// until the named read models have reached it.
+    pub async fn wait_for(&self, min: Option<i64>, projections: &[&str]) -> Result<(), ApiError> {
+        let Some(position) = min else {
+            return Ok(());
+        };
+        let wanted: Vec<&dyn Projector> = self
+            .projectors
+            .iter()
+            .filter(|p| projections.contains(&p.name()))
+            .map(|p| p.as_ref())
+            .collect();
+        lokiz_projections::consistency::wait_for(
+            &self.pool,
+            position,
+            &wanted,
+            self.config.consistency_timeout,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until the named read models reflect everything stored so far.
+    pub async fn wait_for_head(&self, projections: &[&str]) -> Result<(), ApiError> {
+        let head = self.store.head().await?;
+        self.wait_for(Some(head), projections).await
+    }
+}
+
+/// Which parts of LOKIZ a process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Components {
+    pub http: bool,
+    pub relay: bool,
+    pub projections: bool,
+}
+
+impl Components {
+    pub const ALL: Components = Components {
+        http: true,
+        relay: true,
+        projections: true,
+    };
+}
+
+pub struct Application {
+    listener: Option<TcpListener>,
+    port: u16,
+    ctx: ApiContext,
+    components: Components,
+    runtime_options: RuntimeOptions,
+}
+
+impl Application {
+    /// Connects to Postgres (creating the database and migrating it) and NATS
+    /// (creating the stream), and binds the HTTP port (port 0: any free one).
+    pub async fn build(config: Config, components: Components) -> anyhow::Result<Self> {
+        let pool = lokiz_infra::db::connect(&config).await?;
+        lokiz_infra::db::migrate(&pool).await?;
+        let nats = lokiz_infra::nats::connect(&config).await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        lokiz_infra::nats::ensure_stream(&js, &config).await?;
+
+        let (listener, port) = if components.http {
+            let l = TcpListener::bind(config.bind)
+                .await
+                .with_context(|| format!("LOKIZ_BIND: cannot listen on {}", config.bind))?;
+            let port = l.local_addr()?.port();
+            (Some(l), port)
+        } else {
+            (None, 0)
+        };
+        let ctx = ApiContext {
+            jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose().as_bytes())),
+            store: Arc::new(EventStore::new(pool.clone())),
+            config: Arc::new(config),
+            pool,
+            nats,
+            js,
+            projectors: Arc::new(lokiz_projections::all()),
+        };
+        Ok(Self {
+            listener,
+            port,
+            ctx,
+            components,
+            runtime_options: RuntimeOptions::default(),
+        })
+    }
+
+    pub fn with_runtime_options(mut self, options: RuntimeOptions) -> Self {
+        self.runtime_options = options;
+        self
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn context(&self) -> &ApiContext {
+        &self.ctx
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let ctx = self.ctx;
+        if self.components.relay {
+            let relay = Relay::new(ctx.pool.clone(), ctx.js.clone(), &ctx.config);
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                while !token.is_cancelled() {
+                    if let Err(e) = relay.clone().run(token.clone()).await {
+                        tracing::error!(error = %e, "relay failed; restarting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                Ok(())
+            });
+        }
+        if self.components.projections {
+            let (pool, js, config) = (ctx.pool.clone(), ctx.js.clone(), (*ctx.config).clone());
+            let projectors = (*ctx.projectors).clone();
+            let options = self.runtime_options.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                lokiz_projections::runtime::run_all(pool, js, config, projectors, options, token)
+                    .await;
+                Ok(())
+            });
+        }
+        if let Some(listener) = self.listener {
+            let app = routes::router(ctx.clone());
+            let token = shutdown.clone();
+            tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+            tasks.spawn(async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .context("HTTP server")
+            });
+        }
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    shutdown.cancel();
+                    result = Err(e);
+                }
+                Err(e) => {
+                    shutdown.cancel();
+                    result = Err(anyhow::anyhow!("task panicked: {e}"));
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn shutdown_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}

@@ -1,0 +1,87 @@
+//! One router per module, merged here with the cross-cutting layers: request
+//! ids, tracing, metrics, and envelope answers for unknown routes.
+
+pub mod auth;
+pub mod ops;
+pub mod users;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::extract::POSITION_HEADER;
+use crate::ApiContext;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(ctx: ApiContext) -> Router {
+    let v1 = Router::new()
+        .merge(auth::router())
+        .merge(users::router());
+    Router::new()
+        .nest("/v1", v1)
+        .merge(ops::router())
+        .merge(crate::openapi::router())
+        .fallback(|| async { ApiError::NotFound { what: "Route" } })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(serde_json::json!({"error": {
+                    "code": "METHOD_NOT_ALLOWED",
+                    "message": "This method is not allowed on this route.",
+                    "details": null
+                }})),
+            )
+        })
+        .layer(middleware::from_fn(track))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(ctx)
+}
+
+/// Request metrics by route template (never by raw path: ids would explode
+/// the label space).
+async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("lokiz_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("lokiz_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Adds `X-Lokiz-Position` to a command's response.
+pub fn with_position(position: Option<i64>, resp: impl IntoResponse) -> Response {
+    let mut resp = resp.into_response();
+    if let Some(p) = position {
+        if let Ok(v) = HeaderValue::from_str(&p.to_string()) {
+            resp.headers_mut().insert(POSITION_HEADER, v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,220 @@
+//! `/v1/users`: public profiles and the signed-in user's own profile.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use lokiz_domain::user::{ProfileChanges, UserCommand, UserError};
+use lokiz_domain::values::{Bio, DisplayName, ImageUrl};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{command_error, ApiError};
+use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
+use crate::routes::with_position;
+use crate::ApiContext;
+
+/// Read models behind a user's own view.
+pub const ME_READS: &[&str] = &["users", "wallets"];
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/users/me", patch(update_me))
+        .route("/users/{id}", get(get_user))
+}
+
+/// The signed-in user, as in the seed's auth responses.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MeView {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub bio: Option<String>,
+    pub profile_image_url: Option<String>,
+    pub credits: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Anyone's public profile (no email, no credits).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct PublicUser {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub bio: Option<String>,
+    pub profile_image_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn load_me(ctx: &ApiContext, user_id: Uuid) -> Result<Option<MeView>, ApiError> {
+    Ok(sqlx::query_as::<_, MeView>(
+        "SELECT u.id, u.username, u.email, u.display_name, u.bio, u.profile_image_url,
+                coalesce(w.balance, 0) AS credits, u.created_at
+           FROM users u LEFT JOIN wallets w ON w.user_id = u.id
+          WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&ctx.pool)
+    .await?)
+}
+
+/// The user's own view; a user whose registration the read models have not
+/// caught up with yet is waited for (bounded), not reported missing.
+pub async fn load_me_settled(ctx: &ApiContext, user_id: Uuid) -> Result<MeView, ApiError> {
+    if let Some(me) = load_me(ctx, user_id).await? {
+        return Ok(me);
+    }
+    ctx.wait_for_head(ME_READS).await?;
+    load_me(ctx, user_id)
+        .await?
+        .ok_or(ApiError::NotFound { what: "User" })
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id"),
+           ("X-Lokiz-Min-Position" = Option<i64>, Header, description = "Wait until the read models reach this position")),
+    responses((status = 200, body = PublicUser), (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 503, description = "CONSISTENCY_TIMEOUT", body = crate::error::ErrorEnvelope)))]
+pub async fn get_user(
+    State(ctx): State<ApiContext>,
+    MinPosition(min): MinPosition,
+    Path(id): Path<String>,
+) -> Result<Json<PublicUser>, ApiError> {
+    let id = path_uuid(&id, "User")?;
+    ctx.wait_for(min, &["users"]).await?;
+    let user = sqlx::query_as::<_, PublicUser>(
+        "SELECT id, username, display_name, bio, profile_image_url, created_at FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&ctx.pool)
+    .await?
+    .ok_or(ApiError::NotFound { what: "User" })?;
+    Ok(Json(user))
+}
+
+/// Body of `PATCH /v1/users/me`. Send only what changes; `null` clears `bio`
+/// or `profile_image_url`. `username` and `email` cannot be changed.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UpdateProfileRequest {
+    /// 1–50 characters.
+    display_name: Option<String>,
+    /// At most 500 characters; null clears.
+    bio: Option<String>,
+    /// Absolute http(s) URL; null clears.
+    profile_image_url: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdateProfileResponse {
+    pub user: MeView,
+    /// Global position of the update's event: send it as
+    /// `X-Lokiz-Min-Position` to read your write.
+    pub position: Option<i64>,
+}
+
+#[utoipa::path(patch, path = "/v1/users/me", tag = "users", request_body = UpdateProfileRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = UpdateProfileResponse, headers(("X-Lokiz-Position" = i64))),
+              (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn update_me(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    f.forbid("username", "cannot be changed");
+    f.forbid("email", "cannot be changed");
+    let display_name = match body.get("display_name") {
+        Some(serde_json::Value::Null) => {
+            f.errors.push(lokiz_domain::values::FieldError::new(
+                "display_name",
+                "required",
+                "cannot be null",
+            ));
+            None
+        }
+        _ => {
+            let raw = f.optional_str("display_name");
+            f.parse("display_name", raw, DisplayName::parse)
+        }
+    };
+    let bio = match f.nullable_str("bio") {
+        Some(Some(raw)) => f.parse("bio", Some(raw), Bio::parse).map(Some),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let profile_image_url = match f.nullable_str("profile_image_url") {
+        Some(Some(raw)) => f
+            .parse("profile_image_url", Some(raw), ImageUrl::parse)
+            .map(Some),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let changes = ProfileChanges {
+        display_name,
+        bio,
+        profile_image_url,
+    };
+    if f.errors.is_empty() && changes.is_empty() {
+        return Err(ApiError::field(
+            "body",
+            "empty",
+            "send at least one of display_name, bio, profile_image_url",
+        ));
+    }
+    f.finish()?;
+
+    let written = ctx
+        .store
+        .users
+        .execute(
+            &user.user_id.to_string(),
+            UserCommand::UpdateProfile {
+                changes: changes.clone(),
+                at: Utc::now(),
+            },
+            HashMap::from([("actor".to_owned(), user.user_id.to_string())]),
+        )
+        .await
+        .map_err(|e| {
+            command_error(e, |e| match e {
+                UserError::NotRegistered => ApiError::NotFound { what: "User" },
+                UserError::AlreadyRegistered => ApiError::internal(anyhow::anyhow!("{e}")),
+            })
+        })?;
+
+    // Answer with the profile as it is after this update: the read model's
+    // row with this update's changes laid over it (the projection may not
+    // have applied them yet; only this user changes this row).
+    let mut me = match load_me(&ctx, user.user_id).await? {
+        Some(me) => me,
+        None => {
+            ctx.wait_for(written.position, ME_READS).await?;
+            load_me(&ctx, user.user_id)
+                .await?
+                .ok_or(ApiError::NotFound { what: "User" })?
+        }
+    };
+    if let Some(d) = changes.display_name {
+        me.display_name = d.into_inner();
+    }
+    if let Some(b) = changes.bio {
+        me.bio = b.map(Bio::into_inner);
+    }
+    if let Some(u) = changes.profile_image_url {
+        me.profile_image_url = u.map(ImageUrl::into_inner);
+    }
+    let body = UpdateProfileResponse {
+        user: me,
+        position: written.position,
+    };
+    Ok(with_position(written.position, Json(json!(body))))
+}

@@ -1,0 +1,34 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::values::{Bio, DisplayName, Email, ImageUrl, Username};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    RegisterUser {
+        user_id: Uuid,
+        username: Username,
+        email: Email,
+        display_name: DisplayName,
+        at: DateTime<Utc>,
+    },
+    UpdateProfile {
+        changes: ProfileChanges,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a profile update sets. `None` leaves a field alone; for the optional
+/// fields `Some(None)` clears them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileChanges {
+    pub display_name: Option<DisplayName>,
+    pub bio: Option<Option<Bio>>,
+    pub profile_image_url: Option<Option<ImageUrl>>,
+}
+
+impl ProfileChanges {
+    pub fn is_empty(&self) -> bool {
+        self.display_name.is_none() && self.bio.is_none() && self.profile_image_url.is_none()
+    }
+}

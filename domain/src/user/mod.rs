@@ -1,0 +1,12 @@
+//! The User aggregate: a person's registration and public profile.
+//!
+//! Credentials (the password hash) deliberately live outside the event stream;
+//! see ARCHITECTURE.md "Identity and credentials".
+
+mod aggregate;
+mod commands;
+mod events;
+
+pub use aggregate::{User, UserError};
+pub use commands::{ProfileChanges, UserCommand};
+pub use events::UserEvent;

@@ -1,0 +1,278 @@
+//! Parse-don't-validate value types. Each is built only through `parse`, so a
+//! value of the type is valid by construction.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a field was refused, with a stable machine-readable code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+macro_rules! string_newtype {
+    ($name:ident) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_newtype!(Username);
+string_newtype!(Email);
+string_newtype!(DisplayName);
+string_newtype!(Bio);
+string_newtype!(ImageUrl);
+
+impl Username {
+    pub const MIN: usize = 3;
+    pub const MAX: usize = 30;
+
+    /// 3–30 characters: ASCII letters, digits and underscore, starting with a letter.
+    /// Case is kept; uniqueness is case-insensitive (see `normalized`).
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let len = raw.chars().count();
+        if len < Self::MIN || len > Self::MAX {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be {} to {} characters", Self::MIN, Self::MAX),
+            ));
+        }
+        let mut chars = raw.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !first_ok || !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(FieldError::new(
+                field,
+                "format",
+                "must start with a letter and contain only letters, digits and underscores",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The form used for case-insensitive uniqueness.
+    pub fn normalized(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+impl Email {
+    pub const MAX: usize = 254;
+
+    /// A pragmatic address check: one `@`, a non-empty local part of at most 64
+    /// characters, a dotted domain of letters, digits, hyphens; no whitespace.
+    /// Stored lower-cased: addresses are unique case-insensitively.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let bad = || FieldError::new(field, "format", "must be a valid email address");
+        let raw = raw.trim();
+        if raw.is_empty() || raw.len() > Self::MAX || raw.chars().any(|c| c.is_whitespace()) {
+            return Err(bad());
+        }
+        let (local, domain) = raw.split_once('@').ok_or_else(bad)?;
+        if local.is_empty() || local.len() > 64 || domain.contains('@') {
+            return Err(bad());
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        let label_ok = |l: &&str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if labels.len() < 2 || !labels.iter().all(label_ok) {
+            return Err(bad());
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(bad());
+        }
+        Ok(Self(raw.to_ascii_lowercase()))
+    }
+}
+
+impl DisplayName {
+    pub const MAX: usize = 50;
+
+    /// 1–50 characters after trimming, no control characters.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let t = raw.trim();
+        let len = t.chars().count();
+        if len == 0 || len > Self::MAX {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be 1 to {} characters", Self::MAX),
+            ));
+        }
+        if t.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "format",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(t.to_owned()))
+    }
+
+    /// A username is always a valid display name (the default at signup).
+    pub fn from_username(u: &Username) -> Self {
+        Self(u.as_str().to_owned())
+    }
+}
+
+impl Bio {
+    pub const MAX: usize = 500;
+
+    /// At most 500 characters; line breaks allowed, other control characters not.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let t = raw.trim();
+        if t.chars().count() > Self::MAX {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be at most {} characters", Self::MAX),
+            ));
+        }
+        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+            return Err(FieldError::new(
+                field,
+                "format",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(t.to_owned()))
+    }
+}
+
+impl ImageUrl {
+    pub const MAX: usize = 2048;
+
+    /// An absolute `http` or `https` URL of at most 2048 characters.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        if raw.len() > Self::MAX {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be at most {} characters", Self::MAX),
+            ));
+        }
+        match url::Url::parse(raw) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.has_host() => {
+                Ok(Self(u.to_string()))
+            }
+            _ => Err(FieldError::new(
+                field,
+                "format",
+                "must be an absolute http(s) URL",
+            )),
+        }
+    }
+}
+
+/// A plain-text password as typed. Never serialized, never logged.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Password {
+    pub const MIN: usize = 8;
+    pub const MAX: usize = 128;
+
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let len = raw.chars().count();
+        if len < Self::MIN || len > Self::MAX {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be {} to {} characters", Self::MIN, Self::MAX),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(Username::parse("u", "trick_ster9").is_ok());
+        assert_eq!(Username::parse("u", "ab").unwrap_err().code, "length");
+        assert_eq!(
+            Username::parse("u", &"a".repeat(31)).unwrap_err().code,
+            "length"
+        );
+        assert_eq!(Username::parse("u", "9abc").unwrap_err().code, "format");
+        assert_eq!(Username::parse("u", "ab cd").unwrap_err().code, "format");
+        assert_eq!(
+            Username::parse("u", "Trick").unwrap().normalized(),
+            "trick"
+        );
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            Email::parse("e", "A.B@Example.COM").unwrap().as_str(),
+            "a.b@example.com"
+        );
+        for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@-b.c"] {
+            assert!(Email::parse("e", bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn others() {
+        assert!(DisplayName::parse("d", "   ").is_err());
+        assert_eq!(DisplayName::parse("d", " Kim ").unwrap().as_str(), "Kim");
+        assert!(Bio::parse("b", &"x".repeat(501)).is_err());
+        assert!(ImageUrl::parse("i", "ftp://x.y/a.png").is_err());
+        assert!(ImageUrl::parse("i", "https://cdn.lokiz.dev/a.png").is_ok());
+        assert!(Password::parse("p", "short").is_err());
+        assert_eq!(format!("{:?}", Password::parse("p", "longenough").unwrap()), "Password(***)");
+    }
+}

@@ -1,0 +1,319 @@
+//! Configuration from the environment. Every variable has a default that
+//! works on a developer machine; a bad value stops the process with a message
+//! naming the variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::RngCore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+    #[error("{var}: could not read or write {path}: {source}")]
+    Io {
+        var: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// A secret that never prints itself.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub database_url: String,
+    pub nats_url: String,
+    pub bind: SocketAddr,
+    /// JetStream stream name; subjects are `<stream>.events.<AggregateType>.<id>`.
+    pub stream: String,
+    pub data_dir: PathBuf,
+    pub jwt_secret: Secret,
+    /// Longest a read with `X-Lokiz-Min-Position` waits for the read models.
+    pub consistency_timeout: Duration,
+    /// Connections in the Postgres pool.
+    pub db_pool_size: u32,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/lokiz";
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_STREAM: &str = "LOKIZ";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, so tests can pass their own values.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+
+        let env = match var("LOKIZ_ENV").as_deref() {
+            None | Some("development") | Some("dev") | Some("test") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "LOKIZ_ENV",
+                    message: format!("unknown environment {other:?} (development|production)"),
+                })
+            }
+        };
+
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        match url::Url::parse(&database_url) {
+            Ok(u) if (u.scheme() == "postgres" || u.scheme() == "postgresql") => {
+                if u.path().trim_start_matches('/').is_empty() {
+                    return Err(ConfigError::Invalid {
+                        var: "DATABASE_URL",
+                        message: "must name a database, e.g. postgres://postgres@127.0.0.1:5432/lokiz".into(),
+                    });
+                }
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "DATABASE_URL",
+                    message: "must be a postgres:// URL".into(),
+                })
+            }
+        }
+
+        let nats_url = var("NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.into());
+        match url::Url::parse(&nats_url) {
+            Ok(u) if matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") && u.has_host() => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "NATS_URL",
+                    message: "must be a nats:// URL, e.g. nats://127.0.0.1:4222".into(),
+                })
+            }
+        }
+
+        let bind_raw = var("LOKIZ_BIND").unwrap_or_else(|| DEFAULT_BIND.into());
+        let bind: SocketAddr = bind_raw.parse().map_err(|_| ConfigError::Invalid {
+            var: "LOKIZ_BIND",
+            message: format!("{bind_raw:?} is not an address like 127.0.0.1:8080"),
+        })?;
+
+        let stream = var("LOKIZ_STREAM").unwrap_or_else(|| DEFAULT_STREAM.into());
+        if stream.len() > 32
+            || !stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                var: "LOKIZ_STREAM",
+                message: "must be 1-32 characters of letters, digits, '_' or '-'".into(),
+            });
+        }
+
+        let data_dir = PathBuf::from(var("LOKIZ_DATA_DIR").unwrap_or_else(|| "./data".into()));
+
+        let consistency_timeout = Duration::from_millis(parse_num(
+            &var,
+            "LOKIZ_CONSISTENCY_TIMEOUT_MS",
+            5_000,
+            1,
+            120_000,
+        )?);
+        let db_pool_size = parse_num(&var, "LOKIZ_DB_POOL_SIZE", 20, 1, 500)? as u32;
+
+        let jwt_secret = match var("LOKIZ_JWT_SECRET") {
+            Some(s) if s.len() >= 32 => Secret::new(s),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "LOKIZ_JWT_SECRET",
+                    message: "must be at least 32 characters".into(),
+                })
+            }
+            None if env == Environment::Production => {
+                return Err(ConfigError::Invalid {
+                    var: "LOKIZ_JWT_SECRET",
+                    message: "is required when LOKIZ_ENV=production".into(),
+                })
+            }
+            None => load_or_create_secret(&data_dir)?,
+        };
+
+        Ok(Self {
+            env,
+            database_url,
+            nats_url,
+            bind,
+            stream,
+            data_dir,
+            jwt_secret,
+            consistency_timeout,
+            db_pool_size,
+        })
+    }
+
+    /// The database name in `database_url`.
+    pub fn database_name(&self) -> String {
+        url::Url::parse(&self.database_url)
+            .map(|u| u.path().trim_start_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Subject prefix for events: `<stream>.events`.
+    pub fn subject_prefix(&self) -> String {
+        format!("{}.events", self.stream)
+    }
+}
+
+fn parse_num(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                var: name,
+                message: format!("{raw:?} must be a whole number from {min} to {max}"),
+            }),
+        },
+    }
+}
+
+/// Development convenience: a random signing key generated once and kept in
+/// the data directory, so tokens survive restarts.
+fn load_or_create_secret(data_dir: &Path) -> Result<Secret, ConfigError> {
+    let path = data_dir.join("jwt_secret");
+    let io = |source| ConfigError::Io {
+        var: "LOKIZ_DATA_DIR",
+        path: path.clone(),
+        source,
+    };
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if existing.len() >= 32 {
+            return Ok(Secret::new(existing));
+        }
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let mut bytes = [0u8; 48];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    write_private(&path, &secret).map_err(io)?;
+    Ok(Secret::new(secret))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    fn var_of(e: ConfigError) -> &'static str {
+        match e {
+            ConfigError::Invalid { var, .. } | ConfigError::Io { var, .. } => var,
+        }
+    }
+
+    #[test]
+    fn defaults_work() {
+        let c = cfg(&[("LOKIZ_JWT_SECRET", &"s".repeat(40))]).unwrap();
+        assert_eq!(c.database_name(), "lokiz");
+        assert_eq!(c.stream, "LOKIZ");
+        assert_eq!(c.bind.port(), 8080);
+        assert_eq!(c.consistency_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let s = "s".repeat(40);
+        let cases = [
+            ("DATABASE_URL", "mysql://x/y"),
+            ("NATS_URL", "http://x"),
+            ("LOKIZ_BIND", "nowhere"),
+            ("LOKIZ_STREAM", "a.b"),
+            ("LOKIZ_ENV", "staging"),
+            ("LOKIZ_CONSISTENCY_TIMEOUT_MS", "soon"),
+            ("LOKIZ_JWT_SECRET", "short"),
+        ];
+        for (var, value) in cases {
+            let mut pairs = vec![(var, value)];
+            if var != "LOKIZ_JWT_SECRET" {
+                pairs.push(("LOKIZ_JWT_SECRET", &s));
+            }
+            let err = cfg(&pairs).unwrap_err();
+            assert_eq!(var_of(err), var);
+        }
+    }
+
+    #[test]
+    fn production_requires_a_secret() {
+        let err = cfg(&[("LOKIZ_ENV", "production")]).unwrap_err();
+        assert_eq!(var_of(err), "LOKIZ_JWT_SECRET");
+    }
+
+    #[test]
+    fn generated_secret_is_kept() {
+        let dir = std::env::temp_dir().join(format!("lokiz-cfg-{}", uuid::Uuid::new_v4()));
+        let d = dir.to_string_lossy().to_string();
+        let a = cfg(&[("LOKIZ_DATA_DIR", &d)]).unwrap();
+        let b = cfg(&[("LOKIZ_DATA_DIR", &d)]).unwrap();
+        assert_eq!(a.jwt_secret.expose(), b.jwt_secret.expose());
+        assert!(a.jwt_secret.expose().len() >= 32);
+        assert_eq!(format!("{:?}", a.jwt_secret), "Secret(***)");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,121 @@
+//! The Postgres pool, database creation and migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::Config;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL: {0}")]
+    Url(sqlx::Error),
+    #[error("cannot reach Postgres: {0}")]
+    Connect(sqlx::Error),
+    #[error("cannot create database {name}: {source}")]
+    Create { name: String, source: sqlx::Error },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn options(url: &str) -> Result<PgConnectOptions, DbError> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(DbError::Url)?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
+}
+
+/// Creates the configured database when it does not exist yet.
+pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
+    let opts = options(database_url)?;
+    let name = opts.get_database().unwrap_or("postgres").to_owned();
+    if PgConnection::connect_with(&opts).await.is_ok() {
+        return Ok(());
+    }
+    let mut admin = PgConnection::connect_with(&opts.clone().database("postgres"))
+        .await
+        .map_err(DbError::Connect)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .map_err(DbError::Connect)?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = sqlx::query(&sql).execute(&mut admin).await {
+            // another process may have created it meanwhile
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04" || c == "23505");
+            if !duplicate {
+                return Err(DbError::Create { name, source: e });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the database when missing and opens a pool on it.
+pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
+    ensure_database(&config.database_url).await?;
+    PgPoolOptions::new()
+        .max_connections(config.db_pool_size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options(&config.database_url)?)
+        .await
+        .map_err(DbError::Connect)
+}
+
+/// Applies pending migrations (idempotent; safe from several processes, sqlx
+/// serializes them with an advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Waits until this process holds the session-level advisory lock `key`, and
+/// returns the connection that holds it (the lock lives as long as it does).
+/// `None` when `shutdown` fires first.
+pub async fn acquire_session_lock(
+    database_url: &str,
+    key: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<PgConnection> {
+    let mut logged = false;
+    loop {
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        match PgConnection::connect(database_url).await {
+            Ok(mut conn) => {
+                let got: Result<bool, _> =
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                        .bind(key)
+                        .fetch_one(&mut conn)
+                        .await;
+                match got {
+                    Ok(true) => return Some(conn),
+                    Ok(false) if !logged => {
+                        tracing::info!(lock = key, "another process holds the lock; standing by");
+                        logged = true;
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(lock = key, error = %e, "cannot take lock"),
+                }
+                let _ = conn.close().await;
+            }
+            Err(e) => tracing::warn!(lock = key, error = %e, "cannot connect to take lock"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The command side: cqrs-es frameworks over the postgres-es event store, and
+//! the global position each command's events landed at (for read-your-writes).
+
+use std::collections::HashMap;
+
+use cqrs_es::{Aggregate, AggregateError};
+use lokiz_domain::{user::User, wallet::Wallet};
+use postgres_es::{postgres_cqrs, PostgresCqrs};
+use sqlx::PgPool;
+
+use crate::stored_event::{StoredEvent, STORED_EVENT_COLUMNS};
+
+/// How often a command is re-run when another writer appended to the same
+/// aggregate between our load and our insert.
+const CONFLICT_RETRIES: usize = 5;
+
+/// One aggregate's command bus.
+pub struct Commands<A: Aggregate> {
+    cqrs: PostgresCqrs<A>,
+    pool: PgPool,
+}
+
+/// What a successful command reports back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Global position of the aggregate's latest event after the command (the
+    /// command's own last event when it recorded any). `None` only for an
+    /// aggregate that still has no events.
+    pub position: Option<i64>,
+}
+
+impl<A> Commands<A>
+where
+    A: Aggregate<Services = ()>,
+    A::Command: Clone,
+{
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            cqrs: postgres_cqrs(pool.clone(), vec![], ()),
+            pool,
+        }
+    }
+
+    /// Runs `command` against aggregate `id`. Optimistic-lock conflicts are
+    /// retried (the aggregate is reloaded and the command decided again).
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: HashMap<String, String>,
+    ) -> Result<Written, AggregateError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .cqrs
+                .execute_with_metadata(id, command.clone(), metadata.clone())
+                .await
+            {
+                Ok(()) => break,
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT max(position) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        Ok(Written { position })
+    }
+}
+
+/// Every aggregate's command bus, built once per process.
+pub struct EventStore {
+    pub pool: PgPool,
+    pub users: Commands<User>,
+    pub wallets: Commands<Wallet>,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            users: Commands::new(pool.clone()),
+            wallets: Commands::new(pool.clone()),
+            pool,
+        }
+    }
+
+    /// The highest position in the store (0 when empty).
+    pub async fn head(&self) -> Result<i64, sqlx::Error> {
+        head(&self.pool).await
+    }
+}
+
+pub async fn head(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(pool)
+        .await
+}
+
+/// One aggregate's full history, in sequence order.
+pub async fn history(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    ))
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,13 @@
+//! LOKIZ infrastructure: everything that talks to the outside world on behalf
+//! of the domain — configuration, Postgres, the event store, NATS JetStream and
+//! the relay between them.
+
+pub mod config;
+pub mod db;
+pub mod event_store;
+pub mod nats;
+pub mod relay;
+pub mod stored_event;
+
+pub use config::Config;
+pub use stored_event::{StoredEvent, StreamPosition};

@@ -1,0 +1,260 @@
+//! The relay (transactional outbox tail): publishes every stored event to the
+//! JetStream stream exactly once, in commit order, never skipping one.
+//!
+//! Gap safety: positions come from an identity column, so they are handed out
+//! at insert time, not commit time; a plain `position > last` tail loses an
+//! event whose transaction commits after a later one. The relay therefore
+//! orders by (transaction id, position) and reads only rows whose transaction
+//! id is below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction
+//! below that horizon has finished, so no row can ever appear behind the
+//! checkpoint.
+//!
+//! Delivery: each message carries `Nats-Msg-Id = <type>:<id>:<sequence>`, so a
+//! batch re-published after a crash between publish and checkpoint is dropped
+//! by JetStream's duplicate window; projections additionally skip anything at
+//! or below their own checkpoint.
+//!
+//! Exclusivity: a session-level advisory lock; other relays wait for it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::Publish};
+use async_nats::HeaderMap;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::stored_event::{StoredEvent, StreamPosition, STORED_EVENT_COLUMNS};
+use crate::Config;
+
+pub const NOTIFY_CHANNEL: &str = "lokiz_events";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("publish to JetStream failed: {0}")]
+    Publish(String),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    database_url: String,
+    stream: String,
+    subject_prefix: String,
+    batch_size: i64,
+    published: Arc<AtomicU64>,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, js: jetstream::Context, config: &Config) -> Self {
+        Self {
+            pool,
+            js,
+            database_url: config.database_url.clone(),
+            stream: config.stream.clone(),
+            subject_prefix: config.subject_prefix(),
+            batch_size: 1000,
+            published: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Events this relay instance has published (acknowledged by JetStream).
+    pub fn published_counter(&self) -> Arc<AtomicU64> {
+        self.published.clone()
+    }
+
+    fn lock_key(&self) -> String {
+        format!("lokiz-relay:{}", self.stream)
+    }
+
+    pub async fn checkpoint(&self) -> Result<StreamPosition, RelayError> {
+        checkpoint(&self.pool, &self.stream).await
+    }
+
+    /// The next events after `after` in commit order, only from finished
+    /// transactions.
+    pub async fn fetch_batch(&self, after: StreamPosition) -> Result<Vec<StoredEvent>, RelayError> {
+        let rows = sqlx::query_as::<_, StoredEvent>(&format!(
+            "SELECT {STORED_EVENT_COLUMNS} FROM events
+              WHERE (xid, position) > ($1::bigint::text::xid8, $2)
+                AND xid < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY xid, position
+              LIMIT $3"
+        ))
+        .bind(after.xid)
+        .bind(after.position)
+        .bind(self.batch_size)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Publishes `events` and waits for every PubAck.
+    pub async fn publish(&self, events: &[StoredEvent]) -> Result<(), RelayError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for e in events {
+            let body = serde_json::to_vec(e)?;
+            let mut headers = HeaderMap::new();
+            headers.insert("Lokiz-Event-Type", e.event_type.as_str());
+            let publish = Publish::build()
+                .message_id(e.message_id())
+                .headers(headers)
+                .payload(body.into());
+            let ack = self
+                .js
+                .send_publish(e.subject(&self.subject_prefix), publish)
+                .await
+                .map_err(|err| RelayError::Publish(err.to_string()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|err| RelayError::Publish(err.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Records that everything up to `to` is published. Never moves backwards.
+    pub async fn save_checkpoint(&self, to: StreamPosition, count: i64) -> Result<(), RelayError> {
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (stream, last_xid, last_position, published, updated_at)
+             VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (stream) DO UPDATE
+                SET last_xid = EXCLUDED.last_xid,
+                    last_position = EXCLUDED.last_position,
+                    published = relay_checkpoints.published + EXCLUDED.published,
+                    updated_at = now()
+              WHERE (relay_checkpoints.last_xid, relay_checkpoints.last_position)
+                  < (EXCLUDED.last_xid, EXCLUDED.last_position)",
+        )
+        .bind(&self.stream)
+        .bind(to.xid)
+        .bind(to.position)
+        .bind(count)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One fetch → publish → checkpoint round. Returns how many events went out.
+    pub async fn pump_once(&self) -> Result<usize, RelayError> {
+        let from = self.checkpoint().await?;
+        let batch = self.fetch_batch(from).await?;
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
+        self.publish(&batch).await?;
+        self.save_checkpoint(last.stream_position(), batch.len() as i64)
+            .await?;
+        self.published
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics::counter!("lokiz_relay_published_total").increment(batch.len() as u64);
+        Ok(batch.len())
+    }
+
+    /// Runs until `shutdown`: waits for the relay lock, then tails the store.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        let Some(mut lock) = crate::db::acquire_session_lock(&self.database_url, &self.lock_key(), &shutdown).await else {
+            return Ok(());
+        };
+        tracing::info!(stream = %self.stream, "relay active");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+
+        let busy_window = Duration::from_secs(2);
+        let mut busy_until = Instant::now() + busy_window;
+        let mut last_lock_check = Instant::now();
+        let mut failures: u32 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if last_lock_check.elapsed() > Duration::from_secs(1) {
+                // The lock lives as long as its connection: if that is gone,
+                // another relay may already be active, so step back.
+                if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
+                    tracing::warn!("relay lock connection lost; re-acquiring");
+                    match crate::db::acquire_session_lock(&self.database_url, &self.lock_key(), &shutdown).await {
+                        Some(l) => lock = l,
+                        None => break,
+                    }
+                }
+                last_lock_check = Instant::now();
+            }
+            match self.pump_once().await {
+                Ok(n) if n as i64 >= self.batch_size => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(n) => {
+                    failures = 0;
+                    if n > 0 {
+                        busy_until = Instant::now() + busy_window;
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = Duration::from_millis(50 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(error = %e, ?backoff, "relay round failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => continue,
+                    }
+                }
+            }
+            // Right after activity, poll fast: a commit that unblocks the xmin
+            // horizon may not be an event insert and so sends no NOTIFY.
+            let idle = if Instant::now() < busy_until {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(500)
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = listener.recv() => {
+                    if let Err(e) = n {
+                        tracing::warn!(error = %e, "relay listener error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    busy_until = Instant::now() + busy_window;
+                }
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+        let _ = lock.close().await;
+        tracing::info!("relay stopped");
+        Ok(())
+    }
+}
+
+pub async fn checkpoint(pool: &PgPool, stream: &str) -> Result<StreamPosition, RelayError> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT last_xid, last_position FROM relay_checkpoints WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row
+        .map(|(xid, position)| StreamPosition { xid, position })
+        .unwrap_or_default())
+}
+
+/// Events committed but not yet published, and the age of the oldest.
+pub async fn lag(pool: &PgPool, stream: &str) -> Result<(i64, f64), RelayError> {
+    let cp = checkpoint(pool, stream).await?;
+    let (count, age): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8
+           FROM events WHERE (xid, position) > ($1::bigint::text::xid8, $2)",
+    )
+    .bind(cp.xid)
+    .bind(cp.position)
+    .fetch_one(pool)
+    .await?;
+    Ok((count, age.unwrap_or(0.0).max(0.0)))
+}

@@ -1,0 +1,111 @@
+//! An event as it leaves the event store: the postgres-es columns plus the
+//! global position, the writing transaction and the time it was recorded.
+//! This is also the JSON body of every message on the JetStream stream.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A point in commit order: (writing transaction id, global position).
+/// Events are relayed and projected in ascending order of this pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamPosition {
+    pub xid: i64,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub xid: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    pub fn stream_position(&self) -> StreamPosition {
+        StreamPosition {
+            xid: self.xid,
+            position: self.position,
+        }
+    }
+
+    /// JetStream de-duplication id: `<type>:<id>:<sequence>`.
+    pub fn message_id(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.aggregate_type, self.aggregate_id, self.sequence
+        )
+    }
+
+    /// `<prefix>.<AggregateType>.<id>`; characters NATS reserves in tokens are
+    /// replaced so any aggregate id makes a valid subject.
+    pub fn subject(&self, prefix: &str) -> String {
+        let id: String = self
+            .aggregate_id
+            .chars()
+            .map(|c| match c {
+                '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' => '_',
+                c => c,
+            })
+            .collect();
+        format!("{prefix}.{}.{id}", self.aggregate_type)
+    }
+}
+
+/// Columns selected wherever events are read in commit order.
+pub const STORED_EVENT_COLUMNS: &str = "position, xid::text::bigint AS xid, aggregate_type, \
+     aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at";
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for StoredEvent {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            position: row.try_get("position")?,
+            xid: row.try_get("xid")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            recorded_at: row.try_get("recorded_at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_by_transaction_first() {
+        let a = StreamPosition { xid: 10, position: 99 };
+        let b = StreamPosition { xid: 11, position: 5 };
+        assert!(a < b);
+    }
+
+    #[test]
+    fn subjects_are_valid_tokens() {
+        let e = StoredEvent {
+            position: 1,
+            xid: 1,
+            aggregate_type: "Like".into(),
+            aggregate_id: "a.b c>*".into(),
+            sequence: 3,
+            event_type: "VideoLiked".into(),
+            event_version: "1.0".into(),
+            payload: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            recorded_at: Utc::now(),
+        };
+        assert_eq!(e.subject("LOKIZ.events"), "LOKIZ.events.Like.a_b_c__");
+        assert_eq!(e.message_id(), "Like:a.b c>*:3");
+    }
+}

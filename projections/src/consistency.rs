@@ -1,0 +1,93 @@
+//! Read-your-writes: wait until the read models a request uses reflect every
+//! event up to a position the client saw in `X-Lokiz-Position`.
+//!
+//! A projection "has reached" position P (written by transaction X) when no
+//! event of an aggregate type it reads lies after its checkpoint and at or
+//! before (X, P) in commit order. Projections that consume only some
+//! aggregate types are therefore not held up by events they never see.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::Projector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsistencyError {
+    #[error("read models did not reach position {position} within {waited:?}")]
+    Timeout { position: i64, waited: Duration },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Waits (bounded by `timeout`) until every projection in `projectors` has
+/// reached `position`.
+pub async fn wait_for(
+    pool: &PgPool,
+    position: i64,
+    projectors: &[&dyn Projector],
+    timeout: Duration,
+) -> Result<(), ConsistencyError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    let mut pending: Vec<&dyn Projector> = projectors.to_vec();
+    let mut target: Option<(i64, i64)> = None;
+    loop {
+        if target.is_none() {
+            // the first event at or after `position` (a position whose insert
+            // rolled back never exists)
+            target = sqlx::query_as(
+                "SELECT xid::text::bigint, position FROM events WHERE position >= $1
+                  ORDER BY position LIMIT 1",
+            )
+            .bind(position)
+            .fetch_optional(pool)
+            .await?;
+        }
+        if let Some((xid, pos)) = target {
+            let mut still = Vec::with_capacity(pending.len());
+            for p in pending {
+                if !reached(pool, p, xid, pos).await? {
+                    still.push(p);
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= timeout {
+            return Err(ConsistencyError::Timeout {
+                position,
+                waited: elapsed,
+            });
+        }
+        tokio::time::sleep(pause.min(timeout - elapsed)).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}
+
+async fn reached(
+    pool: &PgPool,
+    p: &dyn Projector,
+    xid: i64,
+    position: i64,
+) -> Result<bool, sqlx::Error> {
+    let types: Vec<String> = p.aggregate_types().iter().map(|s| s.to_string()).collect();
+    sqlx::query_scalar(
+        "SELECT NOT EXISTS (
+            SELECT 1 FROM events e
+             WHERE (e.xid, e.position) > (
+                     (SELECT coalesce(max(last_xid), 0) FROM projection_checkpoints WHERE projection = $1)::text::xid8,
+                     (SELECT coalesce(max(last_position), 0) FROM projection_checkpoints WHERE projection = $1))
+               AND (e.xid, e.position) <= ($2::bigint::text::xid8, $3)
+               AND e.aggregate_type = ANY($4))",
+    )
+    .bind(p.name())
+    .bind(xid)
+    .bind(position)
+    .bind(&types)
+    .fetch_one(pool)
+    .await
+}

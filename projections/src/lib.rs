@@ -1,0 +1,27 @@
+//! Read models. Each projector turns events into SQL on its own tables; the
+//! runtime feeds it from a durable JetStream consumer and advances its
+//! checkpoint in the same transaction as the writes.
+//!
+//! Invariant: projections never issue commands and never read the event store
+//! during normal consumption (only `consistency` and `status` look at it).
+
+pub mod consistency;
+pub mod projector;
+pub mod runtime;
+pub mod status;
+pub mod users;
+pub mod wallets;
+
+use std::sync::Arc;
+
+pub use projector::{ProjectionError, Projector};
+
+/// Every projection this build knows, in a stable order.
+pub fn all() -> Vec<Arc<dyn Projector>> {
+    vec![Arc::new(users::UsersProjector), Arc::new(wallets::WalletsProjector)]
+}
+
+/// Looks a projection up by name.
+pub fn by_name(name: &str) -> Option<Arc<dyn Projector>> {
+    all().into_iter().find(|p| p.name() == name)
+}

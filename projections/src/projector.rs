@@ -1,0 +1,68 @@
+use async_trait::async_trait;
+use lokiz_infra::StoredEvent;
+use sqlx::PgConnection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The event's payload is not what this projector understands.
+    #[error("cannot decode {event_type} payload: {source}")]
+    Decode {
+        event_type: String,
+        source: serde_json::Error,
+    },
+    /// The aggregate id is not of the expected form.
+    #[error("malformed aggregate id {0:?}")]
+    AggregateId(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl ProjectionError {
+    /// Errors that retrying later can cure (the database went away), as
+    /// opposed to errors in the event itself or in the projector.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Db(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            ) || e
+                .as_database_error()
+                .and_then(|d| d.code())
+                // serialization failure, deadlock, admin shutdown, too many connections
+                .is_some_and(|c| matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "53300")),
+            _ => false,
+        }
+    }
+}
+
+/// Decodes an event payload into the aggregate's event enum.
+pub fn decode<T: serde::de::DeserializeOwned>(event: &StoredEvent) -> Result<T, ProjectionError> {
+    serde_json::from_value(event.payload.clone()).map_err(|source| ProjectionError::Decode {
+        event_type: event.event_type.clone(),
+        source,
+    })
+}
+
+pub fn uuid_id(event: &StoredEvent) -> Result<uuid::Uuid, ProjectionError> {
+    uuid::Uuid::parse_str(&event.aggregate_id)
+        .map_err(|_| ProjectionError::AggregateId(event.aggregate_id.clone()))
+}
+
+/// A read model: event in, SQL out. Implementations touch only their own
+/// tables, through the connection they are given (a transaction the runtime
+/// commits together with the checkpoint).
+#[async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// Stable name: the durable consumer, the checkpoint row, the CLI name.
+    fn name(&self) -> &'static str;
+    /// Aggregate types whose events this projector reads.
+    fn aggregate_types(&self) -> &'static [&'static str];
+    /// Read-model tables this projector owns.
+    fn tables(&self) -> &'static [&'static str];
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent)
+        -> Result<(), ProjectionError>;
+}
