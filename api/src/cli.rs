@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "lokiz", version, about = "LOKIZ backend: API, relay, projections, tools")]
+#[command(
+    name = "lokiz",
+    version,
+    about = "LOKIZ backend: API, relay, projections, tools"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

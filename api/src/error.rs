@@ -17,10 +17,7 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     /// 400: the body is not JSON, or not the JSON object expected.
     #[error("bad request: {message}")]
-    BadRequest {
-        code: &'static str,
-        message: String,
-    },
+    BadRequest { code: &'static str, message: String },
     /// 415: the body is not declared as JSON.
     #[error("unsupported media type")]
     UnsupportedMediaType,

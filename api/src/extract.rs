@@ -121,7 +121,8 @@ impl<'a> Fields<'a> {
     /// Refuses a field that must not be sent.
     pub fn forbid(&mut self, name: &'static str, message: &'static str) {
         if self.obj.contains_key(name) {
-            self.errors.push(FieldError::new(name, "read_only", message));
+            self.errors
+                .push(FieldError::new(name, "read_only", message));
         }
     }
 
@@ -206,10 +207,13 @@ impl FromRequestParts<ApiContext> for MaybeAuthUser {
             })
             .map(str::trim)
             .ok_or(invalid)?;
-        let claims = ctx.jwt.verify_access(token).map_err(|_| ApiError::Unauthorized {
-            code: "INVALID_TOKEN",
-            message: "The access token is invalid or expired.",
-        })?;
+        let claims = ctx
+            .jwt
+            .verify_access(token)
+            .map_err(|_| ApiError::Unauthorized {
+                code: "INVALID_TOKEN",
+                message: "The access token is invalid or expired.",
+            })?;
         Ok(MaybeAuthUser(Some(AuthUser {
             user_id: claims.sub,
         })))

@@ -71,6 +71,13 @@ impl ApiContext {
     }
 }
 
+/// The current time at the precision Postgres keeps (microseconds), so a
+/// time answered from a command equals the same time read back later.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
 /// Which parts of LOKIZ a process runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Components {
@@ -99,6 +106,7 @@ impl Application {
     /// Connects to Postgres (creating the database and migrating it) and NATS
     /// (creating the stream), and binds the HTTP port (port 0: any free one).
     pub async fn build(config: Config, components: Components) -> anyhow::Result<Self> {
+        let _ = telemetry::prometheus();
         let pool = lokiz_infra::db::connect(&config).await?;
         lokiz_infra::db::migrate(&pool).await?;
         let nats = lokiz_infra::nats::connect(&config).await?;

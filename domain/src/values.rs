@@ -65,7 +65,7 @@ impl Username {
     /// Case is kept; uniqueness is case-insensitive (see `normalized`).
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
         let len = raw.chars().count();
-        if len < Self::MIN || len > Self::MAX {
+        if !(Self::MIN..=Self::MAX).contains(&len) {
             return Err(FieldError::new(
                 field,
                 "length",
@@ -219,7 +219,7 @@ impl Password {
 
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
         let len = raw.chars().count();
-        if len < Self::MIN || len > Self::MAX {
+        if !(Self::MIN..=Self::MAX).contains(&len) {
             return Err(FieldError::new(
                 field,
                 "length",
@@ -248,10 +248,7 @@ mod tests {
         );
         assert_eq!(Username::parse("u", "9abc").unwrap_err().code, "format");
         assert_eq!(Username::parse("u", "ab cd").unwrap_err().code, "format");
-        assert_eq!(
-            Username::parse("u", "Trick").unwrap().normalized(),
-            "trick"
-        );
+        assert_eq!(Username::parse("u", "Trick").unwrap().normalized(), "trick");
     }
 
     #[test]
@@ -260,7 +257,9 @@ mod tests {
             Email::parse("e", "A.B@Example.COM").unwrap().as_str(),
             "a.b@example.com"
         );
-        for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@-b.c"] {
+        for bad in [
+            "", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b..c", "a@@b.c", "a@-b.c",
+        ] {
             assert!(Email::parse("e", bad).is_err(), "{bad} accepted");
         }
     }
@@ -273,6 +272,9 @@ mod tests {
         assert!(ImageUrl::parse("i", "ftp://x.y/a.png").is_err());
         assert!(ImageUrl::parse("i", "https://cdn.lokiz.dev/a.png").is_ok());
         assert!(Password::parse("p", "short").is_err());
-        assert_eq!(format!("{:?}", Password::parse("p", "longenough").unwrap()), "Password(***)");
+        assert_eq!(
+            format!("{:?}", Password::parse("p", "longenough").unwrap()),
+            "Password(***)"
+        );
     }
 }

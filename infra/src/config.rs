@@ -93,7 +93,9 @@ impl Config {
                 if u.path().trim_start_matches('/').is_empty() {
                     return Err(ConfigError::Invalid {
                         var: "DATABASE_URL",
-                        message: "must name a database, e.g. postgres://postgres@127.0.0.1:5432/lokiz".into(),
+                        message:
+                            "must name a database, e.g. postgres://postgres@127.0.0.1:5432/lokiz"
+                                .into(),
                     });
                 }
             }

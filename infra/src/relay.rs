@@ -103,9 +103,10 @@ impl Relay {
             let body = serde_json::to_vec(e)?;
             let mut headers = HeaderMap::new();
             headers.insert("Lokiz-Event-Type", e.event_type.as_str());
+            // headers first: `headers()` replaces the map `message_id()` writes to
             let publish = Publish::build()
-                .message_id(e.message_id())
                 .headers(headers)
+                .message_id(e.message_id())
                 .payload(body.into());
             let ack = self
                 .js
@@ -161,7 +162,9 @@ impl Relay {
 
     /// Runs until `shutdown`: waits for the relay lock, then tails the store.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
-        let Some(mut lock) = crate::db::acquire_session_lock(&self.database_url, &self.lock_key(), &shutdown).await else {
+        let Some(mut lock) =
+            crate::db::acquire_session_lock(&self.database_url, &self.lock_key(), &shutdown).await
+        else {
             return Ok(());
         };
         tracing::info!(stream = %self.stream, "relay active");
@@ -181,7 +184,13 @@ impl Relay {
                 // another relay may already be active, so step back.
                 if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
                     tracing::warn!("relay lock connection lost; re-acquiring");
-                    match crate::db::acquire_session_lock(&self.database_url, &self.lock_key(), &shutdown).await {
+                    match crate::db::acquire_session_lock(
+                        &self.database_url,
+                        &self.lock_key(),
+                        &shutdown,
+                    )
+                    .await
+                    {
                         Some(l) => lock = l,
                         None => break,
                     }

@@ -86,8 +86,14 @@ mod tests {
 
     #[test]
     fn positions_order_by_transaction_first() {
-        let a = StreamPosition { xid: 10, position: 99 };
-        let b = StreamPosition { xid: 11, position: 5 };
+        let a = StreamPosition {
+            xid: 10,
+            position: 99,
+        };
+        let b = StreamPosition {
+            xid: 11,
+            position: 5,
+        };
         assert!(a < b);
     }
 

@@ -18,7 +18,10 @@ pub use projector::{ProjectionError, Projector};
 
 /// Every projection this build knows, in a stable order.
 pub fn all() -> Vec<Arc<dyn Projector>> {
-    vec![Arc::new(users::UsersProjector), Arc::new(wallets::WalletsProjector)]
+    vec![
+        Arc::new(users::UsersProjector),
+        Arc::new(wallets::WalletsProjector),
+    ]
 }
 
 /// Looks a projection up by name.

@@ -22,18 +22,20 @@ impl ProjectionError {
     /// opposed to errors in the event itself or in the projector.
     pub fn is_transient(&self) -> bool {
         match self {
-            ProjectionError::Db(e) => matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Tls(_)
-            ) || e
-                .as_database_error()
-                .and_then(|d| d.code())
-                // serialization failure, deadlock, admin shutdown, too many connections
-                .is_some_and(|c| matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "53300")),
+            ProjectionError::Db(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    // serialization failure, deadlock, admin shutdown, too many connections
+                    .is_some_and(|c| matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "53300"))
+            }
             _ => false,
         }
     }
@@ -63,6 +65,9 @@ pub trait Projector: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
     /// Read-model tables this projector owns.
     fn tables(&self) -> &'static [&'static str];
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent)
-        -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &StoredEvent,
+    ) -> Result<(), ProjectionError>;
 }

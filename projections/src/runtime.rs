@@ -238,7 +238,13 @@ impl ProjectionRunner {
             applied.push(e);
         }
         if let Some(last) = applied.last() {
-            advance_checkpoint(&mut tx, self.projector.name(), last.stream_position(), applied.len() as i64).await?;
+            advance_checkpoint(
+                &mut tx,
+                self.projector.name(),
+                last.stream_position(),
+                applied.len() as i64,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.observe(&applied);
@@ -314,7 +320,12 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    async fn park(&self, event: &StoredEvent, error: &str, attempts: u32) -> Result<(), sqlx::Error> {
+    async fn park(
+        &self,
+        event: &StoredEvent,
+        error: &str,
+        attempts: u32,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let checkpoint = lock_checkpoint(&mut tx, self.projector.name()).await?;
         if event.stream_position() <= checkpoint {
@@ -347,8 +358,11 @@ impl ProjectionRunner {
     /// A message whose body is not an event envelope at all: kept for
     /// inspection under a negative position (minus its stream sequence).
     async fn park_undecodable(&self, item: &Incoming) -> Result<(), sqlx::Error> {
-        tracing::error!(projection = self.projector.name(), stream_sequence = item.stream_sequence,
-            "undecodable message parked");
+        tracing::error!(
+            projection = self.projector.name(),
+            stream_sequence = item.stream_sequence,
+            "undecodable message parked"
+        );
         sqlx::query(
             "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
                                         sequence, event_type, error, attempts)
@@ -392,10 +406,12 @@ pub async fn lock_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
 ) -> Result<StreamPosition, sqlx::Error> {
-    sqlx::query("INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(projection)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(projection)
+    .execute(&mut *conn)
+    .await?;
     let (xid, position): (i64, i64) = sqlx::query_as(
         "SELECT last_xid, last_position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
     )
@@ -436,7 +452,8 @@ pub async fn run_all(
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     for p in projectors {
-        let runner = ProjectionRunner::new(pool.clone(), js.clone(), config.clone(), p, options.clone());
+        let runner =
+            ProjectionRunner::new(pool.clone(), js.clone(), config.clone(), p, options.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
             let name = runner.projector.name();

@@ -1,1 +1,234 @@
-pub fn placeholder() {}
+//! Test harness: `spawn_app()` starts the whole system in-process on port 0,
+//! against its own fresh Postgres database and its own JetStream stream, so
+//! tests run in parallel and never see each other's data.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lokiz_api::{ApiContext, Application, Components};
+use lokiz_infra::Config;
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+pub struct TestApp {
+    pub address: String,
+    pub config: Config,
+    pub ctx: ApiContext,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct Registered {
+    pub id: Uuid,
+    pub username: String,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub position: i64,
+    pub body: Value,
+}
+
+/// A configuration with a unique database and stream.
+pub fn test_config(extra: &[(&str, &str)]) -> Config {
+    let tag = Uuid::new_v4().simple().to_string();
+    let base = std::env::var("LOKIZ_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let mut vars: HashMap<String, String> = HashMap::from([
+        (
+            "DATABASE_URL".into(),
+            format!("{base}/lokiz_t_{}", &tag[..16]),
+        ),
+        ("LOKIZ_BIND".into(), "127.0.0.1:0".into()),
+        ("LOKIZ_STREAM".into(), format!("T{}", &tag[..16])),
+        ("LOKIZ_JWT_SECRET".into(), TEST_SECRET.into()),
+        ("LOKIZ_DB_POOL_SIZE".into(), "8".into()),
+        (
+            "LOKIZ_DATA_DIR".into(),
+            std::env::temp_dir()
+                .join("lokiz-tests")
+                .to_string_lossy()
+                .into(),
+        ),
+    ]);
+    if let Ok(n) = std::env::var("NATS_URL") {
+        vars.insert("NATS_URL".into(), n);
+    }
+    for (k, v) in extra {
+        vars.insert((*k).into(), (*v).into());
+    }
+    Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Components::ALL, &[]).await
+}
+
+pub async fn spawn_app_with(components: Components, extra: &[(&str, &str)]) -> TestApp {
+    let config = test_config(extra);
+    let app = Application::build(config.clone(), components)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let ctx = app.context().clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+        pool: ctx.pool.clone(),
+        ctx,
+        config,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> Response {
+        let mut req = self.client.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn patch(&self, path: &str, body: Value, token: &str) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        min_position: Option<i64>,
+    ) -> Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(p) = min_position {
+            req = req.header("X-Lokiz-Min-Position", p.to_string());
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Registers `username` (email `<username>@example.com`, password
+    /// `password123`) and asserts success.
+    pub async fn register(&self, username: &str) -> Registered {
+        let email = format!("{}@example.com", username.to_lowercase());
+        let resp = self
+            .post(
+                "/v1/auth/register",
+                json!({"username": username, "email": email, "password": "password123"}),
+                None,
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "register {username}");
+        let position: i64 = resp
+            .headers()
+            .get("x-lokiz-position")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("X-Lokiz-Position");
+        let body: Value = resp.json().await.expect("json");
+        Registered {
+            id: body["user"]["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("id"),
+            username: username.into(),
+            email,
+            access_token: body["access_token"].as_str().expect("token").into(),
+            refresh_token: body["refresh_token"].as_str().expect("refresh").into(),
+            position,
+            body,
+        }
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Waits until `cond` holds (polling), failing the test after `secs`.
+    pub async fn eventually<F, Fut>(&self, secs: u64, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if cond().await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the app, then drops its database and stream.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+        let _ = self.ctx.js.delete_stream(&self.config.stream).await;
+        self.pool.close().await;
+        let name = self.config.database_name();
+        let admin_url = self
+            .config
+            .database_url
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/postgres"))
+            .unwrap_or_default();
+        if let Ok(admin) = PgPool::connect(&admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts the error envelope and returns its `error` object.
+pub async fn expect_error(resp: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    let body: Value = resp.json().await.expect("error body is JSON");
+    let err = body.get("error").cloned().expect("envelope has error");
+    assert_eq!(err["code"], code, "error code in {body}");
+    assert!(err["message"].is_string(), "message in {body}");
+    assert!(err.get("details").is_some(), "details in {body}");
+    err
+}

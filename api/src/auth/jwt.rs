@@ -96,8 +96,12 @@ mod tests {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let now = Utc::now().timestamp();
         let body = b64.encode(
-            format!(r#"{{"sub":"{}","iat":{now},"exp":{},"typ":"access"}}"#, Uuid::new_v4(), now + 600)
-                .as_bytes(),
+            format!(
+                r#"{{"sub":"{}","iat":{now},"exp":{},"typ":"access"}}"#,
+                Uuid::new_v4(),
+                now + 600
+            )
+            .as_bytes(),
         );
         assert!(keys().verify_access(&format!("{header}.{body}.")).is_err());
     }

@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
 use lokiz_domain::user::{UserCommand, UserError};
 use lokiz_domain::values::{DisplayName, Email, Password, Username};
 use lokiz_domain::wallet::{GrantReason, WalletCommand, WalletError, SIGNUP_CREDITS};
@@ -100,10 +99,7 @@ async fn tokens_for(
     user: MeView,
     position: Option<i64>,
 ) -> Result<AuthResponse, ApiError> {
-    let (access_token, expires_in) = ctx
-        .jwt
-        .issue_access(user.id)
-        .map_err(ApiError::internal)?;
+    let (access_token, expires_in) = ctx.jwt.issue_access(user.id).map_err(ApiError::internal)?;
     let refresh_token = refresh::issue(&ctx.pool, user.id).await?;
     Ok(AuthResponse {
         access_token,
@@ -134,7 +130,9 @@ pub async fn register(
     let display_name = f.parse("display_name", raw, DisplayName::parse);
     f.finish()?;
     let (Some(username), Some(email), Some(password)) = (username, email, password) else {
-        return Err(ApiError::internal(anyhow::anyhow!("validated fields missing")));
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        )));
     };
     let display_name = display_name.unwrap_or_else(|| DisplayName::from_username(&username));
 
@@ -183,7 +181,7 @@ pub async fn register(
         });
     }
 
-    let at = Utc::now();
+    let at = crate::now();
     let metadata = HashMap::from([("actor".to_owned(), user_id.to_string())]);
     let registered = ctx
         .store
@@ -265,7 +263,9 @@ pub async fn login(
     let password = f.required_str("password");
     f.finish()?;
     let (Some(email), Some(password)) = (email, password) else {
-        return Err(ApiError::internal(anyhow::anyhow!("validated fields missing")));
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        )));
     };
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT user_id, password_hash FROM identities WHERE email_key = $1")
@@ -331,10 +331,7 @@ pub async fn refresh_tokens(
             refresh::RefreshError::Db(e) => e.into(),
         })?;
     let user = load_me_settled(&ctx, user_id).await?;
-    let (access_token, expires_in) = ctx
-        .jwt
-        .issue_access(user_id)
-        .map_err(ApiError::internal)?;
+    let (access_token, expires_in) = ctx.jwt.issue_access(user_id).map_err(ApiError::internal)?;
     Ok(Json(AuthResponse {
         access_token,
         token_type: "bearer",

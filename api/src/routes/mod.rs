@@ -22,9 +22,7 @@ use crate::ApiContext;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(ctx: ApiContext) -> Router {
-    let v1 = Router::new()
-        .merge(auth::router())
-        .merge(users::router());
+    let v1 = Router::new().merge(auth::router()).merge(users::router());
     Router::new()
         .nest("/v1", v1)
         .merge(ops::router())

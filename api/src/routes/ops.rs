@@ -35,8 +35,7 @@ pub async fn ready(State(ctx): State<ApiContext>) -> Response {
         tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&ctx.pool)).await,
         Ok(Ok(_))
     );
-    let nats_connected =
-        ctx.nats.connection_state() == async_nats::connection::State::Connected;
+    let nats_connected = ctx.nats.connection_state() == async_nats::connection::State::Connected;
     let stream = matches!(
         tokio::time::timeout(timeout, ctx.js.get_stream(&ctx.config.stream)).await,
         Ok(Ok(_))
@@ -65,7 +64,11 @@ pub async fn ready(State(ctx): State<ApiContext>) -> Response {
         }
     }
     if ok {
-        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks }))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -105,9 +108,5 @@ pub async fn metrics_text(State(ctx): State<ApiContext>) -> Response {
         }
         None => String::new(),
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

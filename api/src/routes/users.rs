@@ -179,7 +179,7 @@ pub async fn update_me(
             &user.user_id.to_string(),
             UserCommand::UpdateProfile {
                 changes: changes.clone(),
-                at: Utc::now(),
+                at: crate::now(),
             },
             HashMap::from([("actor".to_owned(), user.user_id.to_string())]),
         )

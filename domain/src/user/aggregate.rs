@@ -221,7 +221,9 @@ mod tests {
             updated_at: at(),
         };
         let json = serde_json::to_value(&e).unwrap();
-        assert!(json["ProfileUpdated"].get("bio").is_some_and(|v| v.is_null()));
+        assert!(json["ProfileUpdated"]
+            .get("bio")
+            .is_some_and(|v| v.is_null()));
         assert!(json["ProfileUpdated"].get("profile_image_url").is_none());
         let back: UserEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, e);

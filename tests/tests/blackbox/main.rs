@@ -1,0 +1,6 @@
+//! Black-box tests: the real HTTP server, real Postgres, real NATS JetStream.
+//! One test binary (one link step) for the whole suite.
+
+mod auth;
+mod ops;
+mod spine;
