@@ -14,6 +14,13 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Fine buckets for commit→read-model lag, so quantiles estimated from the
+/// histogram (as the bench harness does) are close to exact.
+pub const LAG_BUCKETS: [f64; 24] = [
+    0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+    0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 1.0, 5.0,
+];
+
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -21,6 +28,11 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("lokiz_projection_lag_seconds".into()),
+                    &LAG_BUCKETS,
+                )
+                .ok()?
                 .set_buckets_for_metric(
                     Matcher::Suffix("_seconds".into()),
                     &[

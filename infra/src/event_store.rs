@@ -5,10 +5,14 @@ use std::collections::HashMap;
 
 use cqrs_es::{Aggregate, AggregateError};
 use lokiz_domain::{user::User, wallet::Wallet};
-use postgres_es::{postgres_cqrs, PostgresCqrs};
+use postgres_es::{postgres_snapshot_cqrs, PostgresCqrs};
 use sqlx::PgPool;
 
 use crate::stored_event::{StoredEvent, STORED_EVENT_COLUMNS};
+
+/// A snapshot of the aggregate is kept every this many events, so loading an
+/// aggregate reads at most this many events however long its history.
+const SNAPSHOT_EVERY: usize = 50;
 
 /// How often a command is re-run when another writer appended to the same
 /// aggregate between our load and our insert.
@@ -36,7 +40,7 @@ where
 {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            cqrs: postgres_cqrs(pool.clone(), vec![], ()),
+            cqrs: postgres_snapshot_cqrs(pool.clone(), vec![], SNAPSHOT_EVERY, ()),
             pool,
         }
     }
@@ -65,11 +69,13 @@ where
             }
         }
         let position: Option<i64> = sqlx::query_scalar(
-            "SELECT max(position) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+            // newest first along the primary key: one index probe however long the history
+            "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
+              ORDER BY sequence DESC LIMIT 1",
         )
         .bind(A::TYPE)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
         Ok(Written { position })

@@ -266,9 +266,10 @@ impl ProjectionRunner {
             .iter()
             .map(|e| (now - e.recorded_at).to_std().unwrap_or_default())
             .collect();
-        if let Some(max) = lags.iter().max() {
-            metrics::histogram!("lokiz_projection_lag_seconds", "projection" => self.projector.name())
-                .record(max.as_secs_f64());
+        let histogram =
+            metrics::histogram!("lokiz_projection_lag_seconds", "projection" => self.projector.name());
+        for lag in &lags {
+            histogram.record(lag.as_secs_f64());
         }
         metrics::counter!("lokiz_projection_applied_total", "projection" => self.projector.name())
             .increment(applied.len() as u64);
