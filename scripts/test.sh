@@ -2,7 +2,14 @@
 # The test command (README.md, .ci/run): starts PostgreSQL and NATS when needed,
 # then runs every test of the workspace. Black-box tests create their own
 # database and JetStream stream each and remove them when they pass.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/services.sh
-exec cargo test --workspace --locked -- --test-threads "${LOKIZ_TEST_THREADS:-4}"
+bash scripts/services.sh || exit 1
+log="$(mktemp)"
+cargo test --workspace --locked -- --test-threads "${LOKIZ_TEST_THREADS:-4}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+# one closing line for the whole workspace
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "workspace: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

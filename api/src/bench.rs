@@ -75,12 +75,16 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 
     // clean up whatever happened
     if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
-            .execute(&mut admin)
-            .await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+        ))
+        .execute(&mut admin)
+        .await;
     }
     if let Ok(client) = async_nats::connect(&config.nats_url).await {
-        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&stream)
+            .await;
     }
     result?;
 
@@ -106,7 +110,10 @@ async fn scenarios(
     lokiz_infra::db::ensure_database(bench_url).await?;
 
     // 1. the raw ceiling
-    eprintln!("bench: raw insert ceiling, {} clients, {}s", args.clients, args.duration);
+    eprintln!(
+        "bench: raw insert ceiling, {} clients, {}s",
+        args.clients, args.duration
+    );
     let ceiling = raw_insert_ceiling(bench_url, args.clients, args.duration).await?;
 
     // the server under test, as its own process
@@ -118,7 +125,10 @@ async fn scenarios(
         .env("NATS_URL", &config.nats_url)
         .env("LOKIZ_BIND", format!("127.0.0.1:{port}"))
         .env("LOKIZ_STREAM", stream)
-        .env("LOKIZ_JWT_SECRET", "bench-secret-bench-secret-bench-secret-0")
+        .env(
+            "LOKIZ_JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret-0",
+        )
         .env("LOKIZ_DB_POOL_SIZE", "32")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -132,7 +142,7 @@ async fn scenarios(
         .pool_max_idle_per_host(args.clients * 4)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let outcome = server_scenarios(&http, &base, args, ceiling, pid, rows).await;
+    let outcome = server_scenarios(&http, &base, bench_url, args, ceiling, pid, rows).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
     outcome
@@ -141,6 +151,7 @@ async fn scenarios(
 async fn server_scenarios(
     http: &reqwest::Client,
     base: &str,
+    bench_url: &str,
     args: &BenchArgs,
     ceiling: Throughput,
     pid: u32,
@@ -149,10 +160,37 @@ async fn server_scenarios(
     wait_healthy(http, base).await?;
     let tokens = register_users(http, base, args.clients.max(16)).await?;
 
-    // 2. command append through HTTP
-    eprintln!("bench: PATCH /v1/users/me, {} clients, {}s", args.clients, args.duration);
+    // 2a. command append straight through cqrs-es/postgres-es (no HTTP)
+    eprintln!(
+        "bench: cqrs-es UpdateProfile, {} clients, {}s",
+        args.clients, args.duration
+    );
+    let direct = direct_append(bench_url, args.clients, args.duration).await?;
+    let direct_ratio = direct.per_sec / ceiling.per_sec;
+    eprintln!(
+        "bench: ceiling {:.0}/s; cqrs-es {:.0}/s ({:.0} %), p50 {:.2} ms, p99 {:.2} ms",
+        ceiling.per_sec,
+        direct.per_sec,
+        direct_ratio * 100.0,
+        direct.p50_ms,
+        direct.p99_ms
+    );
+
+    // 2b. command append through HTTP
+    eprintln!(
+        "bench: PATCH /v1/users/me, {} clients, {}s",
+        args.clients, args.duration
+    );
     let ours = http_append(http, base, &tokens, args.clients, args.duration).await?;
     let ratio = ours.per_sec / ceiling.per_sec;
+    eprintln!(
+        "bench: HTTP {:.0}/s ({:.0} %), p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        ours.per_sec,
+        ratio * 100.0,
+        ours.p50_ms,
+        ours.p99_ms,
+        ours.errors
+    );
     rows.push(Row {
         scenario: "raw INSERT tx/s (events-shaped table)".into(),
         ceiling: format!("{:.0}/s", ceiling.per_sec),
@@ -164,7 +202,23 @@ async fn server_scenarios(
         pass: true,
     });
     rows.push(Row {
-        scenario: format!("command append via HTTP (PATCH /users/me), {} clients", args.clients),
+        scenario: format!(
+            "command append via cqrs-es in-process (UpdateProfile), {} clients",
+            args.clients
+        ),
+        ceiling: format!("{:.0}/s", ceiling.per_sec),
+        ours: format!("{:.0}/s", direct.per_sec),
+        ratio: Some(direct_ratio),
+        p50_ms: Some(direct.p50_ms),
+        p99_ms: Some(direct.p99_ms),
+        target: "≥ 40 % of ceiling".into(),
+        pass: direct_ratio >= 0.40 && direct.errors == 0,
+    });
+    rows.push(Row {
+        scenario: format!(
+            "command append via HTTP (PATCH /users/me), {} clients",
+            args.clients
+        ),
         ceiling: format!("{:.0}/s", ceiling.per_sec),
         ours: format!("{:.0}/s", ours.per_sec),
         ratio: Some(ratio),
@@ -176,7 +230,10 @@ async fn server_scenarios(
 
     // 3. projection lag at a fixed offered rate
     settle(http, base).await?;
-    eprintln!("bench: lag at {}/s for {}s", args.lag_rate, args.lag_seconds);
+    eprintln!(
+        "bench: lag at {}/s for {}s",
+        args.lag_rate, args.lag_seconds
+    );
     let before = lag_histogram(http, base).await?;
     let offered = offered_load(http, base, &tokens, args.lag_rate, args.lag_seconds).await?;
     settle(http, base).await?;
@@ -189,7 +246,10 @@ async fn server_scenarios(
             args.lag_rate, args.lag_seconds, offered.ok, offered.errors
         ),
         ceiling: "—".into(),
-        ours: format!("{:.0} events/s", offered.ok as f64 / args.lag_seconds as f64),
+        ours: format!(
+            "{:.0} events/s",
+            offered.ok as f64 / args.lag_seconds as f64
+        ),
         ratio: None,
         p50_ms: Some(p50),
         p99_ms: Some(p99),
@@ -235,9 +295,12 @@ fn new_hist() -> anyhow::Result<Histogram<u64>> {
 async fn raw_insert_ceiling(url: &str, clients: usize, secs: u64) -> anyhow::Result<Throughput> {
     let pool = PgPoolOptions::new()
         .max_connections(clients as u32 + 1)
-        .connect(url)
+        // the same connection options the server uses
+        .connect_with(lokiz_infra::db::options(url)?)
         .await?;
-    sqlx::query("DROP TABLE IF EXISTS bench_events").execute(&pool).await?;
+    sqlx::query("DROP TABLE IF EXISTS bench_events")
+        .execute(&pool)
+        .await?;
     // the shape of `events` (migrations/…_event_store.sql), by hand: the
     // server under test has not migrated this database yet
     sqlx::query(
@@ -288,7 +351,9 @@ async fn raw_insert_ceiling(url: &str, clients: usize, secs: u64) -> anyhow::Res
         hist.add(&h)?;
     }
     let elapsed = started.elapsed();
-    sqlx::query("DROP TABLE bench_events").execute(&pool).await?;
+    sqlx::query("DROP TABLE bench_events")
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(throughput(total, elapsed, &hist, 0))
 }
@@ -319,8 +384,10 @@ async fn register_users(
     for i in 0..n {
         let resp: Value = http
             .post(format!("{base}/v1/auth/register"))
-            .json(&json!({"username": format!("bench_{i}"), "email": format!("bench{i}@example.com"),
-                          "password": "password123"}))
+            .json(
+                &json!({"username": format!("bench_{i}"), "email": format!("bench{i}@example.com"),
+                          "password": "password123"}),
+            )
             .send()
             .await?
             .error_for_status()?
@@ -401,6 +468,91 @@ async fn http_append(
     Ok(throughput(
         total,
         started.elapsed(),
+        &hist,
+        errors.load(Ordering::Relaxed),
+    ))
+}
+
+/// `UpdateProfile` through the same command bus the API uses, from this
+/// process: the cost of cqrs-es + the event store without HTTP.
+async fn direct_append(url: &str, clients: usize, secs: u64) -> anyhow::Result<Throughput> {
+    use lokiz_domain::user::{ProfileChanges, UserCommand};
+    use lokiz_domain::values::{DisplayName, Email, Username};
+    let bad = |e: lokiz_domain::values::FieldError| anyhow::anyhow!(e.message);
+    let pool = PgPoolOptions::new()
+        .max_connections(clients as u32 + 2)
+        .connect_with(lokiz_infra::db::options(url)?)
+        .await?;
+    let store = Arc::new(lokiz_infra::event_store::EventStore::new(pool.clone()));
+    let mut ids = Vec::new();
+    for i in 0..clients {
+        let id = uuid::Uuid::now_v7();
+        let username = Username::parse("username", &format!("direct_{i}")).map_err(bad)?;
+        let email = Email::parse("email", &format!("direct{i}@example.com")).map_err(bad)?;
+        store
+            .users
+            .execute(
+                &id.to_string(),
+                UserCommand::RegisterUser {
+                    user_id: id,
+                    display_name: DisplayName::from_username(&username),
+                    username,
+                    email,
+                    at: crate::now(),
+                },
+                Default::default(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ids.push(id.to_string());
+    }
+    let names = [
+        DisplayName::parse("d", "Direct A").map_err(bad)?,
+        DisplayName::parse("d", "Direct B").map_err(bad)?,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for id in ids {
+        let (store, names, errors) = (store.clone(), names.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = new_hist()?;
+            let mut ok = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let command = UserCommand::UpdateProfile {
+                    changes: ProfileChanges {
+                        display_name: Some(names[(ok % 2) as usize].clone()),
+                        ..Default::default()
+                    },
+                    at: crate::now(),
+                };
+                match store.users.execute(&id, command, Default::default()).await {
+                    Ok(_) => {
+                        ok += 1;
+                        hist.record(t.elapsed().as_micros() as u64)?;
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok((ok, hist))
+        }));
+    }
+    let mut total = 0;
+    let mut hist = new_hist()?;
+    for t in tasks {
+        let (n, h) = t.await??;
+        total += n;
+        hist.add(&h)?;
+    }
+    let elapsed = started.elapsed();
+    pool.close().await;
+    Ok(throughput(
+        total,
+        elapsed,
         &hist,
         errors.load(Ordering::Relaxed),
     ))
@@ -533,7 +685,11 @@ async fn lag_histogram(http: &reqwest::Client, base: &str) -> anyhow::Result<Lag
             let Some((labels, value)) = rest.split_once("} ") else {
                 continue;
             };
-            let Some(le) = labels.split("le=\"").nth(1).and_then(|s| s.split('"').next()) else {
+            let Some(le) = labels
+                .split("le=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+            else {
                 continue;
             };
             let value: f64 = value.trim().parse().unwrap_or(0.0);

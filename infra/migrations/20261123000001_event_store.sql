@@ -28,23 +28,10 @@ CREATE TABLE snapshots
     last_sequence    bigint CHECK (last_sequence >= 0)    NOT NULL,
     current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL,
     payload          json                                 NOT NULL,
-    PRIMARY KEY (aggregate_type, aggregate_id, last_sequence)
+    -- one row per aggregate (postgres-es keys it by last_sequence too): the
+    -- one-statement append upserts it (infra/src/repository.rs)
+    PRIMARY KEY (aggregate_type, aggregate_id)
 );
-
--- Wakes the relay. Statement-level, so a multi-event commit notifies once;
--- Postgres delivers it at commit.
-CREATE FUNCTION lokiz_notify_events() RETURNS trigger
-    LANGUAGE plpgsql AS
-$$
-BEGIN
-    PERFORM pg_notify('lokiz_events', '');
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER events_notify
-    AFTER INSERT ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION lokiz_notify_events();
 
 -- Where the relay has published up to, per stream, in (xid, position) order.
 CREATE TABLE relay_checkpoints

@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::CqrsFramework;
 use cqrs_es::{Aggregate, AggregateError};
 use lokiz_domain::{user::User, wallet::Wallet};
-use postgres_es::{postgres_snapshot_cqrs, PostgresCqrs};
+
+use crate::repository::{LokizEventRepository, LAST_POSITION};
 use sqlx::PgPool;
 
 use crate::stored_event::{StoredEvent, STORED_EVENT_COLUMNS};
-
-/// A snapshot of the aggregate is kept every this many events, so loading an
-/// aggregate reads at most this many events however long its history.
-const SNAPSHOT_EVERY: usize = 50;
+use crate::wake::AppendSignal;
 
 /// How often a command is re-run when another writer appended to the same
 /// aggregate between our load and our insert.
@@ -20,7 +20,8 @@ const CONFLICT_RETRIES: usize = 5;
 
 /// One aggregate's command bus.
 pub struct Commands<A: Aggregate> {
-    cqrs: PostgresCqrs<A>,
+    signal: AppendSignal,
+    cqrs: CqrsFramework<A, PersistedEventStore<LokizEventRepository, A>>,
     pool: PgPool,
 }
 
@@ -38,9 +39,17 @@ where
     A: Aggregate<Services = ()>,
     A::Command: Clone,
 {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, signal: AppendSignal) -> Self {
         Self {
-            cqrs: postgres_snapshot_cqrs(pool.clone(), vec![], SNAPSHOT_EVERY, ()),
+            signal,
+            // Aggregate store: each append also writes the aggregate's state,
+            // so a load is one snapshot read (events are replayed only when
+            // the stored state no longer deserializes).
+            cqrs: CqrsFramework::new(
+                PersistedEventStore::new_aggregate_store(LokizEventRepository::new(pool.clone())),
+                vec![],
+                (),
+            ),
             pool,
         }
     }
@@ -54,20 +63,30 @@ where
         metadata: HashMap<String, String>,
     ) -> Result<Written, AggregateError<A::Error>> {
         let mut attempt = 0;
-        loop {
-            match self
+        let appended = loop {
+            let run = self
                 .cqrs
-                .execute_with_metadata(id, command.clone(), metadata.clone())
-                .await
-            {
-                Ok(()) => break,
+                .execute_with_metadata(id, command.clone(), metadata.clone());
+            let (result, appended) = LAST_POSITION
+                .scope(std::cell::Cell::new(None), async {
+                    let r = run.await;
+                    (r, LAST_POSITION.with(|c| c.get()))
+                })
+                .await;
+            match result {
+                Ok(()) => break appended,
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                     tokio::task::yield_now().await;
                 }
                 Err(e) => return Err(e),
             }
+        };
+        if appended.is_some() {
+            self.signal.appended();
+            return Ok(Written { position: appended });
         }
+        // The command recorded nothing: report the aggregate's newest event.
         let position: Option<i64> = sqlx::query_scalar(
             // newest first along the primary key: one index probe however long the history
             "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
@@ -90,10 +109,12 @@ pub struct EventStore {
 }
 
 impl EventStore {
+    /// Must be called inside a Tokio runtime (it starts the relay notifier).
     pub fn new(pool: PgPool) -> Self {
+        let signal = AppendSignal::spawn(pool.clone());
         Self {
-            users: Commands::new(pool.clone()),
-            wallets: Commands::new(pool.clone()),
+            users: Commands::new(pool.clone(), signal.clone()),
+            wallets: Commands::new(pool.clone(), signal),
             pool,
         }
     }

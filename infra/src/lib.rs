@@ -7,7 +7,9 @@ pub mod db;
 pub mod event_store;
 pub mod nats;
 pub mod relay;
+pub mod repository;
 pub mod stored_event;
+pub mod wake;
 
 pub use config::Config;
 pub use stored_event::{StoredEvent, StreamPosition};

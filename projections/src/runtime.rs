@@ -266,8 +266,7 @@ impl ProjectionRunner {
             .iter()
             .map(|e| (now - e.recorded_at).to_std().unwrap_or_default())
             .collect();
-        let histogram =
-            metrics::histogram!("lokiz_projection_lag_seconds", "projection" => self.projector.name());
+        let histogram = metrics::histogram!("lokiz_projection_lag_seconds", "projection" => self.projector.name());
         for lag in &lags {
             histogram.record(lag.as_secs_f64());
         }
