@@ -410,7 +410,11 @@ async fn patch_once(
     n: u64,
 ) -> anyhow::Result<bool> {
     // alternate the value so every request records an event
-    let name = if n.is_multiple_of(2) { "Glitch A" } else { "Glitch B" };
+    let name = if n.is_multiple_of(2) {
+        "Glitch A"
+    } else {
+        "Glitch B"
+    };
     let r = http
         .patch(format!("{base}/v1/users/me"))
         .bearer_auth(token)

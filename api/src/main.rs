@@ -1,5 +1,11 @@
 use std::process::ExitCode;
 
+/// mimalloc returns freed memory to the OS promptly; with glibc's allocator
+/// the 19 MiB argon2 working sets of past sign-ups stayed resident (measured:
+/// 228 MB RSS after 16 sequential registrations).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use lokiz_api::cli::{Cli, Command, ProjectionsCommand};
 use lokiz_api::{shutdown_on_signals, telemetry, Application, Components};
