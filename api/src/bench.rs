@@ -304,7 +304,7 @@ async fn raw_insert_ceiling(url: &str, clients: usize, secs: u64) -> anyhow::Res
     // the shape of `events` (migrations/…_event_store.sql), by hand: the
     // server under test has not migrated this database yet
     sqlx::query(
-        "CREATE TABLE IF NOT EXISTS bench_events (
+        "CREATE TABLE bench_events (
             aggregate_type text NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL,
             event_type text NOT NULL, event_version text NOT NULL, payload json NOT NULL,
             metadata json NOT NULL,
@@ -315,47 +315,71 @@ async fn raw_insert_ceiling(url: &str, clients: usize, secs: u64) -> anyhow::Res
     )
     .execute(&pool)
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let pool = pool.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = new_hist()?;
-            let mut conn = pool.acquire().await?;
-            let id = format!("bench-{c}");
-            let payload = json!({"ProfileUpdated": {"display_name": "bench", "updated_at": "2026-01-01T00:00:00Z"}});
-            let mut seq: i64 = 0;
-            while Instant::now() < deadline {
-                seq += 1;
-                let t = Instant::now();
-                sqlx::query(
-                    "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                     VALUES ('User', $1, $2, 'ProfileUpdated', '1.0', $3, '{}')",
-                )
-                .bind(&id)
-                .bind(seq)
-                .bind(&payload)
-                .execute(&mut *conn)
-                .await?;
-                hist.record(t.elapsed().as_micros() as u64)?;
-            }
-            anyhow::Ok((seq as u64, hist))
-        }));
-    }
-    let mut total = 0;
-    let mut hist = new_hist()?;
-    for t in tasks {
-        let (n, h) = t.await??;
-        total += n;
-        hist.add(&h)?;
-    }
-    let elapsed = started.elapsed();
+    let payload = Arc::new(
+        json!({"ProfileUpdated": {"display_name": "bench", "updated_at": "2026-01-01T00:00:00Z"}}),
+    );
+    let p = pool.clone();
+    let result = closed_loop(clients, secs, move |client, n| {
+        let (pool, payload) = (p.clone(), payload.clone());
+        async move {
+            sqlx::query(
+                "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES ('User', $1, $2, 'ProfileUpdated', '1.0', $3, '{}')",
+            )
+            .bind(format!("bench-{client}"))
+            .bind(n as i64)
+            .bind(&*payload)
+            .execute(&pool)
+            .await?;
+            Ok(true)
+        }
+    })
+    .await;
     sqlx::query("DROP TABLE bench_events")
         .execute(&pool)
         .await?;
     pool.close().await;
-    Ok(throughput(total, elapsed, &hist, 0))
+    result
+}
+
+/// `clients` tasks each run `op(client, n)` back to back (n = 1, 2, …) until
+/// `secs` pass; latencies of successful operations are recorded.
+async fn closed_loop<F, Fut>(clients: usize, secs: u64, op: F) -> anyhow::Result<Throughput>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = new_hist()?;
+            let (mut ok, mut errors, mut n) = (0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                n += 1;
+                let t = Instant::now();
+                match op(client, n).await {
+                    Ok(true) => {
+                        ok += 1;
+                        hist.record(t.elapsed().as_micros() as u64)?;
+                    }
+                    _ => errors += 1,
+                }
+            }
+            anyhow::Ok((ok, errors, hist))
+        }));
+    }
+    let (mut total, mut errors) = (0, 0);
+    let mut hist = new_hist()?;
+    for t in tasks {
+        let (n, e, h) = t.await??;
+        total += n;
+        errors += e;
+        hist.add(&h)?;
+    }
+    Ok(throughput(total, started.elapsed(), &hist, errors))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -431,50 +455,12 @@ async fn http_append(
     clients: usize,
     secs: u64,
 ) -> anyhow::Result<Throughput> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (http, base, token, errors) = (
-            http.clone(),
-            base.to_owned(),
-            tokens[c % tokens.len()].clone(),
-            errors.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut hist = new_hist()?;
-            let mut ok = 0u64;
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                n += 1;
-                let t = Instant::now();
-                match patch_once(&http, &base, &token, n).await {
-                    Ok(true) => {
-                        ok += 1;
-                        hist.record(t.elapsed().as_micros() as u64)?;
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            anyhow::Ok((ok, hist))
-        }));
-    }
-    let mut total = 0;
-    let mut hist = new_hist()?;
-    for t in tasks {
-        let (n, h) = t.await??;
-        total += n;
-        hist.add(&h)?;
-    }
-    Ok(throughput(
-        total,
-        started.elapsed(),
-        &hist,
-        errors.load(Ordering::Relaxed),
-    ))
+    let (http, base, tokens) = (http.clone(), base.to_owned(), Arc::new(tokens.to_vec()));
+    closed_loop(clients, secs, move |client, n| {
+        let (http, base, tokens) = (http.clone(), base.clone(), tokens.clone());
+        async move { patch_once(&http, &base, &tokens[client % tokens.len()], n).await }
+    })
+    .await
 }
 
 /// `UpdateProfile` through the same command bus the API uses, from this
@@ -514,52 +500,27 @@ async fn direct_append(url: &str, clients: usize, secs: u64) -> anyhow::Result<T
         DisplayName::parse("d", "Direct A").map_err(bad)?,
         DisplayName::parse("d", "Direct B").map_err(bad)?,
     ];
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for id in ids {
-        let (store, names, errors) = (store.clone(), names.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = new_hist()?;
-            let mut ok = 0u64;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let command = UserCommand::UpdateProfile {
-                    changes: ProfileChanges {
-                        display_name: Some(names[(ok % 2) as usize].clone()),
-                        ..Default::default()
-                    },
-                    at: crate::now(),
-                };
-                match store.users.execute(&id, command, Default::default()).await {
-                    Ok(_) => {
-                        ok += 1;
-                        hist.record(t.elapsed().as_micros() as u64)?;
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            anyhow::Ok((ok, hist))
-        }));
-    }
-    let mut total = 0;
-    let mut hist = new_hist()?;
-    for t in tasks {
-        let (n, h) = t.await??;
-        total += n;
-        hist.add(&h)?;
-    }
-    let elapsed = started.elapsed();
+    let ids = Arc::new(ids);
+    let result = closed_loop(clients, secs, move |client, n| {
+        let (store, names, ids) = (store.clone(), names.clone(), ids.clone());
+        async move {
+            let command = UserCommand::UpdateProfile {
+                changes: ProfileChanges {
+                    display_name: Some(names[(n % 2) as usize].clone()),
+                    ..Default::default()
+                },
+                at: crate::now(),
+            };
+            Ok(store
+                .users
+                .execute(&ids[client % ids.len()], command, Default::default())
+                .await
+                .is_ok())
+        }
+    })
+    .await;
     pool.close().await;
-    Ok(throughput(
-        total,
-        elapsed,
-        &hist,
-        errors.load(Ordering::Relaxed),
-    ))
+    result
 }
 
 struct Offered {
