@@ -4,10 +4,23 @@
 //! Invariant: this crate performs no I/O. It depends on no sqlx, axum or NATS
 //! crate; time and identifiers arrive inside commands.
 
+pub mod comment;
+pub mod follow;
+pub mod like;
 pub mod user;
 pub mod values;
+pub mod video;
+pub mod video_view;
 pub mod wallet;
 
 /// Every aggregate type name as stored in the event store's `aggregate_type`
 /// column and used in NATS subjects.
-pub const AGGREGATE_TYPES: &[&str] = &[user::User::TYPE_NAME, wallet::Wallet::TYPE_NAME];
+pub const AGGREGATE_TYPES: &[&str] = &[
+    user::User::TYPE_NAME,
+    wallet::Wallet::TYPE_NAME,
+    video::Video::TYPE_NAME,
+    video_view::VideoView::TYPE_NAME,
+    like::Like::TYPE_NAME,
+    follow::Follow::TYPE_NAME,
+    comment::Comment::TYPE_NAME,
+];

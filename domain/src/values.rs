@@ -56,6 +56,8 @@ string_newtype!(Email);
 string_newtype!(DisplayName);
 string_newtype!(Bio);
 string_newtype!(ImageUrl);
+string_newtype!(Caption);
+string_newtype!(CommentBody);
 
 impl Username {
     pub const MIN: usize = 3;
@@ -203,6 +205,133 @@ impl ImageUrl {
     }
 }
 
+impl Caption {
+    pub const MAX: usize = 2200;
+
+    /// At most 2200 characters (hashtags included); line breaks allowed.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let t = raw.trim();
+        if t.chars().count() > Self::MAX {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be at most {} characters", Self::MAX),
+            ));
+        }
+        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+            return Err(FieldError::new(
+                field,
+                "format",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(t.to_owned()))
+    }
+}
+
+impl CommentBody {
+    pub const MAX: usize = 1000;
+
+    /// 1–1000 characters after trimming.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let t = raw.trim();
+        let len = t.chars().count();
+        if !(1..=Self::MAX).contains(&len) {
+            return Err(FieldError::new(
+                field,
+                "length",
+                format!("must be 1 to {} characters", Self::MAX),
+            ));
+        }
+        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+            return Err(FieldError::new(
+                field,
+                "format",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(t.to_owned()))
+    }
+}
+
+/// Who may see a video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+impl Visibility {
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        match raw {
+            "public" => Ok(Self::Public),
+            "private" => Ok(Self::Private),
+            _ => Err(FieldError::new(
+                field,
+                "format",
+                "must be \"public\" or \"private\"",
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+        }
+    }
+}
+
+/// Measured properties of an uploaded video, each checked for range.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VideoDimensions {
+    pub width: u32,
+    pub height: u32,
+    /// Seconds.
+    pub duration: f64,
+}
+
+impl VideoDimensions {
+    pub const MAX_SIDE: u32 = 8192;
+    pub const MAX_DURATION: f64 = 600.0;
+
+    /// Every bad field is reported, not only the first.
+    pub fn parse(width: i64, height: i64, duration: f64) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let side = |field: &'static str, v: i64, errors: &mut Vec<FieldError>| {
+            if v < 1 || v > Self::MAX_SIDE as i64 {
+                errors.push(FieldError::new(
+                    field,
+                    "range",
+                    format!("must be 1 to {}", Self::MAX_SIDE),
+                ));
+            }
+        };
+        side("width", width, &mut errors);
+        side("height", height, &mut errors);
+        if !(duration.is_finite() && duration > 0.0 && duration <= Self::MAX_DURATION) {
+            errors.push(FieldError::new(
+                "actual_duration",
+                "range",
+                format!(
+                    "must be more than 0 and at most {} seconds",
+                    Self::MAX_DURATION
+                ),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                width: width as u32,
+                height: height as u32,
+                duration,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// A plain-text password as typed. Never serialized, never logged.
 #[derive(Clone)]
 pub struct Password(String);
@@ -262,6 +391,25 @@ mod tests {
         ] {
             assert!(Email::parse("e", bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn video_values() {
+        assert!(Caption::parse("caption", &"x".repeat(2201)).is_err());
+        assert_eq!(
+            Caption::parse("caption", " #glitch ").unwrap().as_str(),
+            "#glitch"
+        );
+        assert!(CommentBody::parse("body", "  ").is_err());
+        assert_eq!(
+            Visibility::parse("v", "private").unwrap(),
+            Visibility::Private
+        );
+        assert!(Visibility::parse("v", "secret").is_err());
+        assert!(VideoDimensions::parse(1080, 1920, 12.5).is_ok());
+        let errs = VideoDimensions::parse(0, 99999, f64::NAN).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field).collect();
+        assert_eq!(fields, vec!["width", "height", "actual_duration"]);
     }
 
     #[test]

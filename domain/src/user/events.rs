@@ -50,7 +50,7 @@ impl DomainEvent for UserEvent {
 }
 
 /// Distinguishes an absent field from an explicit `null`.
-pub(crate) mod double_option {
+pub mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<T: Serialize, S: Serializer>(

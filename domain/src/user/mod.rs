@@ -9,4 +9,5 @@ mod events;
 
 pub use aggregate::{User, UserError};
 pub use commands::{ProfileChanges, UserCommand};
+pub(crate) use events::double_option;
 pub use events::UserEvent;

@@ -1,0 +1,38 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::values::{Caption, VideoDimensions, Visibility};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoCommand {
+    /// A user asked for an upload URL: the video exists from now on, in
+    /// `processing`.
+    RequestUpload {
+        video_id: Uuid,
+        owner_id: Uuid,
+        file_key: String,
+        content_type: String,
+        file_size: u64,
+        caption: Option<Caption>,
+        at: DateTime<Utc>,
+    },
+    /// The owner reports the upload finished. `stored_size` is what the blob
+    /// store holds under the file key (`None`: nothing there yet); the
+    /// caller looks it up, the aggregate decides.
+    CompleteUpload {
+        actor: Uuid,
+        dimensions: VideoDimensions,
+        stored_size: Option<u64>,
+        at: DateTime<Utc>,
+    },
+    UpdateMetadata {
+        actor: Uuid,
+        caption: Option<Option<Caption>>,
+        visibility: Option<Visibility>,
+        at: DateTime<Utc>,
+    },
+    DeleteVideo {
+        actor: Uuid,
+        at: DateTime<Utc>,
+    },
+}
