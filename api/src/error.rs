@@ -40,6 +40,21 @@ pub enum ApiError {
         message: String,
         details: Option<Value>,
     },
+    /// 403: a signed URL's signature does not match its parameters.
+    #[error("invalid signature")]
+    InvalidSignature,
+    /// 403: a signed URL is past its expiry.
+    #[error("URL expired")]
+    UrlExpired,
+    /// 415: an upload's Content-Type is not the one its URL was signed for.
+    #[error("content type mismatch")]
+    ContentTypeMismatch { expected: String },
+    /// 413: an upload is larger than the size its URL was signed for.
+    #[error("payload too large")]
+    PayloadTooLarge { limit: u64 },
+    /// 400: an upload is shorter than the size its URL was signed for.
+    #[error("size mismatch")]
+    SizeMismatch { expected: u64, received: u64 },
     /// 503: the read models did not catch up in time.
     #[error("consistency timeout")]
     ConsistencyTimeout { position: i64, waited_ms: u128 },
@@ -121,6 +136,36 @@ impl ApiError {
                 code,
                 message.clone(),
                 details.clone().unwrap_or(Value::Null),
+            ),
+            ApiError::InvalidSignature => (
+                StatusCode::FORBIDDEN,
+                "INVALID_SIGNATURE",
+                "The URL's signature is not valid.".into(),
+                Value::Null,
+            ),
+            ApiError::UrlExpired => (
+                StatusCode::FORBIDDEN,
+                "URL_EXPIRED",
+                "The URL has expired; request a new one.".into(),
+                Value::Null,
+            ),
+            ApiError::ContentTypeMismatch { expected } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "CONTENT_TYPE_MISMATCH",
+                "The Content-Type is not the one this URL was issued for.".into(),
+                json!({ "expected": expected }),
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "TOO_LARGE",
+                "The body is larger than the size this URL was issued for.".into(),
+                json!({ "limit": limit }),
+            ),
+            ApiError::SizeMismatch { expected, received } => (
+                StatusCode::BAD_REQUEST,
+                "SIZE_MISMATCH",
+                "The body is shorter than the size this URL was issued for.".into(),
+                json!({ "expected": expected, "received": received }),
             ),
             ApiError::ConsistencyTimeout {
                 position,

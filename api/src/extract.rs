@@ -118,6 +118,66 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A required list of at most `max` UUIDs (duplicates collapse). Every
+    /// malformed entry is named in the error.
+    pub fn uuid_list(&mut self, name: &'static str, max: usize) -> Option<Vec<Uuid>> {
+        let list = match self.obj.get(name) {
+            None | Some(Value::Null) => {
+                self.errors
+                    .push(FieldError::new(name, "required", "is required"));
+                return None;
+            }
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be an array of ids"));
+                return None;
+            }
+        };
+        if list.len() > max {
+            self.errors.push(FieldError::new(
+                name,
+                "too_many",
+                format!("at most {max} ids per request ({} sent)", list.len()),
+            ));
+            return None;
+        }
+        let mut ids = Vec::with_capacity(list.len());
+        let mut bad = Vec::new();
+        for (i, v) in list.iter().enumerate() {
+            match v.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+                Some(id) => {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+                None => bad.push(format!("[{i}] {v}")),
+            }
+        }
+        if !bad.is_empty() {
+            self.errors.push(FieldError::new(
+                name,
+                "format",
+                format!("not valid ids: {}", bad.join(", ")),
+            ));
+            return None;
+        }
+        Some(ids)
+    }
+
+    /// An optional UUID.
+    pub fn optional_uuid(&mut self, name: &'static str) -> Option<Uuid> {
+        let raw = self.optional_str(name)?;
+        match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.errors
+                    .push(FieldError::new(name, "format", "must be an id (UUID)"));
+                None
+            }
+        }
+    }
+
     /// Refuses a field that must not be sent.
     pub fn forbid(&mut self, name: &'static str, message: &'static str) {
         if self.obj.contains_key(name) {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pagination;
 pub mod routes;
 pub mod telemetry;
 
@@ -39,6 +40,11 @@ pub struct ApiContext {
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
     pub projectors: Arc<Vec<Arc<dyn Projector>>>,
+    /// Where uploads go (`LOKIZ_BLOB_STORE`): signed upload URLs, object URLs, sizes.
+    pub blobs: Arc<dyn lokiz_infra::blob::BlobStore>,
+    /// The same store when it is the local one (it takes uploads and serves
+    /// files at `/v1/blobs/{key}`); `None` with S3.
+    pub local_blobs: Option<Arc<lokiz_infra::blob::LocalBlobStore>>,
 }
 
 impl ApiContext {
@@ -122,7 +128,19 @@ impl Application {
         } else {
             (None, 0)
         };
+        let public_base = match (&config.public_url, &listener) {
+            (Some(url), _) => url.clone(),
+            (None, Some(l)) => format!("http://{}", l.local_addr()?),
+            (None, None) => format!("http://{}", config.bind),
+        };
+        let (blobs, local_blobs) = lokiz_infra::blob::from_config(
+            &config,
+            &public_base,
+            config.jwt_secret.expose().as_bytes(),
+        )?;
         let ctx = ApiContext {
+            blobs,
+            local_blobs,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose().as_bytes())),
             store: Arc::new(EventStore::new(pool.clone())),
             config: Arc::new(config),

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::routes::{auth, ops, users};
+use crate::routes::{auth, comments, follows, likes, ops, users, videos};
 use crate::ApiContext;
 
 #[derive(OpenApi)]
@@ -16,16 +16,33 @@ use crate::ApiContext;
         Errors always use the envelope `{\"error\": {\"code\", \"message\", \"details\"}}`."),
     paths(
         auth::register, auth::login, auth::me, auth::refresh_tokens, auth::logout,
-        users::get_user, users::update_me,
+        users::get_user, users::update_me, users::my_stats,
+        videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
+        videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
+        videos::feed, videos::prefetch,
+        likes::like, likes::unlike, likes::check, likes::check_batch,
+        follows::follow, follows::unfollow, follows::followers, follows::following,
+        follows::check_one, follows::check_batch,
+        comments::post_comment, comments::list, comments::edit, comments::delete,
         ops::health, ops::ready, ops::metrics_text,
     ),
     components(schemas(
         auth::AuthResponse, auth::RegisterRequest, auth::LoginRequest, auth::RefreshRequest,
         users::MeView, users::PublicUser, users::UpdateProfileRequest, users::UpdateProfileResponse,
+        users::MyStats,
+        videos::VideoResponse, videos::VideoUser, videos::VideoPage, videos::UploadUrlRequest,
+        videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
+        videos::UpdateVideoRequest, videos::ViewResponse, videos::VideoCounts, videos::BatchMetadata,
+        likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
+        follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
+        follows::UserIds, follows::FollowingUsers,
+        comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
+        comments::CommentPage, comments::EditCommentRequest,
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "ops"))
+    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"),
+         (name = "follows"), (name = "comments"), (name = "ops"))
 )]
 pub struct ApiDoc;
 

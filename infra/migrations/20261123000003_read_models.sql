@@ -16,5 +16,6 @@ CREATE TABLE wallets
 (
     user_id    uuid PRIMARY KEY,
     balance    bigint      NOT NULL DEFAULT 0,
+    granted    bigint      NOT NULL DEFAULT 0, -- all credits ever granted
     updated_at timestamptz NOT NULL
 );

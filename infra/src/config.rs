@@ -59,6 +59,38 @@ pub struct Config {
     pub consistency_timeout: Duration,
     /// Connections in the Postgres pool.
     pub db_pool_size: u32,
+    /// The server's public URL (`LOKIZ_PUBLIC_URL`, no trailing slash); when
+    /// unset, `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Where uploads are stored (`LOKIZ_BLOB_STORE`).
+    pub blob: BlobConfig,
+}
+
+/// `LOKIZ_BLOB_STORE`: `local` (files under `$LOKIZ_DATA_DIR/blobs`, served
+/// by this server) or `s3`.
+#[derive(Debug, Clone)]
+pub enum BlobConfig {
+    Local,
+    S3(Box<S3Config>),
+}
+
+/// An S3-compatible bucket, addressed path-style (`{endpoint}/{bucket}/{key}`).
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `LOKIZ_S3_ENDPOINT`: scheme, host and port only, e.g.
+    /// `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: url::Url,
+    /// `LOKIZ_S3_BUCKET`
+    pub bucket: String,
+    /// `LOKIZ_S3_REGION` (default `us-east-1`)
+    pub region: String,
+    /// `LOKIZ_S3_ACCESS_KEY`
+    pub access_key: String,
+    /// `LOKIZ_S3_SECRET_KEY`
+    pub secret_key: Secret,
+    /// `LOKIZ_S3_PUBLIC_URL` (optional, no trailing slash): where objects are
+    /// read from, e.g. a CDN; default `{endpoint}/{bucket}`.
+    pub public_url: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/lokiz";
@@ -164,6 +196,11 @@ impl Config {
             None => load_or_create_secret(&data_dir)?,
         };
 
+        let public_url = var("LOKIZ_PUBLIC_URL")
+            .map(|raw| parse_base_url("LOKIZ_PUBLIC_URL", &raw))
+            .transpose()?;
+        let blob = parse_blob_config(&var)?;
+
         Ok(Self {
             env,
             database_url,
@@ -174,6 +211,8 @@ impl Config {
             jwt_secret,
             consistency_timeout,
             db_pool_size,
+            public_url,
+            blob,
         })
     }
 
@@ -207,6 +246,117 @@ fn parse_num(
             }),
         },
     }
+}
+
+/// An absolute http(s) URL without query or fragment, returned without
+/// trailing slashes (a path prefix is kept, for servers behind a proxy).
+fn parse_base_url(name: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    match url::Url::parse(trimmed) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.has_host()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            Ok(trimmed.to_owned())
+        }
+        _ => Err(ConfigError::Invalid {
+            var: name,
+            message: format!(
+                "{raw:?} must be an absolute http:// or https:// URL, e.g. https://api.example.com"
+            ),
+        }),
+    }
+}
+
+fn parse_blob_config(var: &impl Fn(&str) -> Option<String>) -> Result<BlobConfig, ConfigError> {
+    match var("LOKIZ_BLOB_STORE").as_deref().map(str::trim) {
+        None | Some("local") => return Ok(BlobConfig::Local),
+        Some("s3") => {}
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                var: "LOKIZ_BLOB_STORE",
+                message: format!("unknown blob store {other:?} (local|s3)"),
+            })
+        }
+    }
+    let required = |name: &'static str| {
+        var(name)
+            .map(|v| v.trim().to_owned())
+            .ok_or(ConfigError::Invalid {
+                var: name,
+                message: "is required when LOKIZ_BLOB_STORE=s3".into(),
+            })
+    };
+    let endpoint_raw = required("LOKIZ_S3_ENDPOINT")?;
+    let endpoint = match url::Url::parse(&endpoint_raw) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.has_host()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty() =>
+        {
+            u
+        }
+        _ => {
+            return Err(ConfigError::Invalid {
+                var: "LOKIZ_S3_ENDPOINT",
+                message: format!(
+                    "{endpoint_raw:?} must be an http(s) URL of scheme, host and port only, e.g. http://127.0.0.1:9000"
+                ),
+            })
+        }
+    };
+    let bucket = required("LOKIZ_S3_BUCKET")?;
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !bucket_ok {
+        return Err(ConfigError::Invalid {
+            var: "LOKIZ_S3_BUCKET",
+            message: "must be 3-63 characters of lowercase letters, digits, '.' or '-', starting and ending with a letter or digit".into(),
+        });
+    }
+    let region = var("LOKIZ_S3_REGION")
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| "us-east-1".into());
+    if region.len() > 64
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ConfigError::Invalid {
+            var: "LOKIZ_S3_REGION",
+            message: "must be a region name like us-east-1".into(),
+        });
+    }
+    let access_key = required("LOKIZ_S3_ACCESS_KEY")?;
+    if !access_key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            var: "LOKIZ_S3_ACCESS_KEY",
+            message: "must be printable ASCII without spaces".into(),
+        });
+    }
+    let secret_key = Secret::new(required("LOKIZ_S3_SECRET_KEY")?);
+    let public_url = var("LOKIZ_S3_PUBLIC_URL")
+        .map(|raw| parse_base_url("LOKIZ_S3_PUBLIC_URL", &raw))
+        .transpose()?;
+    Ok(BlobConfig::S3(Box::new(S3Config {
+        endpoint,
+        bucket,
+        region,
+        access_key,
+        secret_key,
+        public_url,
+    })))
 }
 
 /// Development convenience: a random signing key generated once and kept in
@@ -290,6 +440,10 @@ mod tests {
             ("LOKIZ_ENV", "staging"),
             ("LOKIZ_CONSISTENCY_TIMEOUT_MS", "soon"),
             ("LOKIZ_JWT_SECRET", "short"),
+            ("LOKIZ_PUBLIC_URL", "example.com"),
+            ("LOKIZ_PUBLIC_URL", "ftp://example.com"),
+            ("LOKIZ_PUBLIC_URL", "https://example.com/?q=1"),
+            ("LOKIZ_BLOB_STORE", "gcs"),
         ];
         for (var, value) in cases {
             let mut pairs = vec![(var, value)];
@@ -298,6 +452,62 @@ mod tests {
             }
             let err = cfg(&pairs).unwrap_err();
             assert_eq!(var_of(err), var);
+        }
+    }
+
+    #[test]
+    fn public_url_and_blob_store() {
+        let s = "s".repeat(40);
+        let c = cfg(&[("LOKIZ_JWT_SECRET", &s)]).unwrap();
+        assert!(c.public_url.is_none());
+        assert!(matches!(c.blob, BlobConfig::Local));
+        let c = cfg(&[
+            ("LOKIZ_JWT_SECRET", &s),
+            ("LOKIZ_PUBLIC_URL", "https://api.lokiz.dev/"),
+        ])
+        .unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://api.lokiz.dev"));
+
+        let s3 = [
+            ("LOKIZ_JWT_SECRET", s.as_str()),
+            ("LOKIZ_BLOB_STORE", "s3"),
+            ("LOKIZ_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("LOKIZ_S3_BUCKET", "lokiz-videos"),
+            ("LOKIZ_S3_ACCESS_KEY", "minio"),
+            ("LOKIZ_S3_SECRET_KEY", "minio-secret"),
+        ];
+        let c = cfg(&s3).unwrap();
+        let BlobConfig::S3(b) = &c.blob else {
+            panic!("s3 expected")
+        };
+        assert_eq!(b.endpoint.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(b.bucket, "lokiz-videos");
+        assert_eq!(b.region, "us-east-1");
+        assert_eq!(b.secret_key.expose(), "minio-secret");
+        assert!(!format!("{c:?}").contains("minio-secret"));
+
+        // every s3 variable is required, and a bad one is named
+        for missing in [
+            "LOKIZ_S3_ENDPOINT",
+            "LOKIZ_S3_BUCKET",
+            "LOKIZ_S3_ACCESS_KEY",
+            "LOKIZ_S3_SECRET_KEY",
+        ] {
+            let pairs: Vec<_> = s3.iter().copied().filter(|(k, _)| *k != missing).collect();
+            assert_eq!(var_of(cfg(&pairs).unwrap_err()), missing);
+        }
+        for (var, value) in [
+            ("LOKIZ_S3_ENDPOINT", "127.0.0.1:9000"),
+            ("LOKIZ_S3_ENDPOINT", "http://127.0.0.1:9000/bucket"),
+            ("LOKIZ_S3_BUCKET", "Upper_Case"),
+            ("LOKIZ_S3_BUCKET", "ab"),
+            ("LOKIZ_S3_REGION", "US East"),
+            ("LOKIZ_S3_ACCESS_KEY", "has space"),
+            ("LOKIZ_S3_PUBLIC_URL", "cdn.example.com"),
+        ] {
+            let mut pairs: Vec<_> = s3.iter().copied().filter(|(k, _)| *k != var).collect();
+            pairs.push((var, value));
+            assert_eq!(var_of(cfg(&pairs).unwrap_err()), var, "{var}={value}");
         }
     }
 

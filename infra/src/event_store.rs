@@ -6,7 +6,13 @@ use std::collections::HashMap;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 use cqrs_es::{Aggregate, AggregateError};
-use lokiz_domain::{user::User, wallet::Wallet};
+use lokiz_domain::comment::Comment;
+use lokiz_domain::follow::Follow;
+use lokiz_domain::like::Like;
+use lokiz_domain::user::User;
+use lokiz_domain::video::Video;
+use lokiz_domain::video_view::VideoView;
+use lokiz_domain::wallet::Wallet;
 
 use crate::repository::{LokizEventRepository, LAST_POSITION};
 use sqlx::PgPool;
@@ -28,6 +34,8 @@ pub struct Commands<A: Aggregate> {
 /// What a successful command reports back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
+    /// The command recorded at least one event.
+    pub appended: bool,
     /// Global position of the aggregate's latest event after the command (the
     /// command's own last event when it recorded any). `None` only for an
     /// aggregate that still has no events.
@@ -84,7 +92,10 @@ where
         };
         if appended.is_some() {
             self.signal.appended();
-            return Ok(Written { position: appended });
+            return Ok(Written {
+                appended: true,
+                position: appended,
+            });
         }
         // The command recorded nothing: report the aggregate's newest event.
         let position: Option<i64> = sqlx::query_scalar(
@@ -97,7 +108,10 @@ where
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
-        Ok(Written { position })
+        Ok(Written {
+            appended: false,
+            position,
+        })
     }
 }
 
@@ -106,6 +120,11 @@ pub struct EventStore {
     pub pool: PgPool,
     pub users: Commands<User>,
     pub wallets: Commands<Wallet>,
+    pub videos: Commands<Video>,
+    pub views: Commands<VideoView>,
+    pub likes: Commands<Like>,
+    pub follows: Commands<Follow>,
+    pub comments: Commands<Comment>,
 }
 
 impl EventStore {
@@ -114,7 +133,12 @@ impl EventStore {
         let signal = AppendSignal::spawn(pool.clone());
         Self {
             users: Commands::new(pool.clone(), signal.clone()),
-            wallets: Commands::new(pool.clone(), signal),
+            wallets: Commands::new(pool.clone(), signal.clone()),
+            videos: Commands::new(pool.clone(), signal.clone()),
+            views: Commands::new(pool.clone(), signal.clone()),
+            likes: Commands::new(pool.clone(), signal.clone()),
+            follows: Commands::new(pool.clone(), signal.clone()),
+            comments: Commands::new(pool.clone(), signal),
             pool,
         }
     }

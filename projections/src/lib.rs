@@ -5,11 +5,15 @@
 //! Invariant: projections never issue commands and never read the event store
 //! during normal consumption (only `consistency` and `status` look at it).
 
+pub mod comments;
 pub mod consistency;
+pub mod follows;
+pub mod likes;
 pub mod projector;
 pub mod runtime;
 pub mod status;
 pub mod users;
+pub mod videos;
 pub mod wallets;
 
 use std::sync::Arc;

@@ -37,9 +37,10 @@ impl Projector for WalletsProjector {
                 // projection's own running sum, which exactly-once delivery
                 // keeps equal to the event store's.
                 sqlx::query(
-                    "INSERT INTO wallets (user_id, balance, updated_at) VALUES ($1, $2, $3)
+                    "INSERT INTO wallets (user_id, balance, granted, updated_at) VALUES ($1, $2, $2, $3)
                      ON CONFLICT (user_id) DO UPDATE
                         SET balance = wallets.balance + EXCLUDED.balance,
+                            granted = wallets.granted + EXCLUDED.granted,
                             updated_at = EXCLUDED.updated_at",
                 )
                 .bind(user_id)

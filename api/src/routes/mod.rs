@@ -2,8 +2,13 @@
 //! ids, tracing, metrics, and envelope answers for unknown routes.
 
 pub mod auth;
+pub mod blobs;
+pub mod comments;
+pub mod follows;
+pub mod likes;
 pub mod ops;
 pub mod users;
+pub mod videos;
 
 use std::time::Instant;
 
@@ -22,7 +27,14 @@ use crate::ApiContext;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(ctx: ApiContext) -> Router {
-    let v1 = Router::new().merge(auth::router()).merge(users::router());
+    let v1 = Router::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(blobs::router())
+        .merge(videos::router())
+        .merge(likes::router())
+        .merge(follows::router())
+        .merge(comments::router());
     Router::new()
         .nest("/v1", v1)
         .merge(ops::router())

@@ -25,6 +25,7 @@ pub const ME_READS: &[&str] = &["users", "wallets"];
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/users/me", patch(update_me))
+        .route("/users/me/stats", get(my_stats))
         .route("/users/{id}", get(get_user))
 }
 
@@ -50,6 +51,26 @@ pub struct PublicUser {
     pub bio: Option<String>,
     pub profile_image_url: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub follower_count: i64,
+    pub following_count: i64,
+    /// Published videos.
+    pub video_count: i64,
+}
+
+/// `GET /v1/users/me/stats`, in the seed's shape.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MyStats {
+    pub total_videos: i64,
+    pub total_views: i64,
+    pub total_likes: i64,
+    pub total_comments: i64,
+    pub total_followers: i64,
+    /// Videos of yours made by glitching another video.
+    pub total_glitches_created: i64,
+    /// Glitches others made from your videos.
+    pub total_glitches_received: i64,
+    pub credits_used: i64,
+    pub credits_remaining: i64,
 }
 
 pub async fn load_me(ctx: &ApiContext, user_id: Uuid) -> Result<Option<MeView>, ApiError> {
@@ -87,15 +108,47 @@ pub async fn get_user(
     Path(id): Path<String>,
 ) -> Result<Json<PublicUser>, ApiError> {
     let id = path_uuid(&id, "User")?;
-    ctx.wait_for(min, &["users"]).await?;
+    ctx.wait_for(min, &["users", "follows", "videos"]).await?;
     let user = sqlx::query_as::<_, PublicUser>(
-        "SELECT id, username, display_name, bio, profile_image_url, created_at FROM users WHERE id = $1",
+        "SELECT u.id, u.username, u.display_name, u.bio, u.profile_image_url, u.created_at,
+                coalesce(fc.followers, 0) AS follower_count,
+                coalesce(fc.following, 0) AS following_count,
+                (SELECT count(*) FROM videos v WHERE v.owner_id = u.id AND v.listed) AS video_count
+           FROM users u LEFT JOIN follow_counts fc ON fc.user_id = u.id
+          WHERE u.id = $1",
     )
     .bind(id)
     .fetch_optional(&ctx.pool)
     .await?
     .ok_or(ApiError::NotFound { what: "User" })?;
     Ok(Json(user))
+}
+
+#[utoipa::path(get, path = "/v1/users/me/stats", tag = "users", security(("bearer" = [])),
+    params(("X-Lokiz-Min-Position" = Option<i64>, Header)),
+    responses((status = 200, body = MyStats), (status = 401, body = crate::error::ErrorEnvelope)))]
+pub async fn my_stats(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    MinPosition(min): MinPosition,
+) -> Result<Json<MyStats>, ApiError> {
+    ctx.wait_for(min, &["videos", "follows", "wallets"]).await?;
+    let stats = sqlx::query_as::<_, MyStats>(
+        "SELECT count(*) FILTER (WHERE v.listed) AS total_videos,
+                coalesce(sum(v.view_count) FILTER (WHERE v.status <> 'deleted'), 0)::bigint AS total_views,
+                coalesce(sum(v.like_count) FILTER (WHERE v.status <> 'deleted'), 0)::bigint AS total_likes,
+                coalesce(sum(v.comment_count) FILTER (WHERE v.status <> 'deleted'), 0)::bigint AS total_comments,
+                (SELECT coalesce(max(followers), 0) FROM follow_counts WHERE user_id = $1) AS total_followers,
+                count(*) FILTER (WHERE v.source_video_id IS NOT NULL AND v.status <> 'deleted') AS total_glitches_created,
+                coalesce(sum(v.glitch_count) FILTER (WHERE v.status <> 'deleted'), 0)::bigint AS total_glitches_received,
+                (SELECT coalesce(max(granted - balance), 0) FROM wallets WHERE user_id = $1) AS credits_used,
+                (SELECT coalesce(max(balance), 0) FROM wallets WHERE user_id = $1) AS credits_remaining
+           FROM videos v WHERE v.owner_id = $1",
+    )
+    .bind(user.user_id)
+    .fetch_one(&ctx.pool)
+    .await?;
+    Ok(Json(stats))
 }
 
 /// Body of `PATCH /v1/users/me`. Send only what changes; `null` clears `bio`

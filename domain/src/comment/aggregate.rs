@@ -8,6 +8,8 @@ use crate::values::CommentBody;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Comment {
+    video_id: Option<Uuid>,
+    parent_id: Option<Uuid>,
     author_id: Option<Uuid>,
     body: Option<CommentBody>,
     deleted: bool,
@@ -33,6 +35,11 @@ impl Comment {
             Some(a) if !self.deleted => Ok(a),
             _ => Err(CommentError::NotFound),
         }
+    }
+
+    /// The video this comment is on, once posted.
+    pub fn video_id(&self) -> Option<Uuid> {
+        self.video_id
     }
 }
 
@@ -91,7 +98,10 @@ impl Aggregate for Comment {
                 if self.live_author()? != actor && !actor_owns_video {
                     return Err(CommentError::NotAllowedToDelete);
                 }
+                let video_id = self.video_id.ok_or(CommentError::NotFound)?;
                 let event = CommentEvent::CommentDeleted {
+                    video_id,
+                    parent_id: self.parent_id,
                     deleted_by: actor,
                     deleted_at: at,
                 };
@@ -104,8 +114,14 @@ impl Aggregate for Comment {
     fn apply(&mut self, event: Self::Event) {
         match event {
             CommentEvent::CommentPosted {
-                author_id, body, ..
+                video_id,
+                parent_id,
+                author_id,
+                body,
+                ..
             } => {
+                self.video_id = Some(video_id);
+                self.parent_id = parent_id;
                 self.author_id = Some(author_id);
                 self.body = Some(body);
             }
@@ -144,6 +160,8 @@ mod tests {
     }
     fn deleted(by: Uuid) -> CommentEvent {
         CommentEvent::CommentDeleted {
+            video_id: V,
+            parent_id: None,
             deleted_by: by,
             deleted_at: at(),
         }

@@ -20,6 +20,8 @@ pub enum CommentEvent {
         edited_at: DateTime<Utc>,
     },
     CommentDeleted {
+        video_id: Uuid,
+        parent_id: Option<Uuid>,
         deleted_by: Uuid,
         deleted_at: DateTime<Utc>,
     },

@@ -2,5 +2,6 @@
 //! One test binary (one link step) for the whole suite.
 
 mod auth;
+mod blobs;
 mod ops;
 mod spine;

@@ -1,0 +1,163 @@
+//! `/v1/blobs/{key}`: the local blob store's side of uploads and downloads.
+//! `PUT` takes the object through a signed URL from
+//! `BlobStore::presign_put` (signature, expiry, content type and exact size
+//! are checked; the body is streamed to disk), `GET` serves it with range
+//! requests. With S3 configured these routes answer 404: clients talk to
+//! the bucket directly.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use lokiz_infra::blob::{validate_key, BlobError, BlobStore, LocalBlobStore};
+use serde::Deserialize;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use crate::error::ApiError;
+use crate::ApiContext;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/blobs/{*key}", get(get_blob).put(put_blob))
+}
+
+/// Maps a blob-store failure to the envelope. Also for handlers that call
+/// the store (`presign_put`, `stored_size`).
+pub fn blob_error(e: BlobError) -> ApiError {
+    match e {
+        BlobError::InvalidKey { .. } => ApiError::BadRequest {
+            code: "INVALID_KEY",
+            message: "The object key is not valid.".into(),
+        },
+        BlobError::InvalidContentType => ApiError::BadRequest {
+            code: "INVALID_CONTENT_TYPE",
+            message: "The content type is not valid.".into(),
+        },
+        BlobError::BadSignature => ApiError::InvalidSignature,
+        BlobError::Expired { .. } => ApiError::UrlExpired,
+        BlobError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+        BlobError::SizeMismatch { expected, received } => {
+            ApiError::SizeMismatch { expected, received }
+        }
+        BlobError::Body(e) => {
+            tracing::debug!(error = %e, "upload body failed");
+            ApiError::BadRequest {
+                code: "BODY_READ_FAILED",
+                message: "The request body could not be read completely.".into(),
+            }
+        }
+        e
+        @ (BlobError::Http(_) | BlobError::UnexpectedStatus { .. } | BlobError::MissingLength) => {
+            tracing::warn!(error = %e, "object storage unavailable");
+            ApiError::Unavailable("The object storage")
+        }
+        e @ (BlobError::InvalidTtl { .. } | BlobError::Io(_)) => ApiError::internal(e),
+    }
+}
+
+/// The query of an upload URL (see `LocalBlobStore::presign_put_at`).
+#[derive(Debug, Deserialize)]
+struct PutParams {
+    expires: u64,
+    ct: String,
+    size: u64,
+    sig: String,
+}
+
+fn local_store(ctx: &ApiContext) -> Result<Arc<LocalBlobStore>, ApiError> {
+    ctx.local_blobs
+        .clone()
+        .ok_or(ApiError::NotFound { what: "Route" })
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
+}
+
+async fn put_blob(
+    State(ctx): State<ApiContext>,
+    key: Result<Path<String>, PathRejection>,
+    params: Result<Query<PutParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let store = local_store(&ctx)?;
+    let key = match key {
+        Ok(Path(key)) if validate_key(&key).is_ok() => key,
+        _ => return Err(blob_error(BlobError::InvalidKey { key: String::new() })),
+    };
+    // A URL without its signature parameters is not a signed URL.
+    let Ok(Query(p)) = params else {
+        return Err(ApiError::InvalidSignature);
+    };
+    store
+        .verify_put(&key, &p.ct, p.size, p.expires, &p.sig, unix_now())
+        .map_err(blob_error)?;
+
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if content_type != Some(p.ct.as_str()) {
+        return Err(ApiError::ContentTypeMismatch { expected: p.ct });
+    }
+    // A declared length that cannot match is refused before reading.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > p.size => return Err(ApiError::PayloadTooLarge { limit: p.size }),
+        Some(n) if n < p.size => {
+            return Err(ApiError::SizeMismatch {
+                expected: p.size,
+                received: n,
+            })
+        }
+        _ => {}
+    }
+
+    let written = store
+        .write(&key, p.size, body.into_data_stream())
+        .await
+        .map_err(blob_error)?;
+    tracing::info!(key = %key, size = written.size, "blob stored");
+    let mut resp = StatusCode::OK.into_response();
+    if let Ok(etag) = HeaderValue::from_str(&written.etag()) {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(resp)
+}
+
+async fn get_blob(
+    State(ctx): State<ApiContext>,
+    key: Result<Path<String>, PathRejection>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let store = local_store(&ctx)?;
+    let not_found = ApiError::NotFound { what: "Object" };
+    let Ok(Path(key)) = key else {
+        return Err(not_found);
+    };
+    let Ok(path) = store.path(&key) else {
+        return Err(not_found);
+    };
+    if store.stored_size(&key).await.map_err(blob_error)?.is_none() {
+        return Err(not_found);
+    }
+    let resp = match ServeFile::new(path).oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let mut resp = resp.map(Body::new);
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
+}

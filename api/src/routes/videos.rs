@@ -1,0 +1,953 @@
+//! `/v1/videos`: uploads, metadata, deletion, views, feeds, batch metadata.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use lokiz_domain::values::{Caption, FieldError, VideoDimensions, Visibility};
+use lokiz_domain::video::{VideoCommand, VideoError};
+use lokiz_domain::video_view::{VideoView, VideoViewCommand, VideoViewError, ViewerKey};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{command_error, ApiError};
+use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MaybeAuthUser, MinPosition};
+use crate::pagination::{check, encode_cursor, page, Params};
+use crate::routes::with_position;
+use crate::ApiContext;
+
+/// Largest accepted upload.
+pub const MAX_UPLOAD_BYTES: u64 = 500 * 1024 * 1024;
+/// How long an upload URL stays valid.
+pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
+/// Accepted upload types and the extension their objects get.
+const VIDEO_TYPES: &[(&str, &str)] = &[
+    ("video/mp4", "mp4"),
+    ("video/quicktime", "mov"),
+    ("video/webm", "webm"),
+];
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/videos/", get(list_latest))
+        .route("/videos/feed", get(feed))
+        .route("/videos/prefetch", get(prefetch))
+        .route("/videos/upload-url", post(upload_url))
+        .route("/videos/batch-metadata", post(batch_metadata))
+        .route(
+            "/videos/{id}",
+            get(get_video).patch(update_video).delete(delete_video),
+        )
+        .route("/videos/{id}/complete", post(complete_upload))
+        .route("/videos/{id}/view", post(view))
+}
+
+/// What commands about a video need to know from the read model.
+pub struct VideoRef {
+    pub owner_id: Uuid,
+}
+
+/// A completed, undeleted video `viewer` may see (public, or their own);
+/// anything else is 404, so private videos do not reveal themselves.
+pub async fn live_video(
+    ctx: &ApiContext,
+    video_id: Uuid,
+    viewer: Option<Uuid>,
+) -> Result<VideoRef, ApiError> {
+    let row: Option<(Uuid, String, String)> =
+        sqlx::query_as("SELECT owner_id, visibility, status FROM videos WHERE id = $1")
+            .bind(video_id)
+            .fetch_optional(&ctx.pool)
+            .await?;
+    match row {
+        Some((owner_id, visibility, status))
+            if status == "completed" && (visibility == "public" || viewer == Some(owner_id)) =>
+        {
+            Ok(VideoRef { owner_id })
+        }
+        _ => Err(ApiError::NotFound { what: "Video" }),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoUser {
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub profile_image_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VideoResponse {
+    pub id: Uuid,
+    pub user: VideoUser,
+    pub caption: Option<String>,
+    /// Streams the video (HTTP range requests).
+    pub file_url: String,
+    pub file_key: String,
+    /// `processing` until the upload completes, then `completed`.
+    pub status: String,
+    pub visibility: String,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    /// Seconds.
+    pub duration: Option<f64>,
+    pub view_count: i64,
+    pub like_count: i64,
+    pub comment_count: i64,
+    pub remix_count: i64,
+    pub glitch_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct VideoRow {
+    id: Uuid,
+    owner_id: Uuid,
+    username: String,
+    display_name: String,
+    profile_image_url: Option<String>,
+    caption: Option<String>,
+    file_key: String,
+    status: String,
+    visibility: String,
+    width: Option<i32>,
+    height: Option<i32>,
+    duration: Option<f64>,
+    view_count: i64,
+    like_count: i64,
+    comment_count: i64,
+    remix_count: i64,
+    glitch_count: i64,
+    created_at: DateTime<Utc>,
+    published_at: Option<DateTime<Utc>>,
+}
+
+const VIDEO_COLUMNS: &str = "v.id, v.owner_id, u.username, u.display_name, u.profile_image_url,
+    v.caption, v.file_key, v.status, v.visibility, v.width, v.height, v.duration, v.view_count,
+    v.like_count, v.comment_count, v.remix_count, v.glitch_count, v.created_at, v.published_at";
+
+impl VideoRow {
+    fn into_response(self, ctx: &ApiContext) -> VideoResponse {
+        VideoResponse {
+            file_url: ctx.blobs.object_url(&self.file_key),
+            id: self.id,
+            user: VideoUser {
+                id: self.owner_id,
+                username: self.username,
+                display_name: self.display_name,
+                profile_image_url: self.profile_image_url,
+            },
+            caption: self.caption,
+            file_key: self.file_key,
+            status: self.status,
+            visibility: self.visibility,
+            width: self.width,
+            height: self.height,
+            duration: self.duration,
+            view_count: self.view_count,
+            like_count: self.like_count,
+            comment_count: self.comment_count,
+            remix_count: self.remix_count,
+            glitch_count: self.glitch_count,
+            created_at: self.created_at,
+            published_at: self.published_at,
+        }
+    }
+}
+
+fn video_error(e: VideoError) -> ApiError {
+    match e {
+        VideoError::NotFound => ApiError::NotFound { what: "Video" },
+        VideoError::NotOwner => ApiError::Forbidden {
+            message: "Only the video's owner may do this.",
+        },
+        VideoError::AlreadyRequested => ApiError::Conflict {
+            code: "ALREADY_EXISTS",
+            message: "This video already exists.".into(),
+            details: None,
+        },
+        VideoError::AlreadyCompleted => ApiError::Conflict {
+            code: "ALREADY_COMPLETED",
+            message: "This upload is already complete.".into(),
+            details: None,
+        },
+        VideoError::ObjectMissing => ApiError::Conflict {
+            code: "UPLOAD_NOT_FOUND",
+            message: "Nothing has been uploaded to this video's upload URL yet.".into(),
+            details: None,
+        },
+        VideoError::SizeMismatch { declared, stored } => ApiError::Conflict {
+            code: "SIZE_MISMATCH",
+            message: "The uploaded object is not the size that was declared.".into(),
+            details: Some(serde_json::json!({ "declared": declared, "stored": stored })),
+        },
+    }
+}
+
+fn actor(user: Uuid) -> HashMap<String, String> {
+    HashMap::from([("actor".to_owned(), user.to_string())])
+}
+
+// ---------------------------------------------------------------- uploads
+
+/// Body of `POST /v1/videos/upload-url`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadUrlRequest {
+    filename: String,
+    /// `video/mp4`, `video/quicktime` or `video/webm`.
+    content_type: String,
+    /// Bytes, at most 500 MiB. The upload must be exactly this size.
+    file_size: u64,
+    caption: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadUrlResponse {
+    /// PUT the file here with the same Content-Type, within 15 minutes.
+    pub upload_url: String,
+    pub file_key: String,
+    pub file_url: String,
+    pub video_id: Uuid,
+}
+
+#[utoipa::path(post, path = "/v1/videos/upload-url", tag = "videos", security(("bearer" = [])),
+    request_body = UploadUrlRequest,
+    responses((status = 200, body = UploadUrlResponse, headers(("X-Lokiz-Position" = i64))),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn upload_url(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    let filename = f.required_str("filename");
+    if let Some(name) = filename {
+        if name.trim().is_empty() || name.chars().count() > 255 {
+            f.errors.push(FieldError::new(
+                "filename",
+                "length",
+                "must be 1 to 255 characters",
+            ));
+        }
+    }
+    let content_type = f.required_str("content_type");
+    let ext = content_type.and_then(|ct| {
+        let found = VIDEO_TYPES
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(ct.trim()));
+        if found.is_none() {
+            f.errors.push(FieldError::new(
+                "content_type",
+                "unsupported",
+                "must be video/mp4, video/quicktime or video/webm",
+            ));
+        }
+        found.copied()
+    });
+    let file_size = match body.get("file_size") {
+        None | Some(Value::Null) => {
+            f.errors
+                .push(FieldError::new("file_size", "required", "is required"));
+            None
+        }
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_UPLOAD_BYTES).contains(&n) => Some(n),
+            Some(_) => {
+                f.errors.push(FieldError::new(
+                    "file_size",
+                    "range",
+                    format!("must be 1 to {MAX_UPLOAD_BYTES} bytes"),
+                ));
+                None
+            }
+            None => {
+                f.errors.push(FieldError::new(
+                    "file_size",
+                    "type",
+                    "must be a whole number of bytes",
+                ));
+                None
+            }
+        },
+    };
+    let raw = f.optional_str("caption");
+    let caption = f.parse("caption", raw, Caption::parse);
+    f.finish()?;
+    let (Some((content_type, ext)), Some(file_size)) = (ext, file_size) else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        )));
+    };
+
+    let video_id = Uuid::now_v7();
+    let file_key = format!("videos/{video_id}.{ext}");
+    let upload_url = ctx
+        .blobs
+        .presign_put(&file_key, content_type, file_size, UPLOAD_URL_TTL)
+        .map_err(ApiError::internal)?;
+    let written = ctx
+        .store
+        .videos
+        .execute(
+            &video_id.to_string(),
+            VideoCommand::RequestUpload {
+                video_id,
+                owner_id: user.user_id,
+                file_key: file_key.clone(),
+                content_type: content_type.to_owned(),
+                file_size,
+                caption,
+                at: crate::now(),
+            },
+            actor(user.user_id),
+        )
+        .await
+        .map_err(|e| command_error(e, video_error))?;
+    Ok(with_position(
+        written.position,
+        Json(UploadUrlResponse {
+            upload_url,
+            file_url: ctx.blobs.object_url(&file_key),
+            file_key,
+            video_id,
+        }),
+    ))
+}
+
+/// Body of `POST /v1/videos/{id}/complete`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CompleteRequest {
+    width: u32,
+    height: u32,
+    /// Seconds.
+    actual_duration: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CompleteResponse {
+    pub video_id: Uuid,
+    pub status: &'static str,
+    pub position: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/v1/videos/{id}/complete", tag = "videos", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = CompleteRequest,
+    responses((status = 200, body = CompleteResponse),
+              (status = 403, body = crate::error::ErrorEnvelope),
+              (status = 409, description = "UPLOAD_NOT_FOUND, SIZE_MISMATCH or ALREADY_COMPLETED", body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn complete_upload(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    MinPosition(min): MinPosition,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    let mut f = Fields::new(&body);
+    let number = |f: &mut Fields, name: &'static str| match body.get(name) {
+        None | Some(Value::Null) => {
+            f.errors
+                .push(FieldError::new(name, "required", "is required"));
+            None
+        }
+        Some(v) => {
+            let n = v.as_f64();
+            if n.is_none() {
+                f.errors
+                    .push(FieldError::new(name, "type", "must be a number"));
+            }
+            n
+        }
+    };
+    let width = number(&mut f, "width");
+    let height = number(&mut f, "height");
+    let duration = number(&mut f, "actual_duration");
+    let dims = match (width, height, duration) {
+        (Some(w), Some(h), Some(d)) if w.fract() == 0.0 && h.fract() == 0.0 => {
+            match VideoDimensions::parse(w as i64, h as i64, d) {
+                Ok(dims) => Some(dims),
+                Err(errors) => {
+                    f.errors.extend(errors);
+                    None
+                }
+            }
+        }
+        (Some(_), Some(_), Some(_)) => {
+            f.errors.push(FieldError::new(
+                "width",
+                "type",
+                "width and height must be whole numbers",
+            ));
+            None
+        }
+        _ => None,
+    };
+    f.finish()?;
+    let Some(dimensions) = dims else {
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "validated fields missing"
+        )));
+    };
+    ctx.wait_for(min, &["videos"]).await?;
+    let file_key: Option<String> = sqlx::query_scalar("SELECT file_key FROM videos WHERE id = $1")
+        .bind(video_id)
+        .fetch_optional(&ctx.pool)
+        .await?;
+    let stored_size = match &file_key {
+        Some(key) => ctx
+            .blobs
+            .stored_size(key)
+            .await
+            .map_err(ApiError::internal)?,
+        None => None,
+    };
+    let written = ctx
+        .store
+        .videos
+        .execute(
+            &video_id.to_string(),
+            VideoCommand::CompleteUpload {
+                actor: user.user_id,
+                dimensions,
+                stored_size,
+                at: crate::now(),
+            },
+            actor(user.user_id),
+        )
+        .await
+        .map_err(|e| command_error(e, video_error))?;
+    Ok(with_position(
+        written.position,
+        Json(CompleteResponse {
+            video_id,
+            status: "completed",
+            position: written.position,
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------- one video
+
+async fn load_video(ctx: &ApiContext, id: Uuid) -> Result<Option<VideoRow>, ApiError> {
+    Ok(sqlx::query_as::<_, VideoRow>(&format!(
+        "SELECT {VIDEO_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id WHERE v.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&ctx.pool)
+    .await?)
+}
+
+#[utoipa::path(get, path = "/v1/videos/{id}", tag = "videos",
+    params(("id" = Uuid, Path), ("X-Lokiz-Min-Position" = Option<i64>, Header)),
+    responses((status = 200, body = VideoResponse), (status = 404, body = crate::error::ErrorEnvelope)))]
+pub async fn get_video(
+    State(ctx): State<ApiContext>,
+    MaybeAuthUser(user): MaybeAuthUser,
+    MinPosition(min): MinPosition,
+    Path(id): Path<String>,
+) -> Result<Json<VideoResponse>, ApiError> {
+    let id = path_uuid(&id, "Video")?;
+    ctx.wait_for(min, &["videos", "users"]).await?;
+    let viewer = user.map(|u| u.user_id);
+    match load_video(&ctx, id).await? {
+        // deleted videos are gone; unfinished and private ones are the owner's
+        Some(v)
+            if v.status != "deleted"
+                && ((v.status == "completed" && v.visibility == "public")
+                    || viewer == Some(v.owner_id)) =>
+        {
+            Ok(Json(v.into_response(&ctx)))
+        }
+        _ => Err(ApiError::NotFound { what: "Video" }),
+    }
+}
+
+/// Body of `PATCH /v1/videos/{id}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UpdateVideoRequest {
+    /// At most 2200 characters; null clears.
+    caption: Option<String>,
+    /// `public` or `private`.
+    visibility: Option<String>,
+}
+
+#[utoipa::path(patch, path = "/v1/videos/{id}", tag = "videos", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = UpdateVideoRequest,
+    responses((status = 200, description = "`{video_id, position}`"),
+              (status = 403, body = crate::error::ErrorEnvelope),
+              (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn update_video(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    let mut f = Fields::new(&body);
+    let caption = match f.nullable_str("caption") {
+        Some(Some(raw)) => f.parse("caption", Some(raw), Caption::parse).map(Some),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let raw = f.optional_str("visibility");
+    let visibility = f.parse("visibility", raw, Visibility::parse);
+    if f.errors.is_empty() && caption.is_none() && visibility.is_none() {
+        return Err(ApiError::field(
+            "body",
+            "empty",
+            "send at least one of caption, visibility",
+        ));
+    }
+    f.finish()?;
+    let written = ctx
+        .store
+        .videos
+        .execute(
+            &video_id.to_string(),
+            VideoCommand::UpdateMetadata {
+                actor: user.user_id,
+                caption,
+                visibility,
+                at: crate::now(),
+            },
+            actor(user.user_id),
+        )
+        .await
+        .map_err(|e| command_error(e, video_error))?;
+    Ok(with_position(
+        written.position,
+        Json(serde_json::json!({ "video_id": video_id, "position": written.position })),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/videos/{id}", tag = "videos", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted (soft: gone from every read)"),
+              (status = 403, body = crate::error::ErrorEnvelope),
+              (status = 404, body = crate::error::ErrorEnvelope)))]
+pub async fn delete_video(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    let written = ctx
+        .store
+        .videos
+        .execute(
+            &video_id.to_string(),
+            VideoCommand::DeleteVideo {
+                actor: user.user_id,
+                at: crate::now(),
+            },
+            actor(user.user_id),
+        )
+        .await
+        .map_err(|e| command_error(e, video_error))?;
+    Ok(with_position(written.position, StatusCode::NO_CONTENT))
+}
+
+// ---------------------------------------------------------------- views
+
+#[derive(Serialize, ToSchema)]
+pub struct ViewResponse {
+    pub video_id: Uuid,
+    /// False for the owner's own views and repeat views within 24 hours.
+    pub counted: bool,
+    pub position: Option<i64>,
+}
+
+/// Anonymous viewers are keyed by a salted SHA-256 of their address; the
+/// salt derives from the server secret, so the hash cannot be reversed by
+/// trying addresses without it. The address itself is never stored.
+fn anonymous_key(ctx: &ApiContext, addr: &SocketAddr) -> ViewerKey {
+    let salt = Sha256::digest(format!(
+        "lokiz-view-salt:{}",
+        ctx.config.jwt_secret.expose()
+    ));
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(addr.ip().to_string().as_bytes());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    ViewerKey::anonymous(&hex)
+}
+
+#[utoipa::path(post, path = "/v1/videos/{id}/view", tag = "videos",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ViewResponse), (status = 404, body = crate::error::ErrorEnvelope)))]
+pub async fn view(
+    State(ctx): State<ApiContext>,
+    MaybeAuthUser(user): MaybeAuthUser,
+    MinPosition(min): MinPosition,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    ctx.wait_for(min, &["videos"]).await?;
+    let viewer_id = user.map(|u| u.user_id);
+    let video = live_video(&ctx, video_id, viewer_id).await?;
+    let viewer = match viewer_id {
+        Some(id) => ViewerKey::user(id),
+        None => anonymous_key(&ctx, &addr),
+    };
+    let written = ctx
+        .store
+        .views
+        .execute(
+            &VideoView::id(video_id, &viewer),
+            VideoViewCommand::CountView {
+                video_id,
+                viewer,
+                viewer_is_owner: viewer_id == Some(video.owner_id),
+                at: crate::now(),
+            },
+            HashMap::new(),
+        )
+        .await
+        .map_err(|e| command_error(e, |e: VideoViewError| match e {}))?;
+    Ok(with_position(
+        written.position,
+        Json(ViewResponse {
+            video_id,
+            counted: written.appended,
+            position: written.position,
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------- batch metadata
+
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct VideoCounts {
+    pub view_count: i64,
+    pub like_count: i64,
+    pub comment_count: i64,
+    pub remix_count: i64,
+    pub glitch_count: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchMetadata {
+    /// Unknown ids: all zeros. Deleted videos: left out.
+    pub videos: BTreeMap<Uuid, VideoCounts>,
+}
+
+#[utoipa::path(post, path = "/v1/videos/batch-metadata", tag = "videos",
+    request_body = crate::routes::likes::VideoIds,
+    responses((status = 200, body = BatchMetadata),
+              (status = 422, description = "more than 100 ids, or malformed ids (named)", body = crate::error::ErrorEnvelope)))]
+pub async fn batch_metadata(
+    State(ctx): State<ApiContext>,
+    MinPosition(min): MinPosition,
+    JsonObject(body): JsonObject,
+) -> Result<Json<BatchMetadata>, ApiError> {
+    let mut f = Fields::new(&body);
+    let ids = f.uuid_list("video_ids", crate::routes::likes::BATCH_MAX);
+    f.finish()?;
+    let ids = ids.unwrap_or_default();
+    ctx.wait_for(min, &["videos"]).await?;
+    let rows: Vec<(Uuid, bool, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, status = 'deleted', view_count, like_count, comment_count, remix_count,
+                glitch_count
+           FROM videos WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&ctx.pool)
+    .await?;
+    let mut videos: BTreeMap<Uuid, VideoCounts> = ids
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                VideoCounts {
+                    view_count: 0,
+                    like_count: 0,
+                    comment_count: 0,
+                    remix_count: 0,
+                    glitch_count: 0,
+                },
+            )
+        })
+        .collect();
+    for (id, deleted, view_count, like_count, comment_count, remix_count, glitch_count) in rows {
+        if deleted {
+            videos.remove(&id);
+        } else {
+            videos.insert(
+                id,
+                VideoCounts {
+                    view_count,
+                    like_count,
+                    comment_count,
+                    remix_count,
+                    glitch_count,
+                },
+            );
+        }
+    }
+    Ok(Json(BatchMetadata { videos }))
+}
+
+// ---------------------------------------------------------------- feeds
+
+#[derive(Serialize, ToSchema)]
+pub struct VideoPage {
+    pub videos: Vec<VideoResponse>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Algorithm {
+    Latest,
+    Trending,
+    Following,
+    Personalized,
+}
+
+/// The sort key a page ended at, as it travels in a cursor:
+/// `[tag, key, id]`, where the key is publication time in microseconds since
+/// the epoch (exact) for time-ordered feeds, or the score for ranked ones.
+type FeedCursor = (String, serde_json::Number, Uuid);
+
+/// Where a page starts: strictly after `(key, id)` in descending order.
+/// Without a cursor, after a sentinel above every row, so every page is the
+/// same index range scan.
+enum After {
+    Time(i64, Uuid),
+    Score(f64, Uuid),
+}
+
+/// Beyond any publication time (about 285 years after the epoch).
+const TIME_SENTINEL: i64 = 9_000_000_000_000_000;
+
+fn after(algorithm: Algorithm, cursor: Option<FeedCursor>) -> Result<After, ApiError> {
+    let tag = algorithm.tag();
+    let bad = |message| ApiError::field("cursor", "format", message);
+    let time_ordered = matches!(algorithm, Algorithm::Latest | Algorithm::Following);
+    match cursor {
+        None if time_ordered => Ok(After::Time(TIME_SENTINEL, Uuid::max())),
+        None => Ok(After::Score(f64::INFINITY, Uuid::max())),
+        Some((t, _, _)) if t != tag => Err(bad("belongs to another feed")),
+        Some((_, k, id)) if time_ordered => k
+            .as_i64()
+            .map(|k| After::Time(k, id))
+            .ok_or_else(|| bad("is not a cursor this server issued")),
+        Some((_, k, id)) => k
+            .as_f64()
+            .filter(|k| k.is_finite())
+            .map(|k| After::Score(k, id))
+            .ok_or_else(|| bad("is not a cursor this server issued")),
+    }
+}
+
+impl Algorithm {
+    fn tag(self) -> &'static str {
+        match self {
+            Algorithm::Latest => "t",
+            Algorithm::Following => "f",
+            Algorithm::Trending => "h",
+            Algorithm::Personalized => "p",
+        }
+    }
+}
+
+const TIME_KEY: &str = "(extract(epoch FROM v.published_at) * 1000000)::bigint";
+const TIME_AFTER: &str =
+    "(v.published_at, v.id) < (timestamptz 'epoch' + $1 * interval '1 microsecond', $2)";
+
+async fn feed_page(
+    ctx: &ApiContext,
+    algorithm: Algorithm,
+    viewer: Option<Uuid>,
+    cursor: Option<FeedCursor>,
+    limit: i64,
+) -> Result<VideoPage, ApiError> {
+    let after = after(algorithm, cursor)?;
+    let base = format!("SELECT {VIDEO_COLUMNS}");
+    // Each feed is a keyset scan of a partial index (ARCHITECTURE.md, "Feeds").
+    let sql = match algorithm {
+        Algorithm::Latest => format!(
+            "{base}, {TIME_KEY} AS tk, 0::float8 AS sk
+               FROM videos v JOIN users u ON u.id = v.owner_id
+              WHERE v.listed AND {TIME_AFTER} AND $4::uuid IS NOT NULL
+              ORDER BY v.published_at DESC, v.id DESC LIMIT $3"
+        ),
+        Algorithm::Following => format!(
+            "{base}, {TIME_KEY} AS tk, 0::float8 AS sk
+               FROM follows f
+               JOIN videos v ON v.owner_id = f.followee_id AND v.listed
+               JOIN users u ON u.id = v.owner_id
+              WHERE f.follower_id = $4 AND {TIME_AFTER}
+              ORDER BY v.published_at DESC, v.id DESC LIMIT $3"
+        ),
+        Algorithm::Trending => format!(
+            "{base}, 0::bigint AS tk, v.hot_score AS sk
+               FROM videos v JOIN users u ON u.id = v.owner_id
+              WHERE v.listed AND (v.hot_score, v.id) < ($1, $2) AND $4::uuid IS NOT NULL
+              ORDER BY v.hot_score DESC, v.id DESC LIMIT $3"
+        ),
+        // The trending score, raised by 1.0 for creators the viewer follows
+        // and by 0.5 for creators of videos they liked (their 200 latest
+        // likes); candidates: the 500 hottest videos and the 500 newest from
+        // those creators.
+        Algorithm::Personalized => format!(
+            "WITH followed AS (SELECT followee_id AS id FROM follows WHERE follower_id = $4),
+                  liked AS (SELECT DISTINCT v2.owner_id AS id
+                              FROM (SELECT video_id FROM likes WHERE user_id = $4
+                                     ORDER BY created_at DESC LIMIT 200) l
+                              JOIN videos v2 ON v2.id = l.video_id),
+                  candidates AS (
+                    (SELECT id FROM videos WHERE listed ORDER BY hot_score DESC, id DESC LIMIT 500)
+                    UNION
+                    (SELECT id FROM videos WHERE listed
+                        AND owner_id IN (SELECT id FROM followed UNION SELECT id FROM liked)
+                      ORDER BY published_at DESC LIMIT 500)),
+                  scored AS (
+                    SELECT v.id, v.hot_score
+                           + CASE WHEN v.owner_id IN (SELECT id FROM followed) THEN 1.0 ELSE 0 END
+                           + CASE WHEN v.owner_id IN (SELECT id FROM liked) THEN 0.5 ELSE 0 END AS k
+                      FROM candidates c JOIN videos v ON v.id = c.id)
+             {base}, 0::bigint AS tk, s.k::float8 AS sk
+               FROM scored s JOIN videos v ON v.id = s.id JOIN users u ON u.id = v.owner_id
+              WHERE (s.k, v.id) < ($1, $2)
+              ORDER BY s.k DESC, v.id DESC LIMIT $3"
+        ),
+    };
+    #[derive(sqlx::FromRow)]
+    struct Keyed {
+        #[sqlx(flatten)]
+        video: VideoRow,
+        tk: i64,
+        sk: f64,
+    }
+    let query = sqlx::query_as::<_, Keyed>(&sql);
+    let query = match after {
+        After::Time(k, id) => query.bind(k).bind(id),
+        After::Score(k, id) => query.bind(k).bind(id),
+    };
+    let rows = query
+        .bind(limit + 1)
+        .bind(viewer.unwrap_or(Uuid::nil()))
+        .fetch_all(&ctx.pool)
+        .await?;
+    let (rows, has_more) = page(rows, limit);
+    let next_cursor = match rows.last() {
+        Some(r) if has_more => {
+            let key = match algorithm {
+                Algorithm::Latest | Algorithm::Following => serde_json::Number::from(r.tk),
+                _ => serde_json::Number::from_f64(r.sk).unwrap_or_else(|| 0.into()),
+            };
+            Some(encode_cursor(&(algorithm.tag(), key, r.video.id)))
+        }
+        _ => None,
+    };
+    Ok(VideoPage {
+        videos: rows
+            .into_iter()
+            .map(|r| r.video.into_response(ctx))
+            .collect(),
+        next_cursor,
+        has_more,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/videos/", tag = "videos",
+    params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1–50, default 20")),
+    responses((status = 200, body = VideoPage, description = "Newest first"), (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn list_latest(
+    State(ctx): State<ApiContext>,
+    MinPosition(min): MinPosition,
+    params: Params,
+) -> Result<Json<VideoPage>, ApiError> {
+    let mut errors = Vec::new();
+    let after = params.cursor(&mut errors);
+    let limit = params.limit(&mut errors);
+    check(errors)?;
+    ctx.wait_for(min, &["videos", "users"]).await?;
+    Ok(Json(
+        feed_page(&ctx, Algorithm::Latest, None, after, limit).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/videos/feed", tag = "videos",
+    params(("algorithm" = Option<String>, Query, description = "latest (default), trending, following (sign-in), personalized"),
+           ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, body = VideoPage), (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn feed(
+    State(ctx): State<ApiContext>,
+    MaybeAuthUser(user): MaybeAuthUser,
+    MinPosition(min): MinPosition,
+    params: Params,
+) -> Result<Json<VideoPage>, ApiError> {
+    let mut errors = Vec::new();
+    let algorithm = match params.get("algorithm").unwrap_or("latest") {
+        "latest" => Algorithm::Latest,
+        "trending" => Algorithm::Trending,
+        "following" => Algorithm::Following,
+        "personalized" => Algorithm::Personalized,
+        _ => {
+            errors.push(FieldError::new(
+                "algorithm",
+                "format",
+                "must be latest, trending, following or personalized",
+            ));
+            Algorithm::Latest
+        }
+    };
+    let after = params.cursor(&mut errors);
+    let limit = params.limit(&mut errors);
+    check(errors)?;
+    let viewer = user.map(|u| u.user_id);
+    let algorithm = match (algorithm, viewer) {
+        (Algorithm::Following, None) => {
+            return Err(ApiError::Unauthorized {
+                code: "UNAUTHENTICATED",
+                message: "Sign in to see videos from the people you follow.",
+            })
+        }
+        // with nothing to personalize from, personalized is trending
+        (Algorithm::Personalized, None) => Algorithm::Trending,
+        (a, _) => a,
+    };
+    ctx.wait_for(min, &["videos", "users", "follows", "likes"])
+        .await?;
+    Ok(Json(
+        feed_page(&ctx, algorithm, viewer, after, limit).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/videos/prefetch", tag = "videos",
+    params(("cursor" = Option<String>, Query), ("count" = Option<i64>, Query, description = "1–10, default 5")),
+    responses((status = 200, body = VideoPage, description = "The next videos of the latest feed, to preload")))]
+pub async fn prefetch(
+    State(ctx): State<ApiContext>,
+    params: Params,
+) -> Result<Json<VideoPage>, ApiError> {
+    let mut errors = Vec::new();
+    let after = params.cursor(&mut errors);
+    let count = params.number("count", 5, 1, 10, &mut errors);
+    check(errors)?;
+    Ok(Json(
+        feed_page(&ctx, Algorithm::Latest, None, after, count).await?,
+    ))
+}
