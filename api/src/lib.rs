@@ -60,6 +60,13 @@ impl ApiContext {
             .filter(|p| projections.contains(&p.name()))
             .map(|p| p.as_ref())
             .collect();
+        if wanted.len() != projections.len() {
+            // a route names a read model this build does not project: waiting
+            // on nothing would silently serve stale reads
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "unknown projection in {projections:?}"
+            )));
+        }
         lokiz_projections::consistency::wait_for(
             &self.pool,
             position,

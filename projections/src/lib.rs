@@ -25,6 +25,10 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
     vec![
         Arc::new(users::UsersProjector),
         Arc::new(wallets::WalletsProjector),
+        Arc::new(videos::VideosProjector),
+        Arc::new(likes::LikesProjector),
+        Arc::new(follows::FollowsProjector),
+        Arc::new(comments::CommentsProjector),
     ]
 }
 

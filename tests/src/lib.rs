@@ -166,6 +166,51 @@ impl TestApp {
         }
     }
 
+    /// Uploads a small video for `user` through the real flow (upload URL,
+    /// PUT, complete) and returns its id and the completion's position.
+    pub async fn upload_video(&self, user: &Registered, caption: Option<&str>) -> (Uuid, i64) {
+        let bytes = vec![7u8; 64];
+        let resp = self
+            .post(
+                "/v1/videos/upload-url",
+                json!({"filename": "clip.mp4", "content_type": "video/mp4",
+                       "file_size": bytes.len(), "caption": caption}),
+                Some(&user.access_token),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "upload-url");
+        let body: Value = resp.json().await.expect("json");
+        let id: Uuid = body["video_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("video_id");
+        let put = self
+            .client
+            .put(body["upload_url"].as_str().expect("upload_url"))
+            .header("content-type", "video/mp4")
+            .body(bytes)
+            .send()
+            .await
+            .expect("PUT");
+        assert!(put.status().is_success(), "PUT {}", put.status());
+        let resp = self
+            .post(
+                &format!("/v1/videos/{id}/complete"),
+                json!({"width": 1080, "height": 1920, "actual_duration": 3.5}),
+                Some(&user.access_token),
+            )
+            .await;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            panic!(
+                "complete: {status} {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let position = position_of(&resp);
+        (id, position)
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&self.pool)
@@ -220,6 +265,15 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The `X-Lokiz-Position` of a command response.
+pub fn position_of(resp: &Response) -> i64 {
+    resp.headers()
+        .get("x-lokiz-position")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("X-Lokiz-Position")
 }
 
 /// Asserts the error envelope and returns its `error` object.

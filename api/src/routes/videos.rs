@@ -403,10 +403,17 @@ pub async fn complete_upload(
         )));
     };
     ctx.wait_for(min, &["videos"]).await?;
-    let file_key: Option<String> = sqlx::query_scalar("SELECT file_key FROM videos WHERE id = $1")
-        .bind(video_id)
-        .fetch_optional(&ctx.pool)
-        .await?;
+    let key_of = || {
+        sqlx::query_scalar::<_, String>("SELECT file_key FROM videos WHERE id = $1")
+            .bind(video_id)
+            .fetch_optional(&ctx.pool)
+    };
+    let mut file_key = key_of().await?;
+    if file_key.is_none() {
+        // a video requested a moment ago may not be projected yet
+        ctx.wait_for_head(&["videos"]).await?;
+        file_key = key_of().await?;
+    }
     let stored_size = match &file_key {
         Some(key) => ctx
             .blobs

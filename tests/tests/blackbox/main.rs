@@ -4,4 +4,5 @@
 mod auth;
 mod blobs;
 mod ops;
+mod social;
 mod spine;
