@@ -21,6 +21,10 @@ use crate::routes::videos::{live_video, VideoUser};
 use crate::routes::with_position;
 use crate::ApiContext;
 
+/// Cursor times (µs since the epoch) stay within ±285 years, inside what
+/// Postgres timestamps hold, whatever a client sends.
+const TIME_LIMIT: i64 = 9_000_000_000_000_000;
+
 /// Replies shown inline under each top-level comment.
 const INLINE_REPLIES: i64 = 3;
 
@@ -96,14 +100,21 @@ pub async fn post_comment(
     ctx.wait_for(min, &["videos", "comments"]).await?;
     live_video(&ctx, video_id, Some(user.user_id)).await?;
     if let Some(parent) = parent_id {
-        let same_video: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM comments
-                             WHERE id = $1 AND video_id = $2 AND deleted_at IS NULL)",
-        )
-        .bind(parent)
-        .bind(video_id)
-        .fetch_one(&ctx.pool)
-        .await?;
+        let on_video = || {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM comments
+                                 WHERE id = $1 AND video_id = $2 AND deleted_at IS NULL)",
+            )
+            .bind(parent)
+            .bind(video_id)
+            .fetch_one(&ctx.pool)
+        };
+        let mut same_video = on_video().await?;
+        if !same_video {
+            // the parent may have been posted a moment ago
+            ctx.wait_for_head(&["comments"]).await?;
+            same_video = on_video().await?;
+        }
         if !same_video {
             return Err(ApiError::field(
                 "parent_id",
@@ -246,7 +257,8 @@ pub async fn list(
     let rows: Vec<CommentRow> = match parent {
         // top level: newest first
         None => {
-            let (k, id) = after.unwrap_or((i64::MAX / 2, Uuid::max()));
+            let (k, id) = after.unwrap_or((TIME_LIMIT, Uuid::max()));
+            let k = k.clamp(-TIME_LIMIT, TIME_LIMIT);
             sqlx::query_as(&format!(
                 "SELECT {COMMENT_COLUMNS} FROM comments c JOIN users u ON u.id = c.author_id
                   WHERE c.video_id = $1 AND c.parent_id IS NULL AND c.deleted_at IS NULL
@@ -262,7 +274,8 @@ pub async fn list(
         }
         // replies: oldest first, as a conversation reads
         Some(parent) => {
-            let (k, id) = after.unwrap_or((i64::MIN / 2, Uuid::nil()));
+            let (k, id) = after.unwrap_or((-TIME_LIMIT, Uuid::nil()));
+            let k = k.clamp(-TIME_LIMIT, TIME_LIMIT);
             sqlx::query_as(&format!(
                 "SELECT {COMMENT_COLUMNS} FROM comments c JOIN users u ON u.id = c.author_id
                   WHERE c.parent_id = $1 AND c.video_id = $5 AND c.deleted_at IS NULL

@@ -163,7 +163,10 @@ async fn follow_page(
     } else {
         ("follower_id", "followee_id")
     };
-    let (after_us, after_id) = after.unwrap_or((i64::MAX / 2, Uuid::max()));
+    // within ±285 years of the epoch, inside what Postgres timestamps hold
+    const LIMIT: i64 = 9_000_000_000_000_000;
+    let (after_us, after_id) = after.unwrap_or((LIMIT, Uuid::max()));
+    let after_us = after_us.clamp(-LIMIT, LIMIT);
     let rows: Vec<FollowUser> = sqlx::query_as(&format!(
         "SELECT u.id, u.username, u.display_name, u.profile_image_url, f.created_at AS followed_at
            FROM follows f JOIN users u ON u.id = f.{other}

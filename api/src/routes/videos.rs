@@ -63,11 +63,23 @@ pub async fn live_video(
     video_id: Uuid,
     viewer: Option<Uuid>,
 ) -> Result<VideoRef, ApiError> {
-    let row: Option<(Uuid, String, String)> =
-        sqlx::query_as("SELECT owner_id, visibility, status FROM videos WHERE id = $1")
-            .bind(video_id)
-            .fetch_optional(&ctx.pool)
-            .await?;
+    let fetch = || {
+        sqlx::query_as::<_, (Uuid, String, String)>(
+            "SELECT owner_id, visibility, status FROM videos WHERE id = $1",
+        )
+        .bind(video_id)
+        .fetch_optional(&ctx.pool)
+    };
+    let mut row = fetch().await?;
+    if row
+        .as_ref()
+        .is_none_or(|(_, _, status)| status == "processing")
+    {
+        // A video created or completed a moment ago may not be projected
+        // yet: settle once (cheap when the projection is current) and look again.
+        ctx.wait_for_head(&["videos"]).await?;
+        row = fetch().await?;
+    }
     match row {
         Some((owner_id, visibility, status))
             if status == "completed" && (visibility == "public" || viewer == Some(owner_id)) =>
@@ -756,7 +768,7 @@ fn after(algorithm: Algorithm, cursor: Option<FeedCursor>) -> Result<After, ApiE
         Some((t, _, _)) if t != tag => Err(bad("belongs to another feed")),
         Some((_, k, id)) if time_ordered => k
             .as_i64()
-            .map(|k| After::Time(k, id))
+            .map(|k| After::Time(k.clamp(-TIME_SENTINEL, TIME_SENTINEL), id))
             .ok_or_else(|| bad("is not a cursor this server issued")),
         Some((_, k, id)) => k
             .as_f64()

@@ -478,3 +478,562 @@ async fn batch_endpoints_refuse_bad_lists() {
     );
     app.stop().await;
 }
+
+/// Exactly what `loadFeedWithAllStatuses` in lokiz-batch-apis.md does: the
+/// feed, then likes/check-batch, follows/check-batch and batch-metadata,
+/// merged per video.
+#[tokio::test]
+async fn the_seed_clients_feed_flow() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let viewer = app.register("viewer").await;
+    let (a1, _) = app.upload_video(&alice, Some("alice one")).await;
+    let (b1, _) = app.upload_video(&bob, Some("bob one")).await;
+    let (a2, _) = app.upload_video(&alice, Some("alice two")).await;
+
+    app.post(
+        &format!("/v1/likes/videos/{a1}"),
+        json!({}),
+        Some(&viewer.access_token),
+    )
+    .await;
+    app.post(
+        &format!("/v1/likes/videos/{b1}"),
+        json!({}),
+        Some(&alice.access_token),
+    )
+    .await;
+    app.post(
+        &format!("/v1/follows/users/{}", alice.id),
+        json!({}),
+        Some(&viewer.access_token),
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/v1/comments/videos/{a2}"),
+            json!({"content": "wow"}),
+            Some(&bob.access_token),
+        )
+        .await;
+    let settled = position_of(&r);
+
+    // 1. the feed
+    let feed: Value = app
+        .get("/v1/videos/?cursor=", None, Some(settled))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let videos = feed["videos"].as_array().unwrap().clone();
+    assert_eq!(videos.len(), 3);
+    assert_eq!(feed["has_more"], false);
+    assert!(feed["next_cursor"].is_null());
+    // newest first, each with its user embedded
+    let ids: Vec<String> = videos
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec![a2.to_string(), b1.to_string(), a1.to_string()]);
+    // 2. ids
+    let user_ids: Vec<String> = {
+        let mut u: Vec<String> = videos
+            .iter()
+            .map(|v| v["user"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        u.sort();
+        u.dedup();
+        u
+    };
+    // 3. every status at once
+    let (likes, follows, meta) = tokio::join!(
+        app.post(
+            "/v1/likes/check-batch",
+            json!({"video_ids": ids}),
+            Some(&viewer.access_token)
+        ),
+        app.post(
+            "/v1/follows/check-batch",
+            json!({"user_ids": user_ids}),
+            Some(&viewer.access_token)
+        ),
+        app.post("/v1/videos/batch-metadata", json!({"video_ids": ids}), None),
+    );
+    let likes: Value = likes.json().await.unwrap();
+    let follows: Value = follows.json().await.unwrap();
+    let meta: Value = meta.json().await.unwrap();
+    // 4. merge, as the client does
+    let merged: Vec<Value> = videos
+        .iter()
+        .map(|v| {
+            let id = v["id"].as_str().unwrap();
+            json!({
+                "id": id,
+                "is_liked": likes["liked_videos"][id].as_bool().unwrap_or(false),
+                "is_following": follows["following_users"][v["user"]["id"].as_str().unwrap()].as_bool().unwrap_or(false),
+                "stats": meta["videos"][id].clone(),
+            })
+        })
+        .collect();
+    let expect = |id: Uuid, liked: bool, following: bool, likes: i64, comments: i64| {
+        json!({"id": id.to_string(), "is_liked": liked, "is_following": following,
+               "stats": {"view_count": 0, "like_count": likes, "comment_count": comments,
+                         "remix_count": 0, "glitch_count": 0}})
+    };
+    assert_eq!(
+        merged,
+        vec![
+            expect(a2, false, true, 0, 1),
+            expect(b1, false, false, 1, 0),
+            expect(a1, true, true, 1, 0),
+        ]
+    );
+    app.stop().await;
+}
+
+/// 50 users liking, unliking, commenting and viewing 20 videos at once:
+/// afterwards every counter equals a recount from the event store.
+#[tokio::test]
+async fn concurrent_storm_counters_match_the_event_store() {
+    let app = spawn_app().await;
+    let owner = app.register("storm_owner").await;
+    let mut videos = Vec::new();
+    for _ in 0..20 {
+        videos.push(app.upload_video(&owner, None).await.0);
+    }
+    let mut users = Vec::new();
+    for i in 0..50 {
+        users.push(app.register(&format!("stormer_{i}")).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let client = app.client.clone();
+        let base = app.address.clone();
+        let token = u.access_token.clone();
+        let videos = videos.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = 0i64;
+            for step in 0..12usize {
+                let v = videos[(i * 7 + step * 3) % videos.len()];
+                let req = match (i + step) % 4 {
+                    0 => client.post(format!("{base}/v1/likes/videos/{v}")),
+                    1 => client.delete(format!("{base}/v1/likes/videos/{v}")),
+                    2 => client
+                        .post(format!("{base}/v1/comments/videos/{v}"))
+                        .json(&json!({"content": format!("storm {i}-{step}")})),
+                    _ => client.post(format!("{base}/v1/videos/{v}/view")),
+                };
+                let r = req.bearer_auth(&token).send().await.unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+                if let Some(p) = r.headers().get("x-lokiz-position") {
+                    last = last.max(p.to_str().unwrap().parse().unwrap());
+                }
+            }
+            last
+        }));
+    }
+    let mut settled = 0;
+    for t in tasks {
+        settled = settled.max(t.await.unwrap());
+    }
+    let meta: Value = app
+        .client
+        .post(app.url("/v1/videos/batch-metadata"))
+        .header("X-Lokiz-Min-Position", settled.to_string())
+        .json(&json!({ "video_ids": videos }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for v in &videos {
+        let (likes, comments, views): (i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                count(*) FILTER (WHERE event_type = 'VideoLiked' AND payload->'VideoLiked'->>'video_id' = $1)
+              - count(*) FILTER (WHERE event_type = 'VideoUnliked' AND payload->'VideoUnliked'->>'video_id' = $1),
+                count(*) FILTER (WHERE event_type = 'CommentPosted' AND payload->'CommentPosted'->>'video_id' = $1),
+                count(*) FILTER (WHERE event_type = 'ViewCounted' AND payload->'ViewCounted'->>'video_id' = $1)
+               FROM events",
+        )
+        .bind(v.to_string())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let m = &meta["videos"][v.to_string()];
+        assert_eq!(m["like_count"], likes, "likes of {v}");
+        assert_eq!(m["comment_count"], comments, "comments of {v}");
+        assert_eq!(m["view_count"], views, "views of {v}");
+        let liked_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM likes WHERE video_id = $1")
+            .bind(v)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(liked_rows, likes, "likes table of {v}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn comments_threads_and_permissions() {
+    let app = spawn_app().await;
+    let owner = app.register("vid_owner").await;
+    let author = app.register("commenter").await;
+    let other = app.register("bystander").await;
+    let (vid, _) = app.upload_video(&owner, None).await;
+
+    let mut top_ids = Vec::new();
+    for i in 0..3 {
+        let r = app
+            .post(
+                &format!("/v1/comments/videos/{vid}"),
+                json!({"content": format!("top {i}")}),
+                Some(&author.access_token),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        top_ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut last = 0;
+    for i in 0..4 {
+        let r = app
+            .post(
+                &format!("/v1/comments/videos/{vid}"),
+                json!({"content": format!("reply {i}"), "parent_id": top_ids[0]}),
+                Some(&other.access_token),
+            )
+            .await;
+        last = position_of(&r);
+    }
+    // bad input: empty content, parent from nowhere
+    let err = expect_error(
+        app.post(
+            &format!("/v1/comments/videos/{vid}"),
+            json!({"content": "  ", "parent_id": "x"}),
+            Some(&author.access_token),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(err["details"]["fields"].as_array().unwrap().len(), 2);
+    expect_error(
+        app.post(
+            &format!("/v1/comments/videos/{vid}"),
+            json!({"content": "hi", "parent_id": Uuid::new_v4()}),
+            Some(&author.access_token),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+
+    // threaded listing with cursor: 2 per page, newest top-level first
+    let page1: Value = app
+        .get(
+            &format!("/v1/comments/videos/{vid}?limit=2"),
+            None,
+            Some(last),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let c = page1["comments"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0]["content"], "top 2");
+    assert_eq!(page1["has_more"], true);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: Value = app
+        .get(
+            &format!("/v1/comments/videos/{vid}?limit=2&cursor={cursor}"),
+            None,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let c = page2["comments"].as_array().unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["content"], "top 0");
+    assert_eq!(c[0]["reply_count"], 4);
+    let inline: Vec<&str> = c[0]["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(inline, vec!["reply 0", "reply 1", "reply 2"]);
+    let replies: Value = app
+        .get(
+            &format!("/v1/comments/videos/{vid}?parent_id={}", top_ids[0]),
+            None,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replies["comments"].as_array().unwrap().len(), 4);
+
+    // edit: author only
+    expect_error(
+        app.patch(
+            &format!("/v1/comments/{}", top_ids[1]),
+            json!({"content": "hijack"}),
+            &other.access_token,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+    )
+    .await;
+    let r = app
+        .patch(
+            &format!("/v1/comments/{}", top_ids[1]),
+            json!({"content": "edited"}),
+            &author.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // delete: author or the video's owner, nobody else
+    let del = |id: &str, token: &str| {
+        app.client
+            .delete(app.url(&format!("/v1/comments/{id}")))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    assert_eq!(
+        del(&top_ids[2], &other.access_token)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        del(&top_ids[2], &owner.access_token)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let r = del(&top_ids[1], &author.access_token).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let p = position_of(&r);
+    assert_eq!(
+        del(&top_ids[1], &author.access_token)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let list: Value = app
+        .get(&format!("/v1/comments/videos/{vid}"), None, Some(p))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let left: Vec<&str> = list["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, vec!["top 0"]);
+    let video: Value = app
+        .get(&format!("/v1/videos/{vid}"), None, Some(p))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(video["comment_count"], 5, "3 top + 4 replies - 2 deleted");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn feeds_page_stably_and_rank() {
+    let app = spawn_app().await;
+    let star = app.register("star").await;
+    let nobody = app.register("nobody").await;
+    let viewer = app.register("feedviewer").await;
+    let mut star_videos = Vec::new();
+    for _ in 0..3 {
+        star_videos.push(app.upload_video(&star, None).await.0);
+    }
+    let mut other_videos = Vec::new();
+    for _ in 0..4 {
+        other_videos.push(app.upload_video(&nobody, None).await.0);
+    }
+    // engagement on one of nobody's videos makes it trend
+    let hot = other_videos[0];
+    let mut last = 0;
+    for i in 0..5 {
+        let u = app.register(&format!("liker_{i}")).await;
+        last = position_of(
+            &app.post(
+                &format!("/v1/likes/videos/{hot}"),
+                json!({}),
+                Some(&u.access_token),
+            )
+            .await,
+        );
+    }
+    last = last.max(position_of(
+        &app.post(
+            &format!("/v1/follows/users/{}", star.id),
+            json!({}),
+            Some(&viewer.access_token),
+        )
+        .await,
+    ));
+
+    // latest, 3 per page; a video published between pages shifts nothing
+    let page1: Value = app
+        .get("/v1/videos/feed?algorithm=latest&limit=3", None, Some(last))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page1["next_cursor"].as_str().unwrap().to_owned();
+    let (_, newest_pos) = app.upload_video(&nobody, None).await;
+    let page2: Value = app
+        .get(
+            &format!("/v1/videos/feed?algorithm=latest&limit=3&cursor={cursor}"),
+            None,
+            Some(newest_pos),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let page3: Value = app
+        .get(
+            &format!(
+                "/v1/videos/feed?algorithm=latest&limit=3&cursor={}",
+                page2["next_cursor"].as_str().unwrap()
+            ),
+            None,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let seen: Vec<String> = [&page1, &page2, &page3]
+        .iter()
+        .flat_map(|p| {
+            p["videos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        7,
+        "a video repeated across pages"
+    );
+    assert_eq!(page3["has_more"], false);
+
+    // trending: the liked video first
+    let trending: Value = app
+        .get("/v1/videos/feed?algorithm=trending", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(trending["videos"][0]["id"], hot.to_string());
+    // following: only the followed creator's videos, and it needs a sign-in
+    let following: Value = app
+        .get(
+            "/v1/videos/feed?algorithm=following",
+            Some(&viewer.access_token),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let owners: HashSet<&str> = following["videos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["user"]["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, HashSet::from(["star"]));
+    assert_eq!(following["videos"].as_array().unwrap().len(), 3);
+    expect_error(
+        app.get("/v1/videos/feed?algorithm=following", None, None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+    )
+    .await;
+    // personalized: the followed creator's videos are lifted above the others'
+    // equally fresh ones (the much-liked one may still lead)
+    let personal: Value = app
+        .get(
+            "/v1/videos/feed?algorithm=personalized",
+            Some(&viewer.access_token),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order: Vec<String> = personal["videos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    let rank = |id: &Uuid| order.iter().position(|x| *x == id.to_string()).unwrap();
+    let worst_star = star_videos.iter().map(rank).max().unwrap();
+    let best_plain = other_videos[1..].iter().map(rank).min().unwrap();
+    assert!(worst_star < best_plain, "{order:?}");
+    // a cursor of another algorithm, a bad algorithm, a bad limit
+    expect_error(
+        app.get(
+            &format!("/v1/videos/feed?algorithm=trending&cursor={cursor}"),
+            None,
+            None,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let err = expect_error(
+        app.get("/v1/videos/feed?algorithm=chaos&limit=0", None, None)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(err["details"]["fields"].as_array().unwrap().len(), 2);
+    // prefetch: the next videos after a cursor
+    let pre: Value = app
+        .get(
+            &format!("/v1/videos/prefetch?count=2&cursor={cursor}"),
+            None,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pre["videos"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
