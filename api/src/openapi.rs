@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::routes::{auth, comments, follows, likes, ops, users, videos};
+use crate::routes::{auth, blobs, comments, follows, likes, ops, users, videos};
 use crate::ApiContext;
 
 #[derive(OpenApi)]
@@ -19,7 +19,7 @@ use crate::ApiContext;
         users::get_user, users::update_me, users::my_stats,
         videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
-        videos::feed, videos::prefetch,
+        videos::feed, videos::prefetch, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         follows::follow, follows::unfollow, follows::followers, follows::following,
         follows::check_one, follows::check_batch,

@@ -62,11 +62,11 @@ pub fn blob_error(e: BlobError) -> ApiError {
 
 /// The query of an upload URL (see `LocalBlobStore::presign_put_at`).
 #[derive(Debug, Deserialize)]
-struct PutParams {
-    expires: u64,
-    ct: String,
-    size: u64,
-    sig: String,
+pub struct PutParams {
+    pub expires: u64,
+    pub ct: String,
+    pub size: u64,
+    pub sig: String,
 }
 
 fn local_store(ctx: &ApiContext) -> Result<Arc<LocalBlobStore>, ApiError> {
@@ -79,7 +79,15 @@ fn unix_now() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
 }
 
-async fn put_blob(
+#[utoipa::path(put, path = "/v1/blobs/{key}", tag = "videos",
+    params(("key" = String, Path, description = "Object key, e.g. videos/<id>.mp4"),
+           ("expires" = u64, Query), ("ct" = String, Query), ("size" = u64, Query), ("sig" = String, Query)),
+    request_body(content = Vec<u8>, content_type = "video/mp4", description = "Exactly `size` bytes with Content-Type `ct` (the URL from /v1/videos/upload-url)"),
+    responses((status = 200, description = "Stored; ETag is the SHA-256"),
+              (status = 403, description = "INVALID_SIGNATURE or URL_EXPIRED", body = crate::error::ErrorEnvelope),
+              (status = 413, description = "TOO_LARGE", body = crate::error::ErrorEnvelope),
+              (status = 415, description = "CONTENT_TYPE_MISMATCH", body = crate::error::ErrorEnvelope)))]
+pub async fn put_blob(
     State(ctx): State<ApiContext>,
     key: Result<Path<String>, PathRejection>,
     params: Result<Query<PutParams>, QueryRejection>,
@@ -134,7 +142,11 @@ async fn put_blob(
     Ok(resp)
 }
 
-async fn get_blob(
+#[utoipa::path(get, path = "/v1/blobs/{key}", tag = "videos",
+    params(("key" = String, Path), ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023")),
+    responses((status = 200, description = "The object"), (status = 206, description = "A range of it"),
+              (status = 404, body = crate::error::ErrorEnvelope)))]
+pub async fn get_blob(
     State(ctx): State<ApiContext>,
     key: Result<Path<String>, PathRejection>,
     req: Request,
