@@ -59,6 +59,36 @@ string_newtype!(ImageUrl);
 string_newtype!(Caption);
 string_newtype!(CommentBody);
 
+/// Trims `raw` and checks it as free text: `min..=max` characters, no control
+/// characters (line breaks only where `multiline`).
+fn text(
+    field: &'static str,
+    raw: &str,
+    min: usize,
+    max: usize,
+    multiline: bool,
+) -> Result<String, FieldError> {
+    let t = raw.trim();
+    let len = t.chars().count();
+    if !(min..=max).contains(&len) {
+        let message = if min == 0 {
+            format!("must be at most {max} characters")
+        } else {
+            format!("must be {min} to {max} characters")
+        };
+        return Err(FieldError::new(field, "length", message));
+    }
+    let allowed = |c: char| multiline && (c == '\n' || c == '\r');
+    if t.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(FieldError::new(
+            field,
+            "format",
+            "must not contain control characters",
+        ));
+    }
+    Ok(t.to_owned())
+}
+
 impl Username {
     pub const MIN: usize = 3;
     pub const MAX: usize = 30;
@@ -131,23 +161,7 @@ impl DisplayName {
 
     /// 1–50 characters after trimming, no control characters.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
-        let t = raw.trim();
-        let len = t.chars().count();
-        if len == 0 || len > Self::MAX {
-            return Err(FieldError::new(
-                field,
-                "length",
-                format!("must be 1 to {} characters", Self::MAX),
-            ));
-        }
-        if t.chars().any(char::is_control) {
-            return Err(FieldError::new(
-                field,
-                "format",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(t.to_owned()))
+        text(field, raw, 1, Self::MAX, false).map(Self)
     }
 
     /// A username is always a valid display name (the default at signup).
@@ -161,22 +175,7 @@ impl Bio {
 
     /// At most 500 characters; line breaks allowed, other control characters not.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
-        let t = raw.trim();
-        if t.chars().count() > Self::MAX {
-            return Err(FieldError::new(
-                field,
-                "length",
-                format!("must be at most {} characters", Self::MAX),
-            ));
-        }
-        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
-            return Err(FieldError::new(
-                field,
-                "format",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(t.to_owned()))
+        text(field, raw, 0, Self::MAX, true).map(Self)
     }
 }
 
@@ -210,47 +209,16 @@ impl Caption {
 
     /// At most 2200 characters (hashtags included); line breaks allowed.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
-        let t = raw.trim();
-        if t.chars().count() > Self::MAX {
-            return Err(FieldError::new(
-                field,
-                "length",
-                format!("must be at most {} characters", Self::MAX),
-            ));
-        }
-        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
-            return Err(FieldError::new(
-                field,
-                "format",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(t.to_owned()))
+        text(field, raw, 0, Self::MAX, true).map(Self)
     }
 }
 
 impl CommentBody {
     pub const MAX: usize = 1000;
 
-    /// 1–1000 characters after trimming.
+    /// 1–1000 characters after trimming; line breaks allowed.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
-        let t = raw.trim();
-        let len = t.chars().count();
-        if !(1..=Self::MAX).contains(&len) {
-            return Err(FieldError::new(
-                field,
-                "length",
-                format!("must be 1 to {} characters", Self::MAX),
-            ));
-        }
-        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
-            return Err(FieldError::new(
-                field,
-                "format",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Self(t.to_owned()))
+        text(field, raw, 1, Self::MAX, true).map(Self)
     }
 }
 
