@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt, StreamExt};
 use lokiz_infra::{Config, StoredEvent, StreamPosition};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::projector::{ProjectionError, Projector};
@@ -117,16 +117,19 @@ impl ProjectionRunner {
             .map_err(|e| RuntimeError::JetStream(e.to_string()))
     }
 
-    /// Consumes until `shutdown`. Only one runner per projection is active at
-    /// a time (advisory lock): order matters to a projection.
+    /// The advisory-lock key that makes this runner the only active one.
+    pub fn lock_key(&self) -> String {
+        format!(
+            "lokiz-projection:{}:{}",
+            self.config.stream,
+            self.projector.name()
+        )
+    }
+
+    /// Consumes until `shutdown`. The caller must hold [`Self::lock_key`]:
+    /// only one runner per projection may be active, order matters to it.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
         let name = self.projector.name();
-        let key = format!("lokiz-projection:{}:{}", self.config.stream, name);
-        let Some(lock) =
-            lokiz_infra::db::acquire_session_lock(&self.config.database_url, &key, &shutdown).await
-        else {
-            return Ok(());
-        };
         let consumer = loop {
             match self.consumer().await {
                 Ok(c) => break c,
@@ -197,7 +200,6 @@ impl ProjectionRunner {
                 }
             }
         }
-        drop(lock);
         tracing::info!(projection = name, "projection stopped");
         Ok(())
     }
@@ -442,6 +444,11 @@ pub async fn advance_checkpoint(
 }
 
 /// Runs every projection in `projectors` until `shutdown`.
+///
+/// One connection holds the advisory locks of all the projections this
+/// process runs (a projection whose lock another process holds is retried
+/// until it is free). If that connection is lost, every runner stops and the
+/// whole set starts over, so no runner ever works without its lock.
 pub async fn run_all(
     pool: PgPool,
     js: jetstream::Context,
@@ -450,24 +457,93 @@ pub async fn run_all(
     options: RuntimeOptions,
     shutdown: CancellationToken,
 ) {
+    let runners: Vec<Arc<ProjectionRunner>> = projectors
+        .into_iter()
+        .map(|p| {
+            Arc::new(ProjectionRunner::new(
+                pool.clone(),
+                js.clone(),
+                config.clone(),
+                p,
+                options.clone(),
+            ))
+        })
+        .collect();
+    while !shutdown.is_cancelled() {
+        let round = shutdown.child_token();
+        run_round(&config, &runners, &round).await;
+        round.cancel();
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Holds the locks on one connection and runs each runner once it has its
+/// lock; returns when the lock connection is lost or `round` is cancelled.
+async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &CancellationToken) {
+    let mut lock = match lokiz_infra::db::options(&config.database_url) {
+        Ok(opts) => match PgConnection::connect_with(&opts).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "projections cannot connect for their locks");
+                return;
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "projections: bad DATABASE_URL");
+            return;
+        }
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    for p in projectors {
-        let runner =
-            ProjectionRunner::new(pool.clone(), js.clone(), config.clone(), p, options.clone());
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            let name = runner.projector.name();
-            // A runner returns when its message stream breaks; start it again.
-            while !token.is_cancelled() {
-                if let Err(e) = runner.run(token.clone()).await {
-                    tracing::error!(projection = name, error = %e, "projection stopped with an error");
+    let mut waiting: Vec<Arc<ProjectionRunner>> = runners.to_vec();
+    loop {
+        let mut still = Vec::new();
+        for runner in waiting {
+            let got: Result<bool, _> =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                    .bind(runner.lock_key())
+                    .fetch_one(&mut lock)
+                    .await;
+            match got {
+                Ok(true) => {
+                    let token = round.clone();
+                    tasks.spawn(async move {
+                        let name = runner.projector.name();
+                        // A runner returns when its message stream breaks; start it again.
+                        while !token.is_cancelled() {
+                            if let Err(e) = runner.run(token.clone()).await {
+                                tracing::error!(projection = name, error = %e, "projection stopped with an error");
+                            }
+                            tokio::select! {
+                                _ = token.cancelled() => {}
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                        }
+                    });
                 }
-                tokio::select! {
-                    _ = token.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                Ok(false) => still.push(runner),
+                Err(e) => {
+                    tracing::warn!(error = %e, "projection lock connection lost");
+                    round.cancel();
+                    while tasks.join_next().await.is_some() {}
+                    return;
                 }
             }
-        });
+        }
+        waiting = still;
+        // keep the lock connection honest: if it dies, the locks are gone
+        tokio::select! {
+            _ = round.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(if waiting.is_empty() { 1000 } else { 250 })) => {}
+        }
+        if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
+            tracing::warn!("projection lock connection lost; restarting the projections");
+            round.cancel();
+            break;
+        }
     }
     while tasks.join_next().await.is_some() {}
+    let _ = lock.close().await;
 }
