@@ -61,6 +61,13 @@ pub enum ApiError {
     /// 503: a dependency is down.
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
+    /// 422: an `Idempotency-Key` already used for a different request
+    /// (another method, path or body).
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    /// 409: the first request with this `Idempotency-Key` is still running.
+    #[error("idempotency key in progress")]
+    IdempotencyInProgress,
     /// 500: logged, never shown.
     #[error("internal: {0}")]
     Internal(#[from] anyhow::Error),
@@ -181,6 +188,20 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVICE_UNAVAILABLE",
                 format!("{what} is unavailable; retry shortly."),
+                Value::Null,
+            ),
+            ApiError::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "This Idempotency-Key was already used for a different request (method, path or body)."
+                    .into(),
+                Value::Null,
+            ),
+            ApiError::IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "IDEMPOTENCY_IN_PROGRESS",
+                "A request with this Idempotency-Key is still being processed; retry shortly."
+                    .into(),
                 Value::Null,
             ),
             ApiError::Internal(_) => (

@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::extract::POSITION_HEADER;
+use crate::idempotency::{idempotency, Idempotency};
 use crate::ApiContext;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,6 +36,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(likes::router())
         .merge(follows::router())
         .merge(comments::router());
+    // after every merge into `v1`: a route layer covers the routes it is given
+    let idempotent = middleware::from_fn_with_state(Idempotency::new(ctx.clone()), idempotency);
+    let v1 = v1.route_layer(idempotent);
     Router::new()
         .nest("/v1", v1)
         .merge(ops::router())

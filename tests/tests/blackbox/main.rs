@@ -3,6 +3,7 @@
 
 mod auth;
 mod blobs;
+mod idempotency;
 mod ops;
 mod social;
 mod spine;
