@@ -2,15 +2,28 @@
 //!
 //! In one run, on one machine, it measures each scenario beside its raw
 //! ceiling and prints one table (scenario, ceiling, ours, ratio, p50, p99,
-//! target, pass); `--out FILE` also writes it as Markdown.
+//! target, pass); `--out FILE` also writes it as Markdown. `--only` picks
+//! scenarios (`append,lag,likes,views,batch,feed`; default all).
 //!
 //! - Ceiling: single-event INSERT transactions/s into an events-shaped table,
 //!   `--clients` connections, straight to Postgres.
-//! - Command append through HTTP: `PATCH /v1/users/me` (one `ProfileUpdated`
-//!   each), `--clients` concurrent clients, against a `lokiz all` child process.
-//! - Projection lag: `PATCH` offered at `--lag-rate`/s for `--lag-seconds`;
+//! - `append`: `UpdateProfile` through cqrs-es in-process, and
+//!   `PATCH /v1/users/me` (one `ProfileUpdated` each) through HTTP,
+//!   `--clients` concurrent clients, against a `lokiz all` child process.
+//! - `lag`: `PATCH` offered at `--lag-rate`/s for `--lag-seconds`;
 //!   commit→read-model lag quantiles from the server's
 //!   `lokiz_projection_lag_seconds` histogram (fine buckets, interpolated).
+//! - `likes`: `POST`/`DELETE /v1/likes/videos/{id}` alternating (each records
+//!   an event) on videos uploaded through the real flow, vs the ceiling.
+//! - `views`: `POST /v1/videos/{id}/view` by signed-in users, every request a
+//!   new (viewer, video) pair so each counts; counted views/s vs the ceiling.
+//! - `batch`: `POST /v1/videos/batch-metadata` with 100 ids, `--read-clients`
+//!   clients, vs the route's own SQL with 100 ids straight to Postgres.
+//! - `feed`: feed pages (20 items) for each algorithm, `--read-clients`
+//!   clients walking 5 pages deep, over `--feed-videos` seeded videos.
+//! - Catch-up: the data is seeded (`lokiz seed`) into the bench database
+//!   before the server starts; the server's relay and projections then build
+//!   the read models from JetStream, timed as events/s.
 //! - Server memory: the child's peak RSS (VmHWM) over the whole run.
 //!
 //! Everything runs in a fresh database and stream that are dropped afterwards.
@@ -18,33 +31,56 @@
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use lokiz_infra::Config;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::seed::{SeedArgs, SeedReport};
+
+/// Scenario names `--only` accepts.
+pub const SCENARIOS: &[&str] = &["append", "lag", "likes", "views", "batch", "feed"];
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Seconds each throughput scenario runs.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Concurrent clients for the append scenarios.
+    /// Concurrent clients for the write scenarios.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Concurrent clients for the read scenarios (batch-metadata, feeds).
+    #[arg(long, default_value_t = 8)]
+    pub read_clients: usize,
     /// Offered events/s for the lag scenario.
     #[arg(long, default_value_t = 1000)]
     pub lag_rate: u64,
     /// Seconds the lag scenario runs.
     #[arg(long, default_value_t = 30)]
     pub lag_seconds: u64,
+    /// Videos seeded for the feed scenario (smaller for a quick run).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub feed_videos: usize,
+    /// Only these scenarios, comma-separated: append, lag, likes, views, batch, feed.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// Also write the table as Markdown to this file (e.g. docs/BENCHMARKS.md).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 struct Row {
@@ -59,6 +95,12 @@ struct Row {
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(bad) = args.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        anyhow::bail!(
+            "--only: unknown scenario {bad:?} (known: {})",
+            SCENARIOS.join(", ")
+        );
+    }
     let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let db_name = format!("lokiz_bench_{tag}");
     let base = config
@@ -68,10 +110,15 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         .context("DATABASE_URL")?;
     let bench_url = format!("{base}/{db_name}");
     let stream = format!("BENCH{tag}");
+    let data_dir = std::env::temp_dir().join(format!("lokiz-bench-{tag}"));
     eprintln!("bench: database {db_name}, stream {stream}");
 
     let mut rows = Vec::new();
-    let result = scenarios(&config, &args, &bench_url, &stream, &mut rows).await;
+    let mut notes = Vec::new();
+    let result = scenarios(
+        &config, &args, &bench_url, &stream, &data_dir, &mut rows, &mut notes,
+    )
+    .await;
 
     // clean up whatever happened
     if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
@@ -86,9 +133,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
             .delete_stream(&stream)
             .await;
     }
+    let _ = std::fs::remove_dir_all(&data_dir);
     result?;
 
-    let table = render(&rows, &args);
+    let table = render(&rows, &notes, &args);
     println!("{table}");
     if let Some(path) = &args.out {
         if let Some(dir) = path.parent() {
@@ -100,31 +148,123 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What is seeded before the server starts: the feed's dataset, or a
+/// smaller one when only views/batch need videos.
+fn seed_args(args: &BenchArgs) -> Option<SeedArgs> {
+    if args.wants("feed") {
+        let n = args.feed_videos;
+        let users = (n / 100).clamp(1_000, 10_000);
+        Some(SeedArgs {
+            users,
+            videos: n,
+            likes: n / 10,
+            follows: users * 5,
+            comments: n / 20,
+            views: n / 10,
+            ..Default::default()
+        })
+    } else if args.wants("views") || args.wants("batch") {
+        Some(SeedArgs {
+            users: 1_000,
+            videos: 50_000,
+            likes: 5_000,
+            follows: 2_000,
+            comments: 2_000,
+            views: 5_000,
+            ..Default::default()
+        })
+    } else {
+        None
+    }
+}
+
 async fn scenarios(
     config: &Config,
     args: &BenchArgs,
     bench_url: &str,
     stream: &str,
+    data_dir: &std::path::Path,
     rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     lokiz_infra::db::ensure_database(bench_url).await?;
 
-    // 1. the raw ceiling
-    eprintln!(
-        "bench: raw insert ceiling, {} clients, {}s",
-        args.clients, args.duration
-    );
-    let ceiling = raw_insert_ceiling(bench_url, args.clients, args.duration).await?;
+    // 1. the raw ceiling of the write scenarios
+    let ceiling = if args.wants("append") || args.wants("likes") || args.wants("views") {
+        eprintln!(
+            "bench: raw insert ceiling, {} clients, {}s",
+            args.clients, args.duration
+        );
+        let c = raw_insert_ceiling(bench_url, args.clients, args.duration).await?;
+        rows.push(Row {
+            scenario: format!(
+                "raw INSERT tx/s (events-shaped table), {} clients",
+                args.clients
+            ),
+            ceiling: format!("{:.0}/s", c.per_sec),
+            ours: "—".into(),
+            ratio: None,
+            p50_ms: Some(c.p50_ms),
+            p99_ms: Some(c.p99_ms),
+            target: "ceiling".into(),
+            pass: true,
+        });
+        Some(c)
+    } else {
+        None
+    };
+
+    // 2. the dataset, through the event store, before the server starts
+    let seeded = match seed_args(args) {
+        Some(seed_args) => {
+            let pool = bench_pool(bench_url, 6).await?;
+            lokiz_infra::db::migrate(&pool).await?;
+            eprintln!(
+                "bench: seeding {} users, {} videos, {} likes, {} follows, {} comments, {} views",
+                seed_args.users,
+                seed_args.videos,
+                seed_args.likes,
+                seed_args.follows,
+                seed_args.comments,
+                seed_args.views
+            );
+            let report = crate::seed::seed(&pool, &seed_args).await?;
+            eprintln!("bench: seeded {report}");
+            rows.push(Row {
+                scenario: format!(
+                    "`lokiz seed`: {} videos, {} users + social ({} events, {} connections)",
+                    report.videos, report.users, report.events, seed_args.connections
+                ),
+                ceiling: "—".into(),
+                ours: format!(
+                    "{:.0} events/s ({:.0} s)",
+                    report.events_per_sec(),
+                    report.elapsed.as_secs_f64()
+                ),
+                ratio: None,
+                p50_ms: None,
+                p99_ms: None,
+                target: "—".into(),
+                pass: true,
+            });
+            pool.close().await;
+            Some(report)
+        }
+        None => None,
+    };
 
     // the server under test, as its own process
     let port = free_port()?;
     let exe = std::env::current_exe()?;
+    let started = Instant::now();
     let mut child = tokio::process::Command::new(exe)
         .arg("all")
         .env("DATABASE_URL", bench_url)
         .env("NATS_URL", &config.nats_url)
         .env("LOKIZ_BIND", format!("127.0.0.1:{port}"))
         .env("LOKIZ_STREAM", stream)
+        .env("LOKIZ_DATA_DIR", data_dir)
+        .env("LOKIZ_BLOB_STORE", "local")
         .env(
             "LOKIZ_JWT_SECRET",
             "bench-secret-bench-secret-bench-secret-0",
@@ -139,137 +279,638 @@ async fn scenarios(
     let pid = child.id().unwrap_or(0);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients * 4)
+        .pool_max_idle_per_host(args.clients.max(args.read_clients) * 4)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let outcome = server_scenarios(&http, &base, bench_url, args, ceiling, pid, rows).await;
+    let pool = bench_pool(bench_url, args.read_clients.max(4) as u32 + 2).await?;
+    let b = Bench {
+        http,
+        base,
+        bench_url: bench_url.to_owned(),
+        pool,
+        ceiling,
+    };
+    let outcome = b
+        .server_scenarios(args, seeded, started, pid, rows, notes)
+        .await;
+    b.pool.close().await;
     let _ = child.start_kill();
     let _ = child.wait().await;
     outcome
 }
 
-async fn server_scenarios(
-    http: &reqwest::Client,
-    base: &str,
-    bench_url: &str,
-    args: &BenchArgs,
-    ceiling: Throughput,
-    pid: u32,
-    rows: &mut Vec<Row>,
-) -> anyhow::Result<()> {
-    wait_healthy(http, base).await?;
-    let tokens = register_users(http, base, args.clients.max(16)).await?;
+async fn bench_pool(url: &str, connections: u32) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(connections)
+        // the same connection options the server uses
+        .connect_with(lokiz_infra::db::options(url)?)
+        .await?)
+}
 
-    // 2a. command append straight through cqrs-es/postgres-es (no HTTP)
-    eprintln!(
-        "bench: cqrs-es UpdateProfile, {} clients, {}s",
-        args.clients, args.duration
-    );
-    let direct = direct_append(bench_url, args.clients, args.duration).await?;
-    let direct_ratio = direct.per_sec / ceiling.per_sec;
-    eprintln!(
-        "bench: ceiling {:.0}/s; cqrs-es {:.0}/s ({:.0} %), p50 {:.2} ms, p99 {:.2} ms",
-        ceiling.per_sec,
-        direct.per_sec,
-        direct_ratio * 100.0,
-        direct.p50_ms,
-        direct.p99_ms
-    );
+struct Bench {
+    http: reqwest::Client,
+    base: String,
+    bench_url: String,
+    /// Straight to the bench database, for raw queries and look-ups.
+    pool: PgPool,
+    ceiling: Option<Throughput>,
+}
 
-    // 2b. command append through HTTP
-    eprintln!(
-        "bench: PATCH /v1/users/me, {} clients, {}s",
-        args.clients, args.duration
-    );
-    let ours = http_append(http, base, &tokens, args.clients, args.duration).await?;
-    let ratio = ours.per_sec / ceiling.per_sec;
-    eprintln!(
-        "bench: HTTP {:.0}/s ({:.0} %), p50 {:.2} ms, p99 {:.2} ms, {} errors",
-        ours.per_sec,
-        ratio * 100.0,
-        ours.p50_ms,
-        ours.p99_ms,
-        ours.errors
-    );
-    rows.push(Row {
-        scenario: "raw INSERT tx/s (events-shaped table)".into(),
-        ceiling: format!("{:.0}/s", ceiling.per_sec),
-        ours: "—".into(),
-        ratio: None,
-        p50_ms: Some(ceiling.p50_ms),
-        p99_ms: Some(ceiling.p99_ms),
-        target: "ceiling".into(),
-        pass: true,
-    });
-    rows.push(Row {
-        scenario: format!(
-            "command append via cqrs-es in-process (UpdateProfile), {} clients",
-            args.clients
-        ),
-        ceiling: format!("{:.0}/s", ceiling.per_sec),
-        ours: format!("{:.0}/s", direct.per_sec),
-        ratio: Some(direct_ratio),
-        p50_ms: Some(direct.p50_ms),
-        p99_ms: Some(direct.p99_ms),
-        target: "≥ 40 % of ceiling".into(),
-        pass: direct_ratio >= 0.40 && direct.errors == 0,
-    });
-    rows.push(Row {
-        scenario: format!(
-            "command append via HTTP (PATCH /users/me), {} clients",
-            args.clients
-        ),
-        ceiling: format!("{:.0}/s", ceiling.per_sec),
-        ours: format!("{:.0}/s", ours.per_sec),
-        ratio: Some(ratio),
-        p50_ms: Some(ours.p50_ms),
-        p99_ms: Some(ours.p99_ms),
-        target: "≥ 40 % of ceiling".into(),
-        pass: ratio >= 0.40 && ours.errors == 0,
-    });
+impl Bench {
+    async fn server_scenarios(
+        &self,
+        args: &BenchArgs,
+        seeded: Option<SeedReport>,
+        started: Instant,
+        pid: u32,
+        rows: &mut Vec<Row>,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        let (http, base) = (&self.http, self.base.as_str());
+        wait_healthy(http, base).await?;
 
-    // 3. projection lag at a fixed offered rate
-    settle(http, base).await?;
-    eprintln!(
-        "bench: lag at {}/s for {}s",
-        args.lag_rate, args.lag_seconds
-    );
-    let before = lag_histogram(http, base).await?;
-    let offered = offered_load(http, base, &tokens, args.lag_rate, args.lag_seconds).await?;
-    settle(http, base).await?;
-    let after = lag_histogram(http, base).await?;
-    let delta = after.minus(&before);
-    let (p50, p99) = (delta.quantile(0.50) * 1e3, delta.quantile(0.99) * 1e3);
-    rows.push(Row {
-        scenario: format!(
-            "projection lag, {}/s offered for {}s ({} events, {} errors)",
-            args.lag_rate, args.lag_seconds, offered.ok, offered.errors
-        ),
-        ceiling: "—".into(),
-        ours: format!(
-            "{:.0} events/s",
-            offered.ok as f64 / args.lag_seconds as f64
-        ),
-        ratio: None,
-        p50_ms: Some(p50),
-        p99_ms: Some(p99),
-        target: "p99 ≤ 100 ms".into(),
-        pass: p99 <= 100.0 && offered.errors == 0 && delta.total > 0.0,
-    });
+        // 3. catch-up: relay and projections over the seeded events
+        if let Some(report) = &seeded {
+            eprintln!("bench: waiting for the read models to catch up");
+            let events = self.wait_caught_up(Duration::from_secs(3600)).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let rate = events as f64 / secs;
+            eprintln!("bench: caught up with {events} events in {secs:.1} s ({rate:.0}/s)");
+            rows.push(Row {
+                scenario: format!(
+                    "catch-up: relay + projections over the seeded store ({events} events, {} videos), from server start",
+                    report.videos
+                ),
+                ceiling: "—".into(),
+                ours: format!("{rate:.0} events/s ({secs:.0} s)"),
+                ratio: None,
+                p50_ms: None,
+                p99_ms: None,
+                target: "≥ 20000 events/s".into(),
+                pass: rate >= 20_000.0,
+            });
+            // This Postgres runs with autovacuum off: give the read models the
+            // statistics and visibility a production database keeps by itself.
+            sqlx::raw_sql(
+                "VACUUM (ANALYZE) videos, users, likes, follows, follow_counts, comments, wallets",
+            )
+            .execute(&self.pool)
+            .await?;
+            notes.push(format!(
+                "Seeded with `lokiz seed` ({report}); after the catch-up the read-model tables \
+                 were `VACUUM (ANALYZE)`d (autovacuum is off on this Postgres)."
+            ));
+        }
 
-    // 4. memory
-    let peak_mb = peak_rss_mb(pid).unwrap_or(f64::NAN);
-    rows.push(Row {
-        scenario: "server peak RSS over the run".into(),
-        ceiling: "—".into(),
-        ours: format!("{peak_mb:.0} MB"),
-        ratio: None,
-        p50_ms: None,
-        p99_ms: None,
-        target: "≤ 200 MB".into(),
-        pass: peak_mb <= 200.0,
-    });
-    Ok(())
+        let tokens = register_users(http, base, args.clients.max(16)).await?;
+
+        // seeded videos (none of them the bench users' own)
+        let videos: Vec<Uuid> = if seeded.is_some() {
+            sqlx::query_scalar("SELECT id FROM videos WHERE listed LIMIT 200000")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        if args.wants("append") {
+            self.append(args, &tokens, rows).await?;
+        }
+        if args.wants("lag") {
+            self.lag(args, &tokens, rows).await?;
+        }
+        if args.wants("likes") {
+            self.likes(args, &tokens, rows).await?;
+        }
+        if args.wants("views") {
+            self.views(args, &tokens, &videos, rows).await?;
+        }
+        if args.wants("batch") {
+            self.batch(args, &videos, rows).await?;
+        }
+        if args.wants("feed") {
+            let n = seeded.as_ref().map_or(0, |r| r.videos);
+            self.feeds(args, &tokens, n, rows).await?;
+        }
+
+        // memory
+        let peak_mb = peak_rss_mb(pid).unwrap_or(f64::NAN);
+        rows.push(Row {
+            scenario: "server peak RSS over the run".into(),
+            ceiling: "—".into(),
+            ours: format!("{peak_mb:.0} MB"),
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            target: "≤ 200 MB".into(),
+            pass: peak_mb <= 200.0,
+        });
+        Ok(())
+    }
+
+    fn ceiling(&self) -> anyhow::Result<&Throughput> {
+        self.ceiling.as_ref().context("no ceiling measured")
+    }
+
+    /// A row of a write scenario against the raw insert ceiling.
+    fn write_row(&self, scenario: String, ours: &Throughput, unit: &str) -> anyhow::Result<Row> {
+        let ceiling = self.ceiling()?;
+        let ratio = ours.per_sec / ceiling.per_sec;
+        eprintln!(
+            "bench: {scenario}: {:.0}{unit} ({:.0} %), p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            ours.per_sec,
+            ratio * 100.0,
+            ours.p50_ms,
+            ours.p99_ms,
+            ours.errors
+        );
+        Ok(Row {
+            scenario,
+            ceiling: format!("{:.0}/s", ceiling.per_sec),
+            ours: format!("{:.0}{unit}", ours.per_sec),
+            ratio: Some(ratio),
+            p50_ms: Some(ours.p50_ms),
+            p99_ms: Some(ours.p99_ms),
+            target: "≥ 40 % of ceiling".into(),
+            pass: ratio >= 0.40 && ours.errors == 0,
+        })
+    }
+
+    async fn append(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        // command append straight through cqrs-es/postgres-es (no HTTP)
+        eprintln!(
+            "bench: cqrs-es UpdateProfile, {} clients, {}s",
+            args.clients, args.duration
+        );
+        let direct = direct_append(&self.bench_url, args.clients, args.duration).await?;
+        rows.push(self.write_row(
+            format!(
+                "command append via cqrs-es in-process (UpdateProfile), {} clients",
+                args.clients
+            ),
+            &direct,
+            "/s",
+        )?);
+        // command append through HTTP
+        eprintln!(
+            "bench: PATCH /v1/users/me, {} clients, {}s",
+            args.clients, args.duration
+        );
+        let ours = http_append(&self.http, &self.base, tokens, args.clients, args.duration).await?;
+        rows.push(self.write_row(
+            format!(
+                "command append via HTTP (PATCH /users/me), {} clients",
+                args.clients
+            ),
+            &ours,
+            "/s",
+        )?);
+        Ok(())
+    }
+
+    async fn lag(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        let (http, base) = (&self.http, self.base.as_str());
+        settle(http, base).await?;
+        eprintln!(
+            "bench: lag at {}/s for {}s",
+            args.lag_rate, args.lag_seconds
+        );
+        let before = lag_histogram(http, base).await?;
+        let offered = offered_load(http, base, tokens, args.lag_rate, args.lag_seconds).await?;
+        settle(http, base).await?;
+        let after = lag_histogram(http, base).await?;
+        let delta = after.minus(&before);
+        let (p50, p99) = (delta.quantile(0.50) * 1e3, delta.quantile(0.99) * 1e3);
+        rows.push(Row {
+            scenario: format!(
+                "projection lag, {}/s offered for {}s ({} events, {} errors)",
+                args.lag_rate, args.lag_seconds, offered.ok, offered.errors
+            ),
+            ceiling: "—".into(),
+            ours: format!(
+                "{:.0} events/s",
+                offered.ok as f64 / args.lag_seconds as f64
+            ),
+            ratio: None,
+            p50_ms: Some(p50),
+            p99_ms: Some(p99),
+            target: "p99 ≤ 100 ms".into(),
+            pass: p99 <= 100.0 && offered.errors == 0 && delta.total > 0.0,
+        });
+        Ok(())
+    }
+
+    /// Like/unlike through HTTP on videos uploaded through the real flow.
+    async fn likes(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        let (http, base) = (&self.http, self.base.as_str());
+        let mut videos = Vec::new();
+        for token in tokens {
+            videos.push(upload_video(http, base, token).await?);
+        }
+        settle(http, base).await?;
+        eprintln!(
+            "bench: POST/DELETE /v1/likes/videos/{{id}}, {} clients, {}s",
+            args.clients, args.duration
+        );
+        let (http, base, tokens, videos) = (
+            http.clone(),
+            base.to_owned(),
+            Arc::new(tokens.to_vec()),
+            Arc::new(videos),
+        );
+        let ours = closed_loop(args.clients, args.duration, move |client, n| {
+            let (http, base, tokens, videos) =
+                (http.clone(), base.clone(), tokens.clone(), videos.clone());
+            async move {
+                let token = &tokens[client % tokens.len()];
+                // someone else's video; consecutive requests alternate
+                let video = videos[(client + 1) % videos.len()];
+                let url = format!("{base}/v1/likes/videos/{video}");
+                let req = if n % 2 == 1 {
+                    http.post(url)
+                } else {
+                    http.delete(url)
+                };
+                let r = req.bearer_auth(token).send().await?;
+                if !r.status().is_success() {
+                    return Ok(false);
+                }
+                let body: Value = r.json().await?;
+                Ok(body["changed"] == true)
+            }
+        })
+        .await?;
+        rows.push(self.write_row(
+            format!(
+                "like/unlike via HTTP (POST/DELETE /likes/videos/{{id}}), {} clients",
+                args.clients
+            ),
+            &ours,
+            " commands/s",
+        )?);
+        Ok(())
+    }
+
+    /// Counted views through HTTP: signed-in users, each request a new
+    /// (viewer, video) pair.
+    async fn views(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        videos: &[Uuid],
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(!videos.is_empty(), "views: no seeded videos");
+        settle(&self.http, &self.base).await?;
+        eprintln!(
+            "bench: POST /v1/videos/{{id}}/view, {} clients over {} videos, {}s",
+            args.clients,
+            videos.len(),
+            args.duration
+        );
+        let clients = args.clients;
+        // each client its own user and its own slice of videos
+        let slice = (videos.len() / clients).max(1);
+        let (http, base, tokens, videos) = (
+            self.http.clone(),
+            self.base.clone(),
+            Arc::new(tokens.to_vec()),
+            Arc::new(videos.to_vec()),
+        );
+        let ours = closed_loop(clients, args.duration, move |client, n| {
+            let (http, base, tokens, videos) =
+                (http.clone(), base.clone(), tokens.clone(), videos.clone());
+            async move {
+                let token = &tokens[client % tokens.len()];
+                let video = videos[(client * slice + n as usize % slice) % videos.len()];
+                let r = http
+                    .post(format!("{base}/v1/videos/{video}/view"))
+                    .bearer_auth(token)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    return Ok(false);
+                }
+                let body: Value = r.json().await?;
+                Ok(body["counted"] == true)
+            }
+        })
+        .await?;
+        rows.push(self.write_row(
+            format!(
+                "views via HTTP (POST /videos/{{id}}/view, signed in, distinct pairs), {clients} clients"
+            ),
+            &ours,
+            " counted/s",
+        )?);
+        Ok(())
+    }
+
+    /// batch-metadata with 100 ids vs the same SQL straight to Postgres.
+    async fn batch(
+        &self,
+        args: &BenchArgs,
+        videos: &[Uuid],
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(videos.len() >= 100, "batch: not enough seeded videos");
+        let clients = args.read_clients;
+        let mut rng = StdRng::seed_from_u64(7);
+        let sets: Vec<Vec<Uuid>> = (0..512)
+            .map(|_| {
+                (0..100)
+                    .map(|_| videos[rng.gen_range(0..videos.len())])
+                    .collect()
+            })
+            .collect();
+        let bodies: Vec<Vec<u8>> = sets
+            .iter()
+            .map(|ids| serde_json::to_vec(&json!({ "video_ids": ids })))
+            .collect::<Result<_, _>>()?;
+        let (sets, bodies) = (Arc::new(sets), Arc::new(bodies));
+
+        eprintln!(
+            "bench: raw 100-id SELECT on videos, {clients} clients, {}s",
+            args.duration
+        );
+        let pool = self.pool.clone();
+        let s = sets.clone();
+        let raw = closed_loop(clients, args.duration, move |client, n| {
+            let (pool, sets) = (pool.clone(), s.clone());
+            async move {
+                let ids = &sets[(client * 61 + n as usize) % sets.len()];
+                let rows: Vec<(Uuid, bool, i64, i64, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT id, status = 'deleted', view_count, like_count, comment_count, remix_count,
+                            glitch_count
+                       FROM videos WHERE id = ANY($1)",
+                )
+                .bind(ids)
+                .fetch_all(&pool)
+                .await?;
+                Ok(!rows.is_empty())
+            }
+        })
+        .await?;
+
+        eprintln!(
+            "bench: POST /v1/videos/batch-metadata (100 ids), {clients} clients, {}s",
+            args.duration
+        );
+        let (http, base) = (self.http.clone(), self.base.clone());
+        let ours = closed_loop(clients, args.duration, move |client, n| {
+            let (http, base, bodies) = (http.clone(), base.clone(), bodies.clone());
+            async move {
+                let body = bodies[(client * 61 + n as usize) % bodies.len()].clone();
+                let r = http
+                    .post(format!("{base}/v1/videos/batch-metadata"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let ok = r.status().is_success();
+                let _ = r.bytes().await?;
+                Ok(ok)
+            }
+        })
+        .await?;
+        let ratio = ours.per_sec / raw.per_sec;
+        eprintln!(
+            "bench: raw {:.0}/s p99 {:.2} ms; HTTP {:.0}/s ({:.0} %), p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            raw.per_sec, raw.p99_ms, ours.per_sec, ratio * 100.0, ours.p50_ms, ours.p99_ms, ours.errors
+        );
+        rows.push(Row {
+            scenario: format!(
+                "raw SELECT of 100 ids by primary key on `videos` ({} rows), {clients} clients",
+                self.video_count().await?
+            ),
+            ceiling: format!("{:.0} q/s", raw.per_sec),
+            ours: "—".into(),
+            ratio: None,
+            p50_ms: Some(raw.p50_ms),
+            p99_ms: Some(raw.p99_ms),
+            target: "ceiling".into(),
+            pass: raw.errors == 0,
+        });
+        rows.push(Row {
+            scenario: format!(
+                "batch-metadata via HTTP (POST /videos/batch-metadata, 100 ids), {clients} clients"
+            ),
+            ceiling: format!("{:.0} q/s", raw.per_sec),
+            ours: format!("{:.0} req/s", ours.per_sec),
+            ratio: Some(ratio),
+            p50_ms: Some(ours.p50_ms),
+            p99_ms: Some(ours.p99_ms),
+            target: "≥ 60 % of ceiling, p99 ≤ 10 ms".into(),
+            pass: ratio >= 0.60 && ours.p99_ms <= 10.0 && ours.errors == 0,
+        });
+        Ok(())
+    }
+
+    async fn video_count(&self) -> anyhow::Result<usize> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM videos")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as usize)
+    }
+
+    /// Feed pages (20 items) per algorithm; every client walks 5 pages deep
+    /// along `next_cursor`, then starts over.
+    async fn feeds(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        videos: usize,
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        const PAGES: u64 = 5;
+        let clients = args.read_clients;
+        // the bench users follow 25 creators each (following, personalized)
+        let creators: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE username NOT LIKE 'bench%' ORDER BY id LIMIT 5000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rng = StdRng::seed_from_u64(11);
+        for token in tokens {
+            for _ in 0..25.min(creators.len()) {
+                let who = creators[rng.gen_range(0..creators.len())];
+                self.http
+                    .post(format!("{}/v1/follows/users/{who}", self.base))
+                    .bearer_auth(token)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+        }
+        settle(&self.http, &self.base).await?;
+        for algorithm in ["latest", "trending", "following", "personalized"] {
+            eprintln!(
+                "bench: GET /v1/videos/feed?algorithm={algorithm}, {clients} clients, {}s",
+                args.duration
+            );
+            let cursors: Arc<Vec<Mutex<Option<String>>>> =
+                Arc::new((0..clients).map(|_| Mutex::new(None)).collect());
+            let (http, base, tokens) = (
+                self.http.clone(),
+                self.base.clone(),
+                Arc::new(tokens.to_vec()),
+            );
+            let ours = closed_loop(clients, args.duration, move |client, n| {
+                let (http, base, tokens, cursors) =
+                    (http.clone(), base.clone(), tokens.clone(), cursors.clone());
+                async move {
+                    let cursor = if n % PAGES == 1 {
+                        None
+                    } else {
+                        cursors[client].lock().map(|c| c.clone()).unwrap_or(None)
+                    };
+                    let mut url = format!("{base}/v1/videos/feed?algorithm={algorithm}&limit=20");
+                    if let Some(c) = &cursor {
+                        url.push_str("&cursor=");
+                        url.push_str(c);
+                    }
+                    let r = http
+                        .get(url)
+                        .bearer_auth(&tokens[client % tokens.len()])
+                        .send()
+                        .await?;
+                    if !r.status().is_success() {
+                        return Ok(false);
+                    }
+                    let page: Value = r.json().await?;
+                    let full = page["videos"].as_array().is_some_and(|v| !v.is_empty());
+                    let next = page["next_cursor"].as_str().map(str::to_owned);
+                    if let Ok(mut c) = cursors[client].lock() {
+                        *c = next;
+                    }
+                    Ok(full)
+                }
+            })
+            .await?;
+            eprintln!(
+                "bench: {algorithm}: {:.0} pages/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                ours.per_sec, ours.p50_ms, ours.p99_ms, ours.errors
+            );
+            rows.push(Row {
+                scenario: format!(
+                    "feed page via HTTP ({algorithm}, 20 items, ≤ {PAGES} pages deep), {videos} videos, {clients} clients"
+                ),
+                ceiling: "—".into(),
+                ours: format!("{:.0} pages/s", ours.per_sec),
+                ratio: None,
+                p50_ms: Some(ours.p50_ms),
+                p99_ms: Some(ours.p99_ms),
+                target: "p99 ≤ 15 ms".into(),
+                pass: ours.p99_ms <= 15.0 && ours.errors == 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the relay and every projection have passed the newest
+    /// event of the types they read; returns the events in the store. Polls
+    /// the checkpoints (cheap), not the lag counts (a scan of everything
+    /// behind, which would slow the catch-up it measures).
+    async fn wait_caught_up(&self, limit: Duration) -> anyhow::Result<i64> {
+        let mut newest: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for t in lokiz_domain::AGGREGATE_TYPES {
+            let row: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT xid::text::bigint, position FROM events WHERE aggregate_type = $1
+                  ORDER BY xid DESC, position DESC LIMIT 1",
+            )
+            .bind(t)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(r) = row {
+                newest.insert((*t).to_owned(), r);
+            }
+        }
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        let overall = newest.values().max().copied().unwrap_or_default();
+        let targets: Vec<(&'static str, (i64, i64))> = lokiz_projections::all()
+            .iter()
+            .filter_map(|p| {
+                p.aggregate_types()
+                    .iter()
+                    .filter_map(|t| newest.get(*t).copied())
+                    .max()
+                    .map(|t| (p.name(), t))
+            })
+            .collect();
+        let deadline = Instant::now() + limit;
+        loop {
+            let checkpoints: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT projection, last_xid, last_position FROM projection_checkpoints",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let relay: Option<(i64, i64)> =
+                sqlx::query_as("SELECT last_xid, last_position FROM relay_checkpoints")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let relay_done = relay.is_some_and(|r| r >= overall);
+            let projections_done = targets.iter().all(|(name, target)| {
+                checkpoints
+                    .iter()
+                    .any(|(n, x, p)| n == name && (*x, *p) >= *target)
+            });
+            if relay_done && projections_done {
+                return Ok(events);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the read models did not catch up within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A small video through the real upload flow: upload URL, PUT, complete.
+async fn upload_video(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Uuid> {
+    let bytes = vec![7u8; 256];
+    let up: Value = http
+        .post(format!("{base}/v1/videos/upload-url"))
+        .bearer_auth(token)
+        .json(
+            &json!({"filename": "bench.mp4", "content_type": "video/mp4",
+                      "file_size": bytes.len(), "caption": "bench #lokiz"}),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id: Uuid = up["video_id"].as_str().context("video_id")?.parse()?;
+    http.put(up["upload_url"].as_str().context("upload_url")?)
+        .header("content-type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await?
+        .error_for_status()?;
+    http.post(format!("{base}/v1/videos/{id}/complete"))
+        .bearer_auth(token)
+        .json(&json!({"width": 1080, "height": 1920, "actual_duration": 4.2}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(id)
 }
 
 struct Throughput {
@@ -679,16 +1320,22 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn render(rows: &[Row], args: &BenchArgs) -> String {
+fn render(rows: &[Row], notes: &[String], args: &BenchArgs) -> String {
     let fmt_opt = |v: Option<f64>, suffix: &str| match v {
         Some(v) if v.is_finite() => format!("{v:.2}{suffix}"),
         _ => "—".into(),
     };
     let mut out = String::new();
+    let only = if args.only.is_empty() {
+        String::new()
+    } else {
+        format!(" --only {}", args.only.join(","))
+    };
     out.push_str(&format!(
-        "# LOKIZ benchmarks\n\nMachine: {} cores; run `lokiz bench --duration {} --clients {} --lag-rate {} --lag-seconds {}` (release build).\n\n",
+        "# LOKIZ benchmarks\n\nMachine: {} cores; run `lokiz bench --duration {} --clients {} --read-clients {} --lag-rate {} --lag-seconds {} --feed-videos {}{only}` (release build).\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        args.duration, args.clients, args.lag_rate, args.lag_seconds
+        args.duration, args.clients, args.read_clients, args.lag_rate, args.lag_seconds,
+        args.feed_videos
     ));
     out.push_str("| scenario | ceiling | ours | ratio | p50 | p99 | target | pass |\n");
     out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
@@ -706,6 +1353,11 @@ fn render(rows: &[Row], args: &BenchArgs) -> String {
             r.target,
             if r.pass { "yes" } else { "NO" }
         ));
+    }
+    for note in notes {
+        out.push('\n');
+        out.push_str(note);
+        out.push('\n');
     }
     out
 }

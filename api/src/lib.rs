@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
 pub mod routes;
+pub mod seed;
 pub mod telemetry;
 
 use std::sync::Arc;

@@ -80,6 +80,13 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Bench(args) => return lokiz_api::bench::run(config, args).await,
+        Command::Seed(args) => {
+            let pool = lokiz_infra::db::connect(&config).await?;
+            lokiz_infra::db::migrate(&pool).await?;
+            let report = lokiz_api::seed::seed(&pool, &args).await?;
+            println!("seeded {}: {report}", config.database_name());
+            return Ok(());
+        }
     };
     let app = Application::build(config, components).await?;
     let shutdown = CancellationToken::new();

@@ -5,5 +5,6 @@ mod auth;
 mod blobs;
 mod idempotency;
 mod ops;
+mod seed;
 mod social;
 mod spine;
