@@ -70,4 +70,21 @@ pub trait Projector: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies `events` (in commit order, all of types this projector reads)
+    /// with the same outcome as [`Projector::apply`] on each in turn. The
+    /// default does exactly that; a projector on a hot path overrides it with
+    /// set-based statements (one statement per kind of change instead of one
+    /// per event), which is what makes catch-up and rebuilds fast. The
+    /// runtime falls back to `apply`, one event at a time, when a batch fails.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
 }

@@ -229,15 +229,13 @@ impl ProjectionRunner {
         let events: Vec<&StoredEvent> = incoming.iter().filter_map(|i| i.event.as_ref()).collect();
         let mut tx = self.pool.begin().await?;
         let checkpoint = lock_checkpoint(&mut tx, self.projector.name()).await?;
-        let mut applied = Vec::new();
-        for e in events {
-            if e.stream_position() <= checkpoint {
-                continue;
-            }
-            if self.reads(e) {
-                self.projector.apply(&mut tx, e).await?;
-            }
-            applied.push(e);
+        let applied: Vec<&StoredEvent> = events
+            .into_iter()
+            .filter(|e| e.stream_position() > checkpoint)
+            .collect();
+        let read: Vec<&StoredEvent> = applied.iter().copied().filter(|e| self.reads(e)).collect();
+        if !read.is_empty() {
+            self.projector.apply_batch(&mut tx, &read).await?;
         }
         if let Some(last) = applied.last() {
             advance_checkpoint(

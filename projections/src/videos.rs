@@ -3,7 +3,10 @@
 //! batch-metadata read it. It reads Video events for the video itself and
 //! VideoView, Like and Comment events for the counters.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use lokiz_domain::comment::{Comment, CommentEvent};
 use lokiz_domain::like::{Like, LikeEvent};
 use lokiz_domain::video::{Video, VideoEvent};
@@ -64,47 +67,309 @@ impl Projector for VideosProjector {
         &["videos"]
     }
 
+    /// Set-based: new videos in one `INSERT`, then the later lifecycle
+    /// changes in layers (the n-th change of each video in layer n, so each
+    /// video's changes keep their order; one `UPDATE … FROM unnest` per kind
+    /// and layer), then every counter change summed per video in one
+    /// `UPDATE`. Counter bumps commute with lifecycle changes (they touch
+    /// other columns) and recompute the hot score from the final state, so
+    /// applying them last gives what applying them in order gives.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut created = NewVideos::default();
+        let mut layers: Vec<Vec<(Uuid, VideoEvent)>> = Vec::new();
+        let mut changes_of: HashMap<Uuid, usize> = HashMap::new();
+        let mut deltas: HashMap<Uuid, Deltas> = HashMap::new();
+        for event in events {
+            match event.aggregate_type.as_str() {
+                Video::TYPE_NAME => {
+                    let id = uuid_id(event)?;
+                    match decode::<VideoEvent>(event)? {
+                        VideoEvent::UploadRequested {
+                            owner_id,
+                            file_key,
+                            content_type,
+                            file_size,
+                            caption,
+                            requested_at,
+                            ..
+                        } => created.push(
+                            id,
+                            owner_id,
+                            file_key,
+                            content_type,
+                            file_size as i64,
+                            caption.map(|c| c.into_inner()),
+                            requested_at,
+                        ),
+                        change => {
+                            let n = changes_of.entry(id).or_default();
+                            if layers.len() <= *n {
+                                layers.push(Vec::new());
+                            }
+                            layers[*n].push((id, change));
+                            *n += 1;
+                        }
+                    }
+                }
+                _ => {
+                    if let Some((video_id, d)) = counter_change(event)? {
+                        let sum = deltas.entry(video_id).or_default();
+                        sum.views += d.views;
+                        sum.likes += d.likes;
+                        sum.comments += d.comments;
+                    }
+                }
+            }
+        }
+        created.insert(conn).await?;
+        for layer in layers {
+            let mut completed = Completions::default();
+            let mut published = Publications::default();
+            for (id, change) in layer {
+                match change {
+                    VideoEvent::UploadCompleted {
+                        dimensions,
+                        completed_at,
+                    } => completed.push(id, dimensions, completed_at),
+                    VideoEvent::Published { published_at } => published.push(id, published_at),
+                    // rare: one statement each, as `apply` does
+                    other => apply_video(conn, id, other).await?,
+                }
+            }
+            completed.update(conn).await?;
+            published.update(conn).await?;
+        }
+        bump_all(conn, deltas).await
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        match event.aggregate_type.as_str() {
-            Video::TYPE_NAME => apply_video(conn, uuid_id(event)?, decode(event)?).await,
-            VideoView::TYPE_NAME => match decode::<VideoViewEvent>(event)? {
-                VideoViewEvent::ViewCounted { video_id, .. } => {
-                    let d = Deltas {
-                        views: 1,
-                        ..Default::default()
-                    };
-                    bump(conn, video_id, d).await
-                }
-            },
-            Like::TYPE_NAME => {
-                let (video_id, likes) = match decode::<LikeEvent>(event)? {
-                    LikeEvent::VideoLiked { video_id, .. } => (video_id, 1),
-                    LikeEvent::VideoUnliked { video_id, .. } => (video_id, -1),
-                };
-                let d = Deltas {
-                    likes,
-                    ..Default::default()
-                };
-                bump(conn, video_id, d).await
-            }
-            Comment::TYPE_NAME => {
-                let (video_id, comments) = match decode::<CommentEvent>(event)? {
-                    CommentEvent::CommentPosted { video_id, .. } => (video_id, 1),
-                    CommentEvent::CommentDeleted { video_id, .. } => (video_id, -1),
-                    CommentEvent::CommentEdited { .. } => return Ok(()),
-                };
-                let d = Deltas {
-                    comments,
-                    ..Default::default()
-                };
-                bump(conn, video_id, d).await
-            }
-            _ => Ok(()),
+        if event.aggregate_type == Video::TYPE_NAME {
+            return apply_video(conn, uuid_id(event)?, decode(event)?).await;
         }
+        match counter_change(event)? {
+            Some((video_id, d)) => bump(conn, video_id, d).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// The counter change a VideoView, Like or Comment event makes, and to which video.
+fn counter_change(event: &StoredEvent) -> Result<Option<(Uuid, Deltas)>, ProjectionError> {
+    let (video_id, d) = match event.aggregate_type.as_str() {
+        VideoView::TYPE_NAME => match decode::<VideoViewEvent>(event)? {
+            VideoViewEvent::ViewCounted { video_id, .. } => (
+                video_id,
+                Deltas {
+                    views: 1,
+                    ..Default::default()
+                },
+            ),
+        },
+        Like::TYPE_NAME => {
+            let (video_id, likes) = match decode::<LikeEvent>(event)? {
+                LikeEvent::VideoLiked { video_id, .. } => (video_id, 1),
+                LikeEvent::VideoUnliked { video_id, .. } => (video_id, -1),
+            };
+            let d = Deltas {
+                likes,
+                ..Default::default()
+            };
+            (video_id, d)
+        }
+        Comment::TYPE_NAME => {
+            let (video_id, comments) = match decode::<CommentEvent>(event)? {
+                CommentEvent::CommentPosted { video_id, .. } => (video_id, 1),
+                CommentEvent::CommentDeleted { video_id, .. } => (video_id, -1),
+                CommentEvent::CommentEdited { .. } => return Ok(None),
+            };
+            let d = Deltas {
+                comments,
+                ..Default::default()
+            };
+            (video_id, d)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((video_id, d)))
+}
+
+/// Summed counter changes, one `UPDATE` for all videos.
+async fn bump_all(
+    conn: &mut PgConnection,
+    deltas: HashMap<Uuid, Deltas>,
+) -> Result<(), ProjectionError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(deltas.len());
+    let (mut views, mut likes, mut comments) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, d) in deltas {
+        ids.push(id);
+        views.push(d.views);
+        likes.push(d.likes);
+        comments.push(d.comments);
+    }
+    sqlx::query(
+        "UPDATE videos v SET
+            view_count = v.view_count + u.dv,
+            like_count = v.like_count + u.dl,
+            comment_count = v.comment_count + u.dc,
+            hot_score = lokiz_hot_score(
+                (v.view_count + u.dv) + 3 * (v.like_count + u.dl) + 4 * (v.comment_count + u.dc)
+                    + 6 * v.glitch_count,
+                coalesce(v.published_at, v.created_at))
+           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(id, dv, dl, dc)
+          WHERE v.id = u.id",
+    )
+    .bind(ids)
+    .bind(views)
+    .bind(likes)
+    .bind(comments)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `UploadRequested` rows of a batch.
+#[derive(Default)]
+struct NewVideos {
+    ids: Vec<Uuid>,
+    owners: Vec<Uuid>,
+    keys: Vec<String>,
+    types: Vec<String>,
+    sizes: Vec<i64>,
+    captions: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl NewVideos {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        id: Uuid,
+        owner: Uuid,
+        key: String,
+        content_type: String,
+        size: i64,
+        caption: Option<String>,
+        at: DateTime<Utc>,
+    ) {
+        self.ids.push(id);
+        self.owners.push(owner);
+        self.keys.push(key);
+        self.types.push(content_type);
+        self.sizes.push(size);
+        self.captions.push(caption);
+        self.at.push(at);
+    }
+
+    async fn insert(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO videos (id, owner_id, file_key, content_type, file_size, caption,
+                                 visibility, status, created_at, updated_at)
+             SELECT u.id, u.owner_id, u.file_key, u.content_type, u.file_size, u.caption,
+                    'public', 'processing', u.at, u.at
+               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[],
+                           $6::text[], $7::timestamptz[])
+                    AS u(id, owner_id, file_key, content_type, file_size, caption, at)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(self.ids)
+        .bind(self.owners)
+        .bind(self.keys)
+        .bind(self.types)
+        .bind(self.sizes)
+        .bind(self.captions)
+        .bind(self.at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `UploadCompleted` changes of one layer.
+#[derive(Default)]
+struct Completions {
+    ids: Vec<Uuid>,
+    widths: Vec<i32>,
+    heights: Vec<i32>,
+    durations: Vec<f64>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl Completions {
+    fn push(&mut self, id: Uuid, d: lokiz_domain::values::VideoDimensions, at: DateTime<Utc>) {
+        self.ids.push(id);
+        self.widths.push(d.width as i32);
+        self.heights.push(d.height as i32);
+        self.durations.push(d.duration);
+        self.at.push(at);
+    }
+
+    async fn update(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE videos v SET status = 'completed', width = u.w, height = u.h,
+                                 duration = u.d, updated_at = u.at
+               FROM unnest($1::uuid[], $2::int[], $3::int[], $4::float8[], $5::timestamptz[])
+                    AS u(id, w, h, d, at)
+              WHERE v.id = u.id",
+        )
+        .bind(self.ids)
+        .bind(self.widths)
+        .bind(self.heights)
+        .bind(self.durations)
+        .bind(self.at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// `Published` changes of one layer.
+#[derive(Default)]
+struct Publications {
+    ids: Vec<Uuid>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl Publications {
+    fn push(&mut self, id: Uuid, at: DateTime<Utc>) {
+        self.ids.push(id);
+        self.at.push(at);
+    }
+
+    async fn update(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE videos v SET published_at = u.at,
+                    listed = (v.visibility = 'public' AND v.status = 'completed'),
+                    hot_score = lokiz_hot_score(
+                        v.view_count + 3 * v.like_count + 4 * v.comment_count
+                            + 6 * v.glitch_count, u.at)
+               FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)
+              WHERE v.id = u.id",
+        )
+        .bind(self.ids)
+        .bind(self.at)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 
