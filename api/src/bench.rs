@@ -47,7 +47,9 @@ use uuid::Uuid;
 use crate::seed::{SeedArgs, SeedReport};
 
 /// Scenario names `--only` accepts.
-pub const SCENARIOS: &[&str] = &["append", "lag", "likes", "views", "batch", "feed"];
+pub const SCENARIOS: &[&str] = &[
+    "append", "lag", "likes", "views", "batch", "feed", "rebuild",
+];
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -69,7 +71,7 @@ pub struct BenchArgs {
     /// Videos seeded for the feed scenario (smaller for a quick run).
     #[arg(long, default_value_t = 1_000_000)]
     pub feed_videos: usize,
-    /// Only these scenarios, comma-separated: append, lag, likes, views, batch, feed.
+    /// Only these scenarios, comma-separated: append, lag, likes, views, batch, feed, rebuild.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Also write the table as Markdown to this file (e.g. docs/BENCHMARKS.md).
@@ -151,7 +153,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 /// What is seeded before the server starts: the feed's dataset, or a
 /// smaller one when only views/batch need videos.
 fn seed_args(args: &BenchArgs) -> Option<SeedArgs> {
-    if args.wants("feed") {
+    if args.wants("feed") || args.wants("rebuild") {
         let n = args.feed_videos;
         let users = (n / 100).clamp(1_000, 10_000);
         Some(SeedArgs {
@@ -390,6 +392,10 @@ impl Bench {
         if args.wants("feed") {
             let n = seeded.as_ref().map_or(0, |r| r.videos);
             self.feeds(args, &tokens, n, rows).await?;
+        }
+
+        if args.wants("rebuild") {
+            self.rebuild(rows).await?;
         }
 
         // memory
@@ -716,6 +722,64 @@ impl Bench {
             p99_ms: Some(ours.p99_ms),
             target: "≥ 60 % of ceiling, p99 ≤ 10 ms".into(),
             pass: ratio >= 0.60 && ours.p99_ms <= 10.0 && ours.errors == 0,
+        });
+        Ok(())
+    }
+
+    /// `projections rebuild --all` and `projections verify --all` over the
+    /// seeded store, with the server running (its projections wait at the swap).
+    async fn rebuild(&self, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+        settle(&self.http, &self.base).await?;
+        let all = lokiz_projections::all();
+        eprintln!("bench: projections rebuild --all");
+        let report = lokiz_projections::rebuild::rebuild(&self.pool, &all, None).await?;
+        eprintln!(
+            "bench: rebuilt {} events in {:.1} s ({:.0}/s)",
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.events_per_sec()
+        );
+        rows.push(Row {
+            scenario: format!(
+                "`projections rebuild --all` over {} events (server running)",
+                report.events
+            ),
+            ceiling: "—".into(),
+            ours: format!(
+                "{:.0} events/s ({:.0} s)",
+                report.events_per_sec(),
+                report.elapsed.as_secs_f64()
+            ),
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            target: "≥ 30000 events/s".into(),
+            pass: report.events_per_sec() >= 30_000.0 && report.parked == 0,
+        });
+        eprintln!("bench: projections verify --all");
+        let report = lokiz_projections::rebuild::verify(&self.pool, &all, 5, None).await?;
+        eprintln!(
+            "bench: verified {} events in {:.1} s, {} differing rows",
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.differing_rows()
+        );
+        rows.push(Row {
+            scenario: format!(
+                "`projections verify --all` over {} events (replay + row-for-row diff)",
+                report.events
+            ),
+            ceiling: "—".into(),
+            ours: format!(
+                "{:.0} s, {} differing rows",
+                report.elapsed.as_secs_f64(),
+                report.differing_rows()
+            ),
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            target: "zero drift".into(),
+            pass: report.drift.is_empty(),
         });
         Ok(())
     }

@@ -30,6 +30,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Inspect the event store.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Measure throughput and lag against the raw Postgres ceiling.
     Bench(crate::bench::BenchArgs),
     /// Fill the database with realistic users, videos, likes, follows, comments and views
@@ -43,5 +48,62 @@ pub enum ProjectionsCommand {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Replay projections from the event store into fresh tables, then swap them in.
+    Rebuild {
+        /// The projection (see `status`); or --all.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every projection, swapped together.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Replay into a shadow schema and compare with the live read models;
+    /// exits non-zero on any difference.
+    Verify {
+        /// The projection; every one when omitted (or with --all).
+        #[arg(conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Differing rows shown per table.
+        #[arg(long, default_value_t = 20)]
+        rows: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a projection's parked events again (after a fix).
+    ResetParked { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// An aggregate's full history and its state (now, or as of a time).
+    Show {
+        /// Aggregate type: User, Wallet, Video, VideoView, Like, Follow, Comment.
+        aggregate_type: String,
+        aggregate_id: String,
+        /// Only events recorded at or before this RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, value_enum, default_value_t = crate::tools::ShowFormat::Table)]
+        format: crate::tools::ShowFormat,
+    },
+    /// Every event in commit order, for analytics (constant memory; progress on stderr).
+    Export {
+        /// Recorded at or after (RFC 3339).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Recorded before (RFC 3339).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this aggregate type or event type (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        #[arg(long, value_enum)]
+        format: crate::tools::ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }

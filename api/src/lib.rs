@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod routes;
 pub mod seed;
 pub mod telemetry;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;

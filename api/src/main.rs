@@ -7,7 +7,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use lokiz_api::cli::{Cli, Command, ProjectionsCommand};
+use lokiz_api::cli::{Cli, Command};
 use lokiz_api::{shutdown_on_signals, telemetry, Application, Components};
 use lokiz_infra::Config;
 use tokio_util::sync::CancellationToken;
@@ -57,27 +57,15 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             println!("database {} is migrated", config.database_name());
             return Ok(());
         }
-        Command::Projections {
-            command: ProjectionsCommand::Status { json },
-        } => {
+        Command::Projections { command } => {
             let pool = lokiz_infra::db::connect(&config).await?;
             lokiz_infra::db::migrate(&pool).await?;
-            let list = lokiz_projections::status::status(&pool, &lokiz_projections::all()).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!(
-                    "{:<16} {:>12} {:>12} {:>10} {:>10} {:>8}",
-                    "projection", "position", "applied", "lag_ev", "lag_s", "parked"
-                );
-                for s in list {
-                    println!(
-                        "{:<16} {:>12} {:>12} {:>10} {:>10.3} {:>8}",
-                        s.name, s.last_position, s.applied, s.lag_events, s.lag_seconds, s.parked
-                    );
-                }
-            }
-            return Ok(());
+            return lokiz_api::tools::projections(&pool, command).await;
+        }
+        Command::Events { command } => {
+            let pool = lokiz_infra::db::connect(&config).await?;
+            lokiz_infra::db::migrate(&pool).await?;
+            return lokiz_api::tools::events(&pool, command).await;
         }
         Command::Bench(args) => return lokiz_api::bench::run(config, args).await,
         Command::Seed(args) => {

@@ -10,6 +10,7 @@ pub mod consistency;
 pub mod follows;
 pub mod likes;
 pub mod projector;
+pub mod rebuild;
 pub mod runtime;
 pub mod status;
 pub mod users;

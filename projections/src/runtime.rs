@@ -421,6 +421,22 @@ pub async fn lock_checkpoint(
     Ok(StreamPosition { xid, position })
 }
 
+/// A projection's checkpoint, without locking it (zero when it has none).
+pub async fn checkpoint_of(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<StreamPosition, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT last_xid, last_position FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row
+        .map(|(xid, position)| StreamPosition { xid, position })
+        .unwrap_or_default())
+}
+
 pub async fn advance_checkpoint(
     conn: &mut PgConnection,
     projection: &str,

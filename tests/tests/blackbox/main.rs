@@ -5,6 +5,7 @@ mod auth;
 mod blobs;
 mod idempotency;
 mod ops;
+mod rebuild;
 mod seed;
 mod social;
 mod spine;

@@ -672,6 +672,8 @@ async fn concurrent_storm_counters_match_the_event_store() {
             .unwrap();
         assert_eq!(liked_rows, likes, "likes table of {v}");
     }
+    // replaying the store gives the same read models, row for row
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
     app.stop().await;
 }
 

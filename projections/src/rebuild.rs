@@ -1,0 +1,626 @@
+//! Rebuild, verify and parked-event retry: projections replayed straight from
+//! the event store, not from JetStream.
+//!
+//! **Shadow tables.** A replay writes into a schema of its own
+//! ([`REBUILD_SCHEMA`], [`VERIFY_SCHEMA`]) holding empty copies of the
+//! projectors' tables (`LIKE … INCLUDING ALL EXCLUDING INDEXES`, then the
+//! primary-key and unique constraints; the other indexes are built once,
+//! after the bulk of the replay). Projectors name their tables unqualified,
+//! so each replay transaction sets `search_path` to the shadow schema first:
+//! the same projector code writes the shadow tables, and nothing else.
+//!
+//! **Order.** Events are read in `(xid, position)` order below
+//! `pg_snapshot_xmin`, exactly as the relay publishes them, and applied with
+//! [`Projector::apply_batch`], a batch per transaction.
+//!
+//! **Swap.** The last stretch runs in one transaction that first locks the
+//! live checkpoint rows (`FOR UPDATE`: a live runner's batch takes the same
+//! lock first, so it waits), replays what was committed meanwhile, moves the
+//! live tables out (`ALTER TABLE … SET SCHEMA`) and the shadow tables in, and
+//! sets the checkpoints to where the replay stopped. Readers keep the old
+//! tables until that commit and see the new ones after it; a read that
+//! arrives during the swap waits for the table lock and never sees a
+//! half-built table. Everything rebuilt together swaps together.
+//!
+//! **Verify** replays into [`VERIFY_SCHEMA`] up to the live checkpoint (read
+//! again under its row lock, so the live table cannot move while it is
+//! compared) and compares whole rows (`to_jsonb`) both ways.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lokiz_infra::{StoredEvent, StreamPosition};
+use serde::Serialize;
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::projector::{ProjectionError, Projector};
+use crate::runtime::lock_checkpoint;
+
+/// Where `projections rebuild` builds the new tables.
+pub const REBUILD_SCHEMA: &str = "lokiz_rebuild";
+/// Where `projections verify` builds the tables it compares.
+pub const VERIFY_SCHEMA: &str = "lokiz_verify";
+/// Where the replaced tables go at the swap (dropped right after).
+const RETIRED_SCHEMA: &str = "lokiz_retired";
+/// The schema of the live read models.
+const LIVE_SCHEMA: &str = "public";
+
+/// Called with (events replayed, events to replay) as a replay goes.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("projection {projection}: {source}")]
+    Projection {
+        projection: &'static str,
+        source: ProjectionError,
+    },
+    #[error("nothing to rebuild")]
+    Nothing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildReport {
+    pub projections: Vec<&'static str>,
+    /// Events read from the store and applied (of the projections' types).
+    pub events: u64,
+    pub elapsed: Duration,
+    /// Where the projections' checkpoints now stand.
+    pub position: StreamPosition,
+    /// Events that failed during the replay and are parked again.
+    pub parked: u64,
+}
+
+impl RebuildReport {
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// One table's difference between the live read model and a fresh replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableDrift {
+    pub projection: &'static str,
+    pub table: &'static str,
+    /// Rows only in the live table (wrong or extra there).
+    pub only_live: i64,
+    /// Rows only in the replay (missing or different in the live table).
+    pub only_replayed: i64,
+    /// Up to the requested number of differing rows: ("live" | "replayed", row).
+    pub sample: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub projections: Vec<&'static str>,
+    pub events: u64,
+    pub elapsed: Duration,
+    /// Only tables that differ.
+    pub drift: Vec<TableDrift>,
+}
+
+impl VerifyReport {
+    pub fn differing_rows(&self) -> i64 {
+        self.drift
+            .iter()
+            .map(|d| d.only_live + d.only_replayed)
+            .sum()
+    }
+}
+
+/// Events per replay transaction.
+const REPLAY_BATCH: i64 = 5_000;
+
+/// Rebuilds `projectors` from the event store into fresh tables and swaps
+/// them in together.
+pub async fn rebuild(
+    pool: &PgPool,
+    projectors: &[Arc<dyn Projector>],
+    progress: Option<Progress>,
+) -> Result<RebuildReport, RebuildError> {
+    if projectors.is_empty() {
+        return Err(RebuildError::Nothing);
+    }
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let tables = all_tables(projectors);
+    let late_indexes = create_shadow(&mut conn, REBUILD_SCHEMA, &tables).await?;
+    let total = count_events(&mut conn, projectors, None).await?;
+    let mut replay = Replay::new(REBUILD_SCHEMA, projectors, progress, total);
+
+    // the bulk, in many transactions, without holding anything live
+    replay.run(&mut conn, None).await?;
+    for ddl in &late_indexes {
+        sqlx::raw_sql(ddl).execute(&mut *conn).await?;
+    }
+
+    // the last stretch and the swap, in one transaction
+    let mut tx = conn.begin().await?;
+    for p in projectors {
+        lock_checkpoint(&mut tx, p.name()).await?;
+    }
+    replay.run_in(&mut tx, None).await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE; CREATE SCHEMA {RETIRED_SCHEMA};"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    for t in &tables {
+        sqlx::raw_sql(&format!(
+            "ALTER TABLE {LIVE_SCHEMA}.{t} SET SCHEMA {RETIRED_SCHEMA};
+             ALTER TABLE {REBUILD_SCHEMA}.{t} SET SCHEMA {LIVE_SCHEMA};"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let names: Vec<&str> = projectors.iter().map(|p| p.name()).collect();
+    // The checkpoint goes to the newest event the replay saw (of any type),
+    // so the live runner skips all of it.
+    let head = replay.head.max(replay.position);
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET last_xid = $2, last_position = $3, applied = $4, updated_at = now()
+          WHERE projection = ANY($1)",
+    )
+    .bind(&names)
+    .bind(head.xid)
+    .bind(head.position)
+    .bind(replay.applied as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM parked_events WHERE projection = ANY($1)")
+        .bind(&names)
+        .execute(&mut *tx)
+        .await?;
+    for (projection, event, error) in &replay.failed {
+        park(&mut tx, projection, event, error).await?;
+    }
+    tx.commit().await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE;"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(RebuildReport {
+        projections: names,
+        events: replay.applied,
+        elapsed: started.elapsed(),
+        position: head,
+        parked: replay.failed.len() as u64,
+    })
+}
+
+/// Replays each projection into [`VERIFY_SCHEMA`] up to its live checkpoint
+/// and compares the tables row for row; at most `sample` rows per table are
+/// kept in the report.
+pub async fn verify(
+    pool: &PgPool,
+    projectors: &[Arc<dyn Projector>],
+    sample: i64,
+    progress: Option<Progress>,
+) -> Result<VerifyReport, RebuildError> {
+    if projectors.is_empty() {
+        return Err(RebuildError::Nothing);
+    }
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let mut drift = Vec::new();
+    let mut events = 0;
+    for p in projectors {
+        let one = std::slice::from_ref(p);
+        let tables: Vec<&'static str> = p.tables().to_vec();
+        // no secondary indexes: the comparison does not use them
+        let _ = create_shadow(&mut conn, VERIFY_SCHEMA, &tables).await?;
+        let upto = crate::runtime::checkpoint_of(&mut conn, p.name()).await?;
+        let total = count_events(&mut conn, one, Some(upto)).await?;
+        let mut replay = Replay::new(VERIFY_SCHEMA, one, progress.clone(), total);
+        replay.run(&mut conn, Some(upto)).await?;
+
+        let mut tx = conn.begin().await?;
+        let upto = lock_checkpoint(&mut tx, p.name()).await?;
+        replay.run_in(&mut tx, Some(upto)).await?;
+        events += replay.applied;
+        for table in tables {
+            if let Some(d) = diff(&mut tx, p.name(), table, sample).await? {
+                drift.push(d);
+            }
+        }
+        tx.rollback().await?;
+    }
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {VERIFY_SCHEMA} CASCADE"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(VerifyReport {
+        projections: projectors.iter().map(|p| p.name()).collect(),
+        events,
+        elapsed: started.elapsed(),
+        drift,
+    })
+}
+
+/// Applies a projection's parked events again, in their order, each in its
+/// own transaction; those that now succeed leave `parked_events`. Returns
+/// (applied, still parked).
+pub async fn reset_parked(
+    pool: &PgPool,
+    projector: &Arc<dyn Projector>,
+) -> Result<(u64, u64), RebuildError> {
+    let parked: Vec<(i64,)> = sqlx::query_as(
+        "SELECT position FROM parked_events WHERE projection = $1 AND position > 0
+          ORDER BY xid, position",
+    )
+    .bind(projector.name())
+    .fetch_all(pool)
+    .await?;
+    let (mut applied, mut still) = (0, 0);
+    for (position,) in parked {
+        let event: Option<StoredEvent> = sqlx::query_as(&format!(
+            "SELECT {} FROM events WHERE position = $1",
+            lokiz_infra::stored_event::STORED_EVENT_COLUMNS
+        ))
+        .bind(position)
+        .fetch_optional(pool)
+        .await?;
+        let mut tx = pool.begin().await?;
+        let outcome = match &event {
+            Some(e) => projector.apply(&mut tx, e).await,
+            None => Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                sqlx::query("DELETE FROM parked_events WHERE projection = $1 AND position = $2")
+                    .bind(projector.name())
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                applied += 1;
+            }
+            Err(e) if e.is_transient() => {
+                return Err(RebuildError::Projection {
+                    projection: projector.name(),
+                    source: e,
+                })
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                sqlx::query(
+                    "UPDATE parked_events SET error = $3, attempts = attempts + 1, parked_at = now()
+                      WHERE projection = $1 AND position = $2",
+                )
+                .bind(projector.name())
+                .bind(position)
+                .bind(e.to_string())
+                .execute(pool)
+                .await?;
+                still += 1;
+            }
+        }
+    }
+    Ok((applied, still))
+}
+
+fn all_tables(projectors: &[Arc<dyn Projector>]) -> Vec<&'static str> {
+    let mut tables: Vec<&'static str> = projectors
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    tables.sort_unstable();
+    tables.dedup();
+    tables
+}
+
+/// Creates `schema` afresh with empty copies of `tables` and their primary-key
+/// and unique constraints; returns the DDL of their other indexes, to run
+/// after the bulk load.
+async fn create_shadow(
+    conn: &mut PgConnection,
+    schema: &str,
+    tables: &[&'static str],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let mut late = Vec::new();
+    for t in tables {
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE {schema}.{t} (LIKE {LIVE_SCHEMA}.{t} INCLUDING ALL EXCLUDING INDEXES)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let constraints: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+              WHERE conrelid = ($1 || '.' || $2)::regclass AND contype IN ('p', 'u')",
+        )
+        .bind(LIVE_SCHEMA)
+        .bind(t)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (name, def) in constraints {
+            sqlx::raw_sql(&format!(
+                "ALTER TABLE {schema}.{t} ADD CONSTRAINT {name} {def}"
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+              WHERE i.indrelid = ($1 || '.' || $2)::regclass
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+        )
+        .bind(LIVE_SCHEMA)
+        .bind(t)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (def,) in indexes {
+            // index names are per schema: the copy keeps the live name
+            let on_live = format!(" ON {LIVE_SCHEMA}.{t} ");
+            late.push(def.replacen(&on_live, &format!(" ON {schema}.{t} "), 1));
+        }
+    }
+    Ok(late)
+}
+
+/// Events of the projectors' types, up to `upto` (all when `None`).
+async fn count_events(
+    conn: &mut PgConnection,
+    projectors: &[Arc<dyn Projector>],
+    upto: Option<StreamPosition>,
+) -> Result<u64, sqlx::Error> {
+    let upto = upto.unwrap_or(StreamPosition {
+        xid: i64::MAX,
+        position: i64::MAX,
+    });
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+          WHERE aggregate_type = ANY($1) AND (xid, position) <= ($2::text::xid8, $3)",
+    )
+    .bind(types_of(projectors))
+    .bind(upto.xid.to_string())
+    .bind(upto.position)
+    .fetch_one(conn)
+    .await?;
+    Ok(n as u64)
+}
+
+fn types_of(projectors: &[Arc<dyn Projector>]) -> Vec<String> {
+    let mut types: Vec<String> = projectors
+        .iter()
+        .flat_map(|p| p.aggregate_types().iter().map(|t| t.to_string()))
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
+/// A replay in progress.
+struct Replay<'a> {
+    schema: &'static str,
+    projectors: &'a [Arc<dyn Projector>],
+    types: Vec<String>,
+    progress: Option<Progress>,
+    total: u64,
+    /// The last event applied.
+    position: StreamPosition,
+    /// The newest event below the horizon when the replay last looked
+    /// (of any type): where the checkpoint goes.
+    head: StreamPosition,
+    applied: u64,
+    failed: Vec<(&'static str, StoredEvent, String)>,
+}
+
+impl<'a> Replay<'a> {
+    fn new(
+        schema: &'static str,
+        projectors: &'a [Arc<dyn Projector>],
+        progress: Option<Progress>,
+        total: u64,
+    ) -> Self {
+        Self {
+            schema,
+            types: types_of(projectors),
+            projectors,
+            progress,
+            total,
+            position: StreamPosition::default(),
+            head: StreamPosition::default(),
+            applied: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Replays to the end (or `upto`), a transaction per batch.
+    async fn run(
+        &mut self,
+        conn: &mut PgConnection,
+        upto: Option<StreamPosition>,
+    ) -> Result<(), RebuildError> {
+        loop {
+            let mut tx = conn.begin().await?;
+            let n = self.step(&mut tx, upto).await?;
+            tx.commit().await?;
+            if n < REPLAY_BATCH as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Replays to the end (or `upto`) inside the caller's transaction.
+    async fn run_in(
+        &mut self,
+        tx: &mut PgConnection,
+        upto: Option<StreamPosition>,
+    ) -> Result<(), RebuildError> {
+        while self.step(tx, upto).await? >= REPLAY_BATCH as usize {}
+        Ok(())
+    }
+
+    /// One batch: read, apply (set-based, or one by one when that fails), in
+    /// `tx` with the shadow schema first on the search path.
+    async fn step(
+        &mut self,
+        tx: &mut PgConnection,
+        upto: Option<StreamPosition>,
+    ) -> Result<usize, RebuildError> {
+        let upto = upto.unwrap_or(StreamPosition {
+            xid: i64::MAX,
+            position: i64::MAX,
+        });
+        sqlx::raw_sql(&format!(
+            "SET LOCAL search_path TO {}, {LIVE_SCHEMA}",
+            self.schema
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let head: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT xid::text::bigint, position FROM events
+              WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+                AND (xid, position) <= ($1::text::xid8, $2)
+              ORDER BY events.xid DESC, events.position DESC LIMIT 1",
+        )
+        .bind(upto.xid.to_string())
+        .bind(upto.position)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((xid, position)) = head {
+            self.head = self.head.max(StreamPosition { xid, position });
+        }
+        let batch: Vec<StoredEvent> = sqlx::query_as(&format!(
+            "SELECT {} FROM events
+              WHERE aggregate_type = ANY($1)
+                AND (xid, position) > ($2::text::xid8, $3)
+                AND (xid, position) <= ($4::text::xid8, $5)
+                AND xid < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY events.xid, events.position
+              LIMIT $6",
+            lokiz_infra::stored_event::STORED_EVENT_COLUMNS
+        ))
+        .bind(&self.types)
+        .bind(self.position.xid.to_string())
+        .bind(self.position.position)
+        .bind(upto.xid.to_string())
+        .bind(upto.position)
+        .bind(REPLAY_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
+        let last = last.stream_position();
+        for p in self.projectors {
+            let mine: Vec<&StoredEvent> = batch
+                .iter()
+                .filter(|e| p.aggregate_types().contains(&e.aggregate_type.as_str()))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            self.apply(tx, p, &mine).await?;
+        }
+        self.position = last;
+        self.applied += batch.len() as u64;
+        if let Some(progress) = &self.progress {
+            progress(self.applied, self.total);
+        }
+        Ok(batch.len())
+    }
+
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        p: &Arc<dyn Projector>,
+        events: &[&StoredEvent],
+    ) -> Result<(), RebuildError> {
+        let fail = |source| RebuildError::Projection {
+            projection: p.name(),
+            source,
+        };
+        let mut sp = tx.begin().await?;
+        match p.apply_batch(&mut sp, events).await {
+            Ok(()) => {
+                sp.commit().await?;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => return Err(fail(e)),
+            Err(_) => sp.rollback().await?,
+        }
+        // one by one, each behind a savepoint; what fails is parked again
+        for event in events {
+            let mut sp = tx.begin().await?;
+            match p.apply(&mut sp, event).await {
+                Ok(()) => sp.commit().await?,
+                Err(e) if e.is_transient() => return Err(fail(e)),
+                Err(e) => {
+                    sp.rollback().await?;
+                    self.failed
+                        .push((p.name(), (*event).clone(), e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn park(
+    conn: &mut PgConnection,
+    projection: &str,
+    event: &StoredEvent,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
+                                    sequence, event_type, error, attempts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+         ON CONFLICT (projection, position) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(event.position)
+    .bind(event.xid)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(event.sequence)
+    .bind(&event.event_type)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whole-row differences between the live table and the verify copy.
+async fn diff(
+    conn: &mut PgConnection,
+    projection: &'static str,
+    table: &'static str,
+    sample: i64,
+) -> Result<Option<TableDrift>, sqlx::Error> {
+    let live = format!("SELECT to_jsonb(t) AS r FROM {LIVE_SCHEMA}.{table} t");
+    let replayed = format!("SELECT to_jsonb(t) AS r FROM {VERIFY_SCHEMA}.{table} t");
+    let (only_live, only_replayed): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT (SELECT count(*) FROM ({live} EXCEPT ALL {replayed}) a),
+                (SELECT count(*) FROM ({replayed} EXCEPT ALL {live}) b)"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    if only_live == 0 && only_replayed == 0 {
+        return Ok(None);
+    }
+    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(&format!(
+        "(SELECT 'live', r FROM ({live} EXCEPT ALL {replayed}) a LIMIT $1)
+         UNION ALL
+         (SELECT 'replayed', r FROM ({replayed} EXCEPT ALL {live}) b LIMIT $1)"
+    ))
+    .bind(sample)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(TableDrift {
+        projection,
+        table,
+        only_live,
+        only_replayed,
+        sample: rows,
+    }))
+}

@@ -1,0 +1,359 @@
+//! Rebuild, verify, reset-parked, events show and export against a running
+//! system.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lokiz_api::seed::{seed, SeedArgs};
+use lokiz_api::tools::{export, history, ExportFormat};
+use lokiz_projections::rebuild::{rebuild, reset_parked, verify};
+use lokiz_tests::{position_of, spawn_app, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Waits until no projection has events left to apply.
+pub async fn caught_up(app: &TestApp) {
+    let projectors = lokiz_projections::all();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = lokiz_projections::status::status(&app.pool, &projectors)
+            .await
+            .unwrap();
+        if status.iter().all(|s| s.lag_events == 0) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "read models did not catch up: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every read-model table, each as its rows (JSON text) in a fixed order.
+pub async fn read_models(app: &TestApp) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut tables: Vec<&str> = lokiz_projections::all()
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    tables.sort_unstable();
+    for t in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT to_jsonb(t)::text AS r FROM {t} t ORDER BY 1"
+        ))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        out.push((t.to_owned(), rows));
+    }
+    out
+}
+
+/// Verify finds no drift, and a rebuild of everything gives the same rows.
+pub async fn assert_rebuild_is_identical(app: &TestApp) {
+    caught_up(app).await;
+    let before = read_models(app).await;
+    assert!(before.iter().any(|(_, rows)| !rows.is_empty()));
+    let report = verify(&app.pool, &lokiz_projections::all(), 5, None)
+        .await
+        .unwrap();
+    assert!(report.drift.is_empty(), "drift: {:?}", report.drift);
+    let rebuilt = rebuild(&app.pool, &lokiz_projections::all(), None)
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.parked, 0);
+    let after = read_models(app).await;
+    for ((table, old), (_, new)) in before.iter().zip(&after) {
+        assert_eq!(old.len(), new.len(), "rows of {table}");
+        assert!(old == new, "{table} differs after the rebuild");
+    }
+}
+
+fn small_seed() -> SeedArgs {
+    SeedArgs {
+        users: 30,
+        videos: 120,
+        likes: 300,
+        follows: 60,
+        comments: 120,
+        views: 200,
+        batch: 50,
+        connections: 2,
+        seed_rng: 11,
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn verify_reports_drift_and_rebuild_repairs_it_while_reads_go_on() {
+    let app = spawn_app().await;
+    seed(&app.pool, &small_seed()).await.unwrap();
+    caught_up(&app).await;
+
+    // the most liked video, as the events say
+    let (video, likes): (Uuid, i64) = sqlx::query_as(
+        "SELECT id, like_count FROM videos WHERE listed ORDER BY like_count DESC, id LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(likes > 0);
+
+    // a counter changed by hand is reported, with its row
+    sqlx::query("UPDATE videos SET like_count = like_count + 7 WHERE id = $1")
+        .bind(video)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let videos = vec![lokiz_projections::by_name("videos").unwrap()];
+    let report = verify(&app.pool, &videos, 10, None).await.unwrap();
+    assert_eq!(report.drift.len(), 1, "{:?}", report.drift);
+    let d = &report.drift[0];
+    assert_eq!((d.table, d.only_live, d.only_replayed), ("videos", 1, 1));
+    let live_row = d.sample.iter().find(|(side, _)| side == "live").unwrap();
+    assert_eq!(live_row.1["id"], video.to_string());
+    assert_eq!(live_row.1["like_count"], likes + 7);
+    // the command fails (non-zero exit)
+    let command = lokiz_api::cli::ProjectionsCommand::Verify {
+        name: Some("videos".into()),
+        all: false,
+        rows: 10,
+        json: false,
+    };
+    assert!(lokiz_api::tools::projections(&app.pool, command)
+        .await
+        .is_err());
+
+    // reads keep working during the rebuild and never see a partial table
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM videos WHERE listed")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let reader = {
+        let (client, base, stop, reads) = (
+            app.client.clone(),
+            app.address.clone(),
+            stop.clone(),
+            reads.clone(),
+        );
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM videos WHERE listed LIMIT 100")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let r = client
+                    .post(format!("{base}/v1/videos/batch-metadata"))
+                    .json(&json!({ "video_ids": ids }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let body: Value = r.json().await.unwrap();
+                // every id present: a half-built table would miss some
+                assert_eq!(body["videos"].as_object().unwrap().len(), ids.len());
+                let r = client
+                    .get(format!("{base}/v1/videos/{video}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let mut cursor: Option<String> = None;
+                let mut seen = 0;
+                loop {
+                    let mut url = format!("{base}/v1/videos/?limit=50");
+                    if let Some(c) = &cursor {
+                        url.push_str(&format!("&cursor={c}"));
+                    }
+                    let r = client.get(url).send().await.unwrap();
+                    assert_eq!(r.status(), StatusCode::OK);
+                    let page: Value = r.json().await.unwrap();
+                    seen += page["videos"].as_array().map_or(0, |v| v.len()) as i64;
+                    match page["next_cursor"].as_str() {
+                        Some(c) if page["has_more"] == true => cursor = Some(c.to_owned()),
+                        _ => break,
+                    }
+                }
+                assert_eq!(seen, listed, "the whole feed, every time");
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = rebuild(&app.pool, &lokiz_projections::all(), None)
+        .await
+        .unwrap();
+    assert!(report.events > 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(reads.load(Ordering::Relaxed) > 0);
+
+    // repaired, and the projection goes on from the new checkpoint
+    let fixed: i64 = sqlx::query_scalar("SELECT like_count FROM videos WHERE id = $1")
+        .bind(video)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(fixed, likes);
+    let fan = app.register("late_fan").await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/likes/videos/{video}")))
+        .bearer_auth(&fan.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let pos = position_of(&r);
+    let v: Value = app
+        .get(&format!("/v1/videos/{video}"), None, Some(pos))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["like_count"], likes + 1);
+    assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn parked_events_are_retried_by_reset_parked() {
+    let app = spawn_app().await;
+    let user = app.register("parked_user").await;
+    caught_up(&app).await;
+    // an event the users projector cannot apply: its payload lacks fields
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         VALUES ('User', $1, 99, 'ProfileUpdated', '1.0', '{\"ProfileUpdated\":{\"display_name\":42}}', '{}')
+         RETURNING position",
+    )
+    .bind(user.id.to_string())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    app.eventually(30, "the broken event is parked", || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM parked_events WHERE projection = 'users' AND position = $1",
+        )
+        .bind(position)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    let users = lokiz_projections::by_name("users").unwrap();
+    // still broken: stays parked, attempts counted
+    assert_eq!(reset_parked(&app.pool, &users).await.unwrap(), (0, 1));
+    // "fixed" (here: the stored payload is corrected), then retried
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_build_object('ProfileUpdated', jsonb_build_object(
+            'display_name', 'Fixed Name', 'updated_at', '2026-01-01T00:00:00Z'))::json
+          WHERE position = $1",
+    )
+    .bind(position)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(reset_parked(&app.pool, &users).await.unwrap(), (1, 0));
+    let name: String = sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
+        .bind(user.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(name, "Fixed Name");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn events_show_as_of_and_export_in_commit_order() {
+    let app = spawn_app().await;
+    let user = app.register("historian").await;
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"display_name": "Before"}),
+            &user.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"display_name": "After"}),
+            &user.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let id = user.id.to_string();
+    let now = history(&app.pool, "User", &id, None).await.unwrap();
+    assert_eq!(now.events.len(), 3);
+    assert_eq!(now.state["display_name"], "After", "{}", now.state);
+    let then = history(&app.pool, "User", &id, Some(between))
+        .await
+        .unwrap();
+    assert_eq!(then.events.len(), 2);
+    assert_eq!(then.state["display_name"], "Before", "{}", then.state);
+    assert!(history(&app.pool, "Nope", &id, None).await.is_err());
+
+    // export: every event, one line each, in (xid, position) order
+    let total = app.event_count().await;
+    let mut out = Vec::new();
+    let n = export(
+        &app.pool,
+        None,
+        None,
+        &[],
+        ExportFormat::Jsonl,
+        &mut out,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n as i64, total);
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as i64, total);
+    let order: Vec<(i64, i64)> = lines
+        .iter()
+        .map(|l| (l["xid"].as_i64().unwrap(), l["position"].as_i64().unwrap()))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "commit order");
+    // filtered by type, as CSV with a header
+    let mut csv = Vec::new();
+    let n = export(
+        &app.pool,
+        None,
+        None,
+        &["ProfileUpdated".to_owned()],
+        ExportFormat::Csv,
+        &mut csv,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 2);
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .contains("\"{\"\"ProfileUpdated\"\""));
+    app.stop().await;
+}
