@@ -34,7 +34,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::projector::{ProjectionError, Projector};
-use crate::runtime::lock_checkpoint;
+use crate::runtime::{lock_checkpoint, park_event};
 
 /// Where `projections rebuild` builds the new tables.
 pub const REBUILD_SCHEMA: &str = "lokiz_rebuild";
@@ -175,7 +175,7 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     for (projection, event, error) in &replay.failed {
-        park(&mut tx, projection, event, error).await?;
+        park_event(&mut tx, projection, event, error, 1).await?;
     }
     tx.commit().await?;
     sqlx::raw_sql(&format!(
@@ -563,31 +563,6 @@ impl<'a> Replay<'a> {
         }
         Ok(())
     }
-}
-
-async fn park(
-    conn: &mut PgConnection,
-    projection: &str,
-    event: &StoredEvent,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
-                                    sequence, event_type, error, attempts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
-         ON CONFLICT (projection, position) DO NOTHING",
-    )
-    .bind(projection)
-    .bind(event.position)
-    .bind(event.xid)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .bind(event.sequence)
-    .bind(&event.event_type)
-    .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Whole-row differences between the live table and the verify copy.

@@ -331,23 +331,7 @@ impl ProjectionRunner {
         if event.stream_position() <= checkpoint {
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
-                                        sequence, event_type, error, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (projection, position) DO NOTHING",
-        )
-        .bind(self.projector.name())
-        .bind(event.position)
-        .bind(event.xid)
-        .bind(&event.aggregate_type)
-        .bind(&event.aggregate_id)
-        .bind(event.sequence)
-        .bind(&event.event_type)
-        .bind(error)
-        .bind(attempts as i32)
-        .execute(&mut *tx)
-        .await?;
+        park_event(&mut tx, self.projector.name(), event, error, attempts).await?;
         advance_checkpoint(&mut tx, self.projector.name(), event.stream_position(), 0).await?;
         tx.commit().await?;
         metrics::counter!("lokiz_projection_parked_total", "projection" => self.projector.name())
@@ -419,6 +403,34 @@ pub async fn lock_checkpoint(
     .fetch_one(&mut *conn)
     .await?;
     Ok(StreamPosition { xid, position })
+}
+
+/// Records `event` in `parked_events` for `projection` (once).
+pub async fn park_event(
+    conn: &mut PgConnection,
+    projection: &str,
+    event: &StoredEvent,
+    error: &str,
+    attempts: u32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
+                                    sequence, event_type, error, attempts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (projection, position) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(event.position)
+    .bind(event.xid)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(event.sequence)
+    .bind(&event.event_type)
+    .bind(error)
+    .bind(attempts as i32)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// A projection's checkpoint, without locking it (zero when it has none).
