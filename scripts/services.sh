@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL (127.0.0.1:5432) and NATS with JetStream (127.0.0.1:4222)
-# are running, installing the Debian packages when they are missing. Safe to run
+# are running and ffmpeg is installed, installing the Debian packages when they are missing. Safe to run
 # again and again; it changes nothing when both are already up.
 set -euo pipefail
 
@@ -66,4 +66,8 @@ if ! port_open 4222; then
   wait_port 4222 NATS
 fi
 
-log "PostgreSQL and NATS are up"
+# --- ffmpeg (the local AI provider and media probing) -------------------------
+need_pkg ffmpeg ffmpeg
+need_pkg ffprobe ffmpeg
+
+log "PostgreSQL and NATS are up; ffmpeg is installed"
