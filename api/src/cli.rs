@@ -35,6 +35,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Manage users' roles (emits RoleChanged through the User aggregate).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Measure throughput and lag against the raw Postgres ceiling.
     Bench(crate::bench::BenchArgs),
     /// Fill the database with realistic users, videos, likes, follows, comments and views
@@ -74,6 +79,14 @@ pub enum ProjectionsCommand {
     },
     /// Apply a projection's parked events again (after a fix).
     ResetParked { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Make a user an admin (admin routes such as /v1/admin/audit).
+    GrantAdmin { username: String },
+    /// Make an admin a member again.
+    RevokeAdmin { username: String },
 }
 
 #[derive(Debug, Subcommand)]

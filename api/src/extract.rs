@@ -280,6 +280,40 @@ impl FromRequestParts<ApiContext> for MaybeAuthUser {
     }
 }
 
+/// A signed-in user whose role (in the `users` read model) is admin:
+/// no token → 401, any other role → 403. Honours `X-Lokiz-Min-Position`
+/// (e.g. the position `lokiz users grant-admin` prints).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminUser {
+    pub user_id: Uuid,
+}
+
+impl FromRequestParts<ApiContext> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        ctx: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        let user = AuthUser::from_request_parts(parts, ctx).await?;
+        let MinPosition(min) = MinPosition::from_request_parts(parts, ctx).await?;
+        ctx.wait_for(min, &["users"]).await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+            .bind(user.user_id)
+            .fetch_optional(&ctx.pool)
+            .await?;
+        if role.as_deref() == Some(lokiz_domain::user::Role::Admin.as_str()) {
+            Ok(AdminUser {
+                user_id: user.user_id,
+            })
+        } else {
+            Err(ApiError::Forbidden {
+                message: "This needs the admin role.",
+            })
+        }
+    }
+}
+
 pub const MIN_POSITION_HEADER: &str = "x-lokiz-min-position";
 pub const POSITION_HEADER: &str = "x-lokiz-position";
 

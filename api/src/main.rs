@@ -67,6 +67,11 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             lokiz_infra::db::migrate(&pool).await?;
             return lokiz_api::tools::events(&pool, command).await;
         }
+        Command::Users { command } => {
+            let pool = lokiz_infra::db::connect(&config).await?;
+            lokiz_infra::db::migrate(&pool).await?;
+            return lokiz_api::tools::users(&pool, command).await;
+        }
         Command::Bench(args) => return lokiz_api::bench::run(config, args).await,
         Command::Seed(args) => {
             let pool = lokiz_infra::db::connect(&config).await?;

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::routes::{auth, blobs, comments, follows, likes, ops, users, videos};
+use crate::routes::{admin, auth, blobs, comments, follows, likes, ops, users, videos};
 use crate::ApiContext;
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::ApiContext;
         follows::follow, follows::unfollow, follows::followers, follows::following,
         follows::check_one, follows::check_batch,
         comments::post_comment, comments::list, comments::edit, comments::delete,
+        admin::audit,
         ops::health, ops::ready, ops::metrics_text,
     ),
     components(schemas(
@@ -38,11 +39,12 @@ use crate::ApiContext;
         follows::UserIds, follows::FollowingUsers,
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
         comments::CommentPage, comments::EditCommentRequest,
+        admin::AuditView, admin::AuditEvent,
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"),
-         (name = "follows"), (name = "comments"), (name = "ops"))
+         (name = "follows"), (name = "comments"), (name = "admin"), (name = "ops"))
 )]
 pub struct ApiDoc;
 

@@ -17,7 +17,7 @@ use lokiz_projections::Projector;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::cli::{EventsCommand, ProjectionsCommand};
+use crate::cli::{EventsCommand, ProjectionsCommand, UsersCommand};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShowFormat {
@@ -192,6 +192,68 @@ pub async fn events(pool: &PgPool, command: EventsCommand) -> anyhow::Result<()>
     }
 }
 
+pub async fn users(pool: &PgPool, command: UsersCommand) -> anyhow::Result<()> {
+    let (username, role) = match command {
+        UsersCommand::GrantAdmin { username } => (username, user::Role::Admin),
+        UsersCommand::RevokeAdmin { username } => (username, user::Role::Member),
+    };
+    let changed = change_role(pool, &username, role).await?;
+    println!(
+        "{username} is {} ({})",
+        role.as_str(),
+        if changed.appended {
+            format!("RoleChanged at position {}", changed.position.unwrap_or(0))
+        } else {
+            "unchanged".to_owned()
+        }
+    );
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeRoleError {
+    #[error("no user named {0:?}")]
+    UnknownUser(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("the User aggregate refused: {0}")]
+    Command(String),
+}
+
+/// Sets a user's role through the User aggregate (`ChangeRole` →
+/// `RoleChanged`, nothing when the role is already that). Usernames match
+/// case-insensitively, as at sign-in.
+pub async fn change_role(
+    pool: &PgPool,
+    username: &str,
+    role: user::Role,
+) -> Result<lokiz_infra::event_store::Written, ChangeRoleError> {
+    let user_id: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM identities WHERE username_key = lower($1)")
+            .bind(username.trim())
+            .fetch_optional(pool)
+            .await?;
+    let user_id = user_id.ok_or_else(|| ChangeRoleError::UnknownUser(username.to_owned()))?;
+    let commands: lokiz_infra::event_store::Commands<user::User> =
+        lokiz_infra::event_store::Commands::new(
+            pool.clone(),
+            lokiz_infra::wake::AppendSignal::spawn(pool.clone()),
+        );
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("actor".to_owned(), "cli:users".to_owned());
+    commands
+        .execute(
+            &user_id.to_string(),
+            user::UserCommand::ChangeRole {
+                role,
+                at: Utc::now(),
+            },
+            metadata,
+        )
+        .await
+        .map_err(|e| ChangeRoleError::Command(e.to_string()))
+}
+
 /// An aggregate's events and its state after them.
 #[derive(Debug, serde::Serialize)]
 pub struct History {
@@ -264,11 +326,10 @@ pub async fn history(
 fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<Value, HistoryError> {
     let mut aggregate = A::default();
     for e in events {
-        let event: A::Event =
-            serde_json::from_value(e.payload.clone()).map_err(|source| HistoryError::Decode {
-                sequence: e.sequence,
-                source,
-            })?;
+        let event: A::Event = e.decode().map_err(|source| HistoryError::Decode {
+            sequence: e.sequence,
+            source,
+        })?;
         aggregate.apply(event);
     }
     serde_json::to_value(&aggregate).map_err(|source| HistoryError::Decode {

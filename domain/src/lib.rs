@@ -7,6 +7,7 @@
 pub mod comment;
 pub mod follow;
 pub mod like;
+pub mod upcast;
 pub mod user;
 pub mod values;
 pub mod video;

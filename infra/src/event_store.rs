@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::CqrsFramework;
 use cqrs_es::{Aggregate, AggregateError};
 use lokiz_domain::comment::Comment;
 use lokiz_domain::follow::Follow;
 use lokiz_domain::like::Like;
+use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
 use lokiz_domain::user::User;
 use lokiz_domain::video::Video;
 use lokiz_domain::video_view::VideoView;
@@ -23,6 +24,39 @@ use crate::wake::AppendSignal;
 /// How often a command is re-run when another writer appended to the same
 /// aggregate between our load and our insert.
 const CONFLICT_RETRIES: usize = 5;
+
+/// cqrs-es' hook for [`lokiz_domain::upcast`]: events replayed into an
+/// aggregate (when it has no usable snapshot) are read at today's version.
+struct DomainUpcaster {
+    aggregate_type: &'static str,
+}
+
+impl DomainUpcaster {
+    fn event_ref<'a>(&'a self, event_type: &'a str, event_version: &'a str) -> EventRef<'a> {
+        EventRef {
+            aggregate_type: self.aggregate_type,
+            event_type,
+            event_version,
+        }
+    }
+}
+
+impl EventUpcaster for DomainUpcaster {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        needs_upcast(self.event_ref(event_type, event_version))
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        let payload = std::mem::take(&mut event.payload);
+        let (version, payload) = upcast(
+            self.event_ref(&event.event_type, &event.event_version),
+            payload,
+        );
+        event.event_version = version;
+        event.payload = payload;
+        event
+    }
+}
 
 /// One aggregate's command bus.
 pub struct Commands<A: Aggregate> {
@@ -54,7 +88,10 @@ where
             // so a load is one snapshot read (events are replayed only when
             // the stored state no longer deserializes).
             cqrs: CqrsFramework::new(
-                PersistedEventStore::new_aggregate_store(LokizEventRepository::new(pool.clone())),
+                PersistedEventStore::new_aggregate_store(LokizEventRepository::new(pool.clone()))
+                    .with_upcasters(vec![Box::new(DomainUpcaster {
+                        aggregate_type: A::TYPE,
+                    })]),
                 vec![],
                 (),
             ),

@@ -55,9 +55,14 @@ fn persistence_error(e: sqlx::Error) -> PersistenceError {
     }
 }
 
-/// Events appended only when the snapshot guard admits the write: the
-/// snapshot row must still be at `current_snapshot - 1` (or absent for the
-/// first one), which is cqrs-es' optimistic lock for the aggregate store.
+/// Events appended only when the snapshot guard admits the write: the stored
+/// snapshot must be behind the new one (or absent for the first one), which
+/// is the optimistic lock for the aggregate store; the events' primary key
+/// backs it up. The guard compares `last_sequence`, not cqrs-es'
+/// `current_snapshot` counter: when a stored snapshot no longer deserializes
+/// (the state's layout changed), cqrs-es replays the events and restarts that
+/// counter at 1, and comparing it would refuse every later write to the
+/// aggregate; by sequence, the replayed state simply overwrites the old one.
 const APPEND_WITH_SNAPSHOT: &str = "
 WITH snap AS (
     INSERT INTO snapshots AS s (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
@@ -66,7 +71,7 @@ WITH snap AS (
        SET last_sequence = EXCLUDED.last_sequence,
            current_snapshot = EXCLUDED.current_snapshot,
            payload = EXCLUDED.payload
-     WHERE s.current_snapshot = EXCLUDED.current_snapshot - 1
+     WHERE s.last_sequence < EXCLUDED.last_sequence
     RETURNING 1
 ), ins AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)

@@ -35,6 +35,22 @@ impl StoredEvent {
         }
     }
 
+    /// The payload as today's event type: older versions are upcast first
+    /// (see `lokiz_domain::upcast`). Every reader decodes through here.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        let e = lokiz_domain::upcast::EventRef {
+            aggregate_type: &self.aggregate_type,
+            event_type: &self.event_type,
+            event_version: &self.event_version,
+        };
+        if lokiz_domain::upcast::needs_upcast(e) {
+            let (_, payload) = lokiz_domain::upcast::upcast(e, self.payload.clone());
+            serde_json::from_value(payload)
+        } else {
+            T::deserialize(&self.payload)
+        }
+    }
+
     /// JetStream de-duplication id: `<type>:<id>:<sequence>`.
     pub fn message_id(&self) -> String {
         format!(

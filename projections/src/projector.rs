@@ -41,9 +41,10 @@ impl ProjectionError {
     }
 }
 
-/// Decodes an event payload into the aggregate's event enum.
+/// Decodes an event payload into the aggregate's event enum (upcasting older
+/// versions).
 pub fn decode<T: serde::de::DeserializeOwned>(event: &StoredEvent) -> Result<T, ProjectionError> {
-    serde_json::from_value(event.payload.clone()).map_err(|source| ProjectionError::Decode {
+    event.decode().map_err(|source| ProjectionError::Decode {
         event_type: event.event_type.clone(),
         source,
     })

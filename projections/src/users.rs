@@ -34,18 +34,20 @@ impl Projector for UsersProjector {
                 username,
                 email,
                 display_name,
+                role,
                 registered_at,
                 ..
             } => {
                 sqlx::query(
-                    "INSERT INTO users (id, username, email, display_name, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $5)
+                    "INSERT INTO users (id, username, email, display_name, role, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(id)
                 .bind(username.as_str())
                 .bind(email.as_str())
                 .bind(display_name.as_str())
+                .bind(role.as_str())
                 .bind(registered_at)
                 .execute(conn)
                 .await?;
@@ -73,6 +75,14 @@ impl Projector for UsersProjector {
                 .bind(updated_at)
                 .execute(conn)
                 .await?;
+            }
+            UserEvent::RoleChanged { role, changed_at } => {
+                sqlx::query("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(role.as_str())
+                    .bind(changed_at)
+                    .execute(conn)
+                    .await?;
             }
         }
         Ok(())

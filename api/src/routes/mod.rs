@@ -1,6 +1,7 @@
 //! One router per module, merged here with the cross-cutting layers: request
 //! ids, tracing, metrics, and envelope answers for unknown routes.
 
+pub mod admin;
 pub mod auth;
 pub mod blobs;
 pub mod comments;
@@ -30,6 +31,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(ctx: ApiContext) -> Router {
     let v1 = Router::new()
         .merge(auth::router())
+        .merge(admin::router())
         .merge(users::router())
         .merge(blobs::router())
         .merge(videos::router())

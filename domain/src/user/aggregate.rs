@@ -2,7 +2,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use super::{UserCommand, UserEvent};
+use super::{Role, UserCommand, UserEvent};
 use crate::values::{Bio, DisplayName, ImageUrl};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -11,6 +11,9 @@ pub struct User {
     display_name: Option<DisplayName>,
     bio: Option<Bio>,
     profile_image_url: Option<ImageUrl>,
+    /// Absent from snapshots written before roles existed.
+    #[serde(default)]
+    role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +57,7 @@ impl Aggregate for User {
                     username,
                     email,
                     display_name,
+                    role: Role::Member,
                     registered_at: at,
                 };
                 sink.write(event, self).await;
@@ -84,15 +88,33 @@ impl Aggregate for User {
                 sink.write(event, self).await;
                 Ok(())
             }
+            UserCommand::ChangeRole { role, at } => {
+                if !self.registered {
+                    return Err(UserError::NotRegistered);
+                }
+                if self.role == role {
+                    return Ok(());
+                }
+                let event = UserEvent::RoleChanged {
+                    role,
+                    changed_at: at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
         }
     }
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            UserEvent::Registered { display_name, .. } => {
+            UserEvent::Registered {
+                display_name, role, ..
+            } => {
                 self.registered = true;
                 self.display_name = Some(display_name);
+                self.role = role;
             }
+            UserEvent::RoleChanged { role, .. } => self.role = role,
             UserEvent::ProfileUpdated {
                 display_name,
                 bio,
@@ -134,6 +156,7 @@ mod tests {
             username: Username::parse("username", "trickster").unwrap(),
             email: Email::parse("email", "t@lokiz.dev").unwrap(),
             display_name: DisplayName::parse("display_name", "trickster").unwrap(),
+            role: Role::Member,
             registered_at: at(),
         }
     }
@@ -210,6 +233,68 @@ mod tests {
                 at: at(),
             })
             .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn change_role_before_register_is_refused() {
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(UserCommand::ChangeRole {
+                role: Role::Admin,
+                at: at(),
+            })
+            .then_expect_error(UserError::NotRegistered);
+    }
+
+    #[test]
+    fn change_role_records_role_changed() {
+        UserTest::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ChangeRole {
+                role: Role::Admin,
+                at: at(),
+            })
+            .then_expect_events(vec![UserEvent::RoleChanged {
+                role: Role::Admin,
+                changed_at: at(),
+            }]);
+    }
+
+    #[test]
+    fn change_to_the_current_role_records_nothing() {
+        UserTest::with(())
+            .given(vec![
+                registered(),
+                UserEvent::RoleChanged {
+                    role: Role::Admin,
+                    changed_at: at(),
+                },
+            ])
+            .when(UserCommand::ChangeRole {
+                role: Role::Admin,
+                at: at(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn revoke_goes_back_to_member() {
+        UserTest::with(())
+            .given(vec![
+                registered(),
+                UserEvent::RoleChanged {
+                    role: Role::Admin,
+                    changed_at: at(),
+                },
+            ])
+            .when(UserCommand::ChangeRole {
+                role: Role::Member,
+                at: at(),
+            })
+            .then_expect_events(vec![UserEvent::RoleChanged {
+                role: Role::Member,
+                changed_at: at(),
+            }]);
     }
 
     #[test]

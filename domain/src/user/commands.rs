@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::Role;
 use crate::values::{Bio, DisplayName, Email, ImageUrl, Username};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +17,8 @@ pub enum UserCommand {
         changes: ProfileChanges,
         at: DateTime<Utc>,
     },
+    /// Operators only (`lokiz users grant-admin`); no HTTP route issues it.
+    ChangeRole { role: Role, at: DateTime<Utc> },
 }
 
 /// What a profile update sets. `None` leaves a field alone; for the optional

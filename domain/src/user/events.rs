@@ -5,6 +5,26 @@ use uuid::Uuid;
 
 use crate::values::{Bio, DisplayName, Email, ImageUrl, Username};
 
+/// What a user may do beyond their own content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `Registered` is at version 2.0 (it gained `role`); version-1.0 events in the
+/// store are read through [`crate::upcast`], never rewritten.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
     Registered {
@@ -12,6 +32,7 @@ pub enum UserEvent {
         username: Username,
         email: Email,
         display_name: DisplayName,
+        role: Role,
         registered_at: DateTime<Utc>,
     },
     /// Only the fields that changed are present; `bio`/`profile_image_url`
@@ -33,19 +54,31 @@ pub enum UserEvent {
         profile_image_url: Option<Option<ImageUrl>>,
         updated_at: DateTime<Utc>,
     },
+    RoleChanged {
+        role: Role,
+        changed_at: DateTime<Utc>,
+    },
 }
+
+/// The version `Registered` is written at.
+pub const REGISTERED_VERSION: &str = "2.0";
 
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {
             UserEvent::Registered { .. } => "Registered",
             UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
+            UserEvent::RoleChanged { .. } => "RoleChanged",
         }
         .to_owned()
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        match self {
+            UserEvent::Registered { .. } => REGISTERED_VERSION,
+            _ => "1.0",
+        }
+        .to_owned()
     }
 }
 

@@ -10,4 +10,4 @@ mod events;
 pub use aggregate::{User, UserError};
 pub use commands::{ProfileChanges, UserCommand};
 pub(crate) use events::double_option;
-pub use events::UserEvent;
+pub use events::{Role, UserEvent, REGISTERED_VERSION};

@@ -1,6 +1,7 @@
 //! Black-box tests: the real HTTP server, real Postgres, real NATS JetStream.
 //! One test binary (one link step) for the whole suite.
 
+mod admin;
 mod auth;
 mod blobs;
 mod idempotency;
