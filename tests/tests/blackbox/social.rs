@@ -547,22 +547,32 @@ async fn the_seed_clients_feed_flow() {
         u
     };
     // 3. every status at once
+    // (each read waits for the client's last write: the likes and follows
+    // projections run independently of the feed's)
+    let batch = |path: &'static str, body: Value, token: Option<String>| {
+        let mut req = app
+            .client
+            .post(app.url(path))
+            .header("X-Lokiz-Min-Position", settled.to_string())
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
     let (likes, follows, meta) = tokio::join!(
-        app.post(
+        batch(
             "/v1/likes/check-batch",
             json!({"video_ids": ids}),
-            Some(&viewer.access_token)
+            Some(viewer.access_token.clone())
         ),
-        app.post(
+        batch(
             "/v1/follows/check-batch",
             json!({"user_ids": user_ids}),
-            Some(&viewer.access_token)
+            Some(viewer.access_token.clone())
         ),
-        app.post("/v1/videos/batch-metadata", json!({"video_ids": ids}), None),
+        batch("/v1/videos/batch-metadata", json!({"video_ids": ids}), None),
     );
-    let likes: Value = likes.json().await.unwrap();
-    let follows: Value = follows.json().await.unwrap();
-    let meta: Value = meta.json().await.unwrap();
     // 4. merge, as the client does
     let merged: Vec<Value> = videos
         .iter()
