@@ -2,6 +2,8 @@
 //! against its own fresh Postgres database and its own JetStream stream, so
 //! tests run in parallel and never see each other's data.
 
+pub mod fake_replicate;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ mod blobs;
 mod idempotency;
 mod ops;
 mod rebuild;
+mod replicate;
 mod seed;
 mod social;
 mod spine;
