@@ -2,6 +2,7 @@
 //! of the domain — configuration, Postgres, the event store, NATS JetStream and
 //! the relay between them.
 
+pub mod ai;
 pub mod blob;
 pub mod config;
 pub mod db;
