@@ -21,7 +21,9 @@ pub enum Command {
     Relay,
     /// All projections only: keep the read models current.
     Project,
-    /// API, relay and projections in one process (the local default).
+    /// The AI worker (runs jobs with the local ffmpeg provider) and the credits saga.
+    Worker,
+    /// API, relay, projections, AI worker and credits saga in one process (the local default).
     All,
     /// Create the database if missing and apply migrations.
     Migrate,

@@ -68,6 +68,12 @@ pub enum ApiError {
     /// 409: the first request with this `Idempotency-Key` is still running.
     #[error("idempotency key in progress")]
     IdempotencyInProgress,
+    /// 402: the wallet cannot pay for the job.
+    #[error("insufficient credits")]
+    InsufficientCredits { needed: i64, balance: i64 },
+    /// 409: the job already finished (completed, failed or canceled).
+    #[error("job finished")]
+    JobFinished { status: &'static str },
     /// 500: logged, never shown.
     #[error("internal: {0}")]
     Internal(#[from] anyhow::Error),
@@ -203,6 +209,18 @@ impl ApiError {
                 "A request with this Idempotency-Key is still being processed; retry shortly."
                     .into(),
                 Value::Null,
+            ),
+            ApiError::InsufficientCredits { needed, balance } => (
+                StatusCode::PAYMENT_REQUIRED,
+                "INSUFFICIENT_CREDITS",
+                format!("This job costs {needed} credits; you have {balance}."),
+                json!({ "needed": needed, "balance": balance }),
+            ),
+            ApiError::JobFinished { status } => (
+                StatusCode::CONFLICT,
+                "JOB_FINISHED",
+                format!("The job is already {status}."),
+                json!({ "status": status }),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

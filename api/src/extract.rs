@@ -165,6 +165,88 @@ impl<'a> Fields<'a> {
         Some(ids)
     }
 
+    /// A required UUID.
+    pub fn required_uuid(&mut self, name: &'static str) -> Option<Uuid> {
+        let raw = self.required_str(name)?;
+        match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.errors
+                    .push(FieldError::new(name, "format", "must be an id (UUID)"));
+                None
+            }
+        }
+    }
+
+    /// An optional finite number; `null` counts as absent.
+    pub fn optional_f64(&mut self, name: &'static str) -> Option<f64> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_f64().filter(|v| v.is_finite()) {
+                Some(v) => Some(v),
+                None => {
+                    self.errors
+                        .push(FieldError::new(name, "type", "must be a number"));
+                    None
+                }
+            },
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be a number"));
+                None
+            }
+        }
+    }
+
+    /// A required finite number.
+    pub fn required_f64(&mut self, name: &'static str) -> Option<f64> {
+        if matches!(self.obj.get(name), None | Some(Value::Null)) {
+            self.errors
+                .push(FieldError::new(name, "required", "is required"));
+            return None;
+        }
+        self.optional_f64(name)
+    }
+
+    /// A required list of 1..=`max` finite numbers.
+    pub fn f64_list(&mut self, name: &'static str, max: usize) -> Option<Vec<f64>> {
+        let list = match self.obj.get(name) {
+            None | Some(Value::Null) => {
+                self.errors
+                    .push(FieldError::new(name, "required", "is required"));
+                return None;
+            }
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be an array of numbers"));
+                return None;
+            }
+        };
+        if list.is_empty() || list.len() > max {
+            self.errors.push(FieldError::new(
+                name,
+                "length",
+                format!("must have 1 to {max} entries ({} sent)", list.len()),
+            ));
+            return None;
+        }
+        let values: Option<Vec<f64>> = list
+            .iter()
+            .map(|v| v.as_f64().filter(|f| f.is_finite()))
+            .collect();
+        if values.is_none() {
+            self.errors
+                .push(FieldError::new(name, "type", "must be an array of numbers"));
+        }
+        values
+    }
+
+    /// Records a problem found by the caller.
+    pub fn reject(&mut self, name: &'static str, code: &'static str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(name, code, message));
+    }
+
     /// An optional UUID.
     pub fn optional_uuid(&mut self, name: &'static str) -> Option<Uuid> {
         let raw = self.optional_str(name)?;

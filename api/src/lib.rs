@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use lokiz_infra::ai::credits::CreditsSaga;
+use lokiz_infra::ai::provider::LocalProvider;
+use lokiz_infra::ai::worker::{Worker, WorkerOptions};
 use lokiz_infra::event_store::EventStore;
 use lokiz_infra::relay::Relay;
 use lokiz_infra::Config;
@@ -100,6 +103,8 @@ pub struct Components {
     pub http: bool,
     pub relay: bool,
     pub projections: bool,
+    /// The AI worker and the credits saga (`lokiz worker`).
+    pub workers: bool,
 }
 
 impl Components {
@@ -107,6 +112,13 @@ impl Components {
         http: true,
         relay: true,
         projections: true,
+        workers: true,
+    };
+    pub const NONE: Components = Components {
+        http: false,
+        relay: false,
+        projections: false,
+        workers: false,
     };
 }
 
@@ -116,6 +128,7 @@ pub struct Application {
     ctx: ApiContext,
     components: Components,
     runtime_options: RuntimeOptions,
+    worker_options: WorkerOptions,
 }
 
 impl Application {
@@ -165,11 +178,17 @@ impl Application {
             ctx,
             components,
             runtime_options: RuntimeOptions::default(),
+            worker_options: WorkerOptions::default(),
         })
     }
 
     pub fn with_runtime_options(mut self, options: RuntimeOptions) -> Self {
         self.runtime_options = options;
+        self
+    }
+
+    pub fn with_worker_options(mut self, options: WorkerOptions) -> Self {
+        self.worker_options = options;
         self
     }
 
@@ -205,6 +224,43 @@ impl Application {
             tasks.spawn(async move {
                 lokiz_projections::runtime::run_all(pool, js, config, projectors, options, token)
                     .await;
+                Ok(())
+            });
+        }
+        if self.components.workers {
+            let worker = Arc::new(Worker::new(
+                ctx.pool.clone(),
+                ctx.js.clone(),
+                (*ctx.config).clone(),
+                ctx.store.clone(),
+                ctx.blobs.clone(),
+                Arc::new(LocalProvider),
+                self.worker_options.clone(),
+            ));
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                while !token.is_cancelled() {
+                    if let Err(e) = worker.clone().run(token.clone()).await {
+                        tracing::error!(error = %e, "AI worker failed; restarting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                Ok(())
+            });
+            let saga = CreditsSaga::new(
+                ctx.pool.clone(),
+                ctx.js.clone(),
+                (*ctx.config).clone(),
+                ctx.store.clone(),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                while !token.is_cancelled() {
+                    if let Err(e) = saga.run(token.clone()).await {
+                        tracing::error!(error = %e, "credits saga failed; restarting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
                 Ok(())
             });
         }

@@ -37,18 +37,19 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     let components = match cli.command {
         Command::Serve => Components {
             http: true,
-            relay: false,
-            projections: false,
+            ..Components::NONE
         },
         Command::Relay => Components {
-            http: false,
             relay: true,
-            projections: false,
+            ..Components::NONE
         },
         Command::Project => Components {
-            http: false,
-            relay: false,
             projections: true,
+            ..Components::NONE
+        },
+        Command::Worker => Components {
+            workers: true,
+            ..Components::NONE
         },
         Command::All => Components::ALL,
         Command::Migrate => {

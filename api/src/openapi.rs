@@ -6,7 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::routes::{admin, auth, blobs, comments, follows, likes, ops, users, videos};
+use crate::routes::{
+    admin, ai, auth, blobs, comments, credits, follows, glitch, likes, ops, studio, users, videos,
+};
 use crate::ApiContext;
 
 #[derive(OpenApi)]
@@ -25,6 +27,10 @@ use crate::ApiContext;
         follows::check_one, follows::check_batch,
         comments::post_comment, comments::list, comments::edit, comments::delete,
         admin::audit,
+        ai::capture_frame, ai::capture_frames, ai::template, ai::glitch_animate, ai::glitch_replace,
+        ai::music, ai::get_job, ai::cancel_job, ai::batch_status,
+        credits::balance, credits::history, credits::glitch_presets, credits::music_presets,
+        glitch::glitches, glitch::source, studio::timeline, studio::preview, studio::select_range,
         ops::health, ops::ready, ops::metrics_text,
     ),
     components(schemas(
@@ -40,11 +46,15 @@ use crate::ApiContext;
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
         comments::CommentPage, comments::EditCommentRequest,
         admin::AuditView, admin::AuditEvent,
+        ai::JobView, ai::Frame, ai::Frames, ai::Canceled, ai::JobStatusView, ai::BatchStatus,
+        credits::Balance, credits::CreditTransaction, credits::CreditHistory, credits::GlitchPresets,
+        credits::PresetView, glitch::ChainVideo, glitch::ChainPage,
+        studio::Thumbnail, studio::Timeline, studio::Preview, studio::SelectedRange,
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth),
     tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"),
-         (name = "follows"), (name = "comments"), (name = "admin"), (name = "ops"))
+         (name = "follows"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
 )]
 pub struct ApiDoc;
 

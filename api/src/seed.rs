@@ -2,8 +2,8 @@
 //! follows, likes, comments (with replies) and views — through the event
 //! store.
 //!
-//! **Real events.** Every command runs through cqrs-es' own `CqrsFramework`
-//! with the aggregate store, as `infra::event_store::Commands` runs it, only
+//! **Real events.** Every command runs through cqrs-es' aggregate store, by
+//! `infra::event_store::decide_and_append` as `Commands` runs it, only
 //! over an in-memory repository ([`MemRepository`]) instead of Postgres: the
 //! aggregate's `handle` decides the events, cqrs-es serializes them (type and
 //! version from `DomainEvent`, externally tagged payload, the same `actor`
@@ -47,7 +47,7 @@ use cqrs_es::persist::{
     PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent,
     SerializedSnapshot,
 };
-use cqrs_es::{Aggregate, CqrsFramework};
+use cqrs_es::Aggregate;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use lokiz_domain::comment::{Comment, CommentCommand};
@@ -781,21 +781,17 @@ impl PersistedEventRepository for MemRepository {
 }
 
 /// One aggregate type's command bus over a [`MemRepository`]: cqrs-es with
-/// the aggregate store, as the API's `Commands<A>`.
+/// the aggregate store, run by `decide_and_append` as the API's `Commands<A>`.
 struct Runner<A: Aggregate<Services = ()>> {
     repo: MemRepository,
-    cqrs: CqrsFramework<A, PersistedEventStore<MemRepository, A>>,
+    store: PersistedEventStore<MemRepository, A>,
 }
 
 impl<A: Aggregate<Services = ()>> Runner<A> {
     fn new() -> Self {
         let repo = MemRepository::default();
         Self {
-            cqrs: CqrsFramework::new(
-                PersistedEventStore::new_aggregate_store(repo.clone()),
-                vec![],
-                (),
-            ),
+            store: PersistedEventStore::new_aggregate_store(repo.clone()),
             repo,
         }
     }
@@ -810,8 +806,7 @@ impl<A: Aggregate<Services = ()>> Runner<A> {
             Some(a) => HashMap::from([("actor".to_owned(), a.to_string())]),
             None => HashMap::new(),
         };
-        self.cqrs
-            .execute_with_metadata(id, command, metadata)
+        lokiz_infra::event_store::decide_and_append(&self.store, id, command, metadata)
             .await
             .map_err(|e| anyhow::anyhow!("{} {id}: {e}", A::TYPE))
     }

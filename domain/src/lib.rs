@@ -4,6 +4,7 @@
 //! Invariant: this crate performs no I/O. It depends on no sqlx, axum or NATS
 //! crate; time and identifiers arrive inside commands.
 
+pub mod ai_job;
 pub mod comment;
 pub mod follow;
 pub mod like;
@@ -24,4 +25,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     like::Like::TYPE_NAME,
     follow::Follow::TYPE_NAME,
     comment::Comment::TYPE_NAME,
+    ai_job::AiJob::TYPE_NAME,
 ];

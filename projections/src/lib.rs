@@ -5,6 +5,7 @@
 //! Invariant: projections never issue commands and never read the event store
 //! during normal consumption (only `consistency` and `status` look at it).
 
+pub mod ai_jobs;
 pub mod comments;
 pub mod consistency;
 pub mod follows;
@@ -30,6 +31,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(likes::LikesProjector),
         Arc::new(follows::FollowsProjector),
         Arc::new(comments::CommentsProjector),
+        Arc::new(ai_jobs::AiJobsProjector),
     ]
 }
 

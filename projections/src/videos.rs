@@ -1,12 +1,13 @@
 //! `videos`: every video with its metadata and counters (views, likes,
 //! comments, remixes, glitches) and its hot-rank score; feeds and
 //! batch-metadata read it. It reads Video events for the video itself and
-//! VideoView, Like and Comment events for the counters.
+//! VideoView, Like, Comment and AiJob events for the counters.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use lokiz_domain::ai_job::{AiJob, AiJobEvent, JobKind};
 use lokiz_domain::comment::{Comment, CommentEvent};
 use lokiz_domain::like::{Like, LikeEvent};
 use lokiz_domain::video::{Video, VideoEvent};
@@ -25,6 +26,8 @@ struct Deltas {
     views: i64,
     likes: i64,
     comments: i64,
+    /// AI jobs requested from the video (`remix_count`).
+    remixes: i64,
 }
 
 async fn bump(conn: &mut PgConnection, video_id: Uuid, d: Deltas) -> Result<(), ProjectionError> {
@@ -33,6 +36,7 @@ async fn bump(conn: &mut PgConnection, video_id: Uuid, d: Deltas) -> Result<(), 
             view_count = view_count + $2,
             like_count = like_count + $3,
             comment_count = comment_count + $4,
+            remix_count = remix_count + $5,
             hot_score = lokiz_hot_score(
                 (view_count + $2) + 3 * (like_count + $3) + 4 * (comment_count + $4)
                     + 6 * glitch_count,
@@ -43,6 +47,7 @@ async fn bump(conn: &mut PgConnection, video_id: Uuid, d: Deltas) -> Result<(), 
     .bind(d.views)
     .bind(d.likes)
     .bind(d.comments)
+    .bind(d.remixes)
     .execute(conn)
     .await?;
     Ok(())
@@ -60,6 +65,7 @@ impl Projector for VideosProjector {
             VideoView::TYPE_NAME,
             Like::TYPE_NAME,
             Comment::TYPE_NAME,
+            AiJob::TYPE_NAME,
         ]
     }
 
@@ -121,6 +127,7 @@ impl Projector for VideosProjector {
                         sum.views += d.views;
                         sum.likes += d.likes;
                         sum.comments += d.comments;
+                        sum.remixes += d.remixes;
                     }
                 }
             }
@@ -161,7 +168,9 @@ impl Projector for VideosProjector {
     }
 }
 
-/// The counter change a VideoView, Like or Comment event makes, and to which video.
+/// The counter change a VideoView, Like, Comment or AiJob event makes, and to
+/// which video. A remix is any AI job requested from a video except frame
+/// captures (a studio step, not a remix).
 fn counter_change(event: &StoredEvent) -> Result<Option<(Uuid, Deltas)>, ProjectionError> {
     let (video_id, d) = match event.aggregate_type.as_str() {
         VideoView::TYPE_NAME => match decode::<VideoViewEvent>(event)? {
@@ -196,6 +205,20 @@ fn counter_change(event: &StoredEvent) -> Result<Option<(Uuid, Deltas)>, Project
             };
             (video_id, d)
         }
+        AiJob::TYPE_NAME => match decode::<AiJobEvent>(event)? {
+            AiJobEvent::JobRequested {
+                source_video_id,
+                kind,
+                ..
+            } if kind != JobKind::CaptureFrame => (
+                source_video_id,
+                Deltas {
+                    remixes: 1,
+                    ..Default::default()
+                },
+            ),
+            _ => return Ok(None),
+        },
         _ => return Ok(None),
     };
     Ok(Some((video_id, d)))
@@ -210,29 +233,34 @@ async fn bump_all(
         return Ok(());
     }
     let mut ids = Vec::with_capacity(deltas.len());
-    let (mut views, mut likes, mut comments) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut views, mut likes, mut comments, mut remixes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (id, d) in deltas {
         ids.push(id);
         views.push(d.views);
         likes.push(d.likes);
         comments.push(d.comments);
+        remixes.push(d.remixes);
     }
     sqlx::query(
         "UPDATE videos v SET
             view_count = v.view_count + u.dv,
             like_count = v.like_count + u.dl,
             comment_count = v.comment_count + u.dc,
+            remix_count = v.remix_count + u.dr,
             hot_score = lokiz_hot_score(
                 (v.view_count + u.dv) + 3 * (v.like_count + u.dl) + 4 * (v.comment_count + u.dc)
                     + 6 * v.glitch_count,
                 coalesce(v.published_at, v.created_at))
-           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(id, dv, dl, dc)
+           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                AS u(id, dv, dl, dc, dr)
           WHERE v.id = u.id",
     )
     .bind(ids)
     .bind(views)
     .bind(likes)
     .bind(comments)
+    .bind(remixes)
     .execute(conn)
     .await?;
     Ok(())
@@ -457,6 +485,19 @@ async fn apply_video(
             .await?;
         }
         VideoEvent::Deleted { deleted_at } => {
+            // a deleted glitch no longer counts for its source
+            sqlx::query(
+                "UPDATE videos s SET glitch_count = s.glitch_count - 1,
+                        hot_score = lokiz_hot_score(
+                            s.view_count + 3 * s.like_count + 4 * s.comment_count
+                                + 6 * (s.glitch_count - 1),
+                            coalesce(s.published_at, s.created_at))
+                   FROM videos v
+                  WHERE v.id = $1 AND v.status <> 'deleted' AND s.id = v.source_video_id",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
             sqlx::query(
                 "UPDATE videos SET status = 'deleted', listed = false, deleted_at = $2,
                                    updated_at = $2
@@ -464,6 +505,28 @@ async fn apply_video(
             )
             .bind(id)
             .bind(deleted_at)
+            .execute(conn)
+            .await?;
+        }
+        VideoEvent::GlitchedFrom {
+            source_video_id,
+            glitched_at,
+            ..
+        } => {
+            sqlx::query("UPDATE videos SET source_video_id = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(source_video_id)
+                .bind(glitched_at)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "UPDATE videos SET glitch_count = glitch_count + 1,
+                        hot_score = lokiz_hot_score(
+                            view_count + 3 * like_count + 4 * comment_count + 6 * (glitch_count + 1),
+                            coalesce(published_at, created_at))
+                  WHERE id = $1",
+            )
+            .bind(source_video_id)
             .execute(conn)
             .await?;
         }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use lokiz_api::{ApiContext, Application, Components};
+pub use lokiz_infra::ai::worker::WorkerOptions;
 use lokiz_infra::Config;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -69,6 +70,94 @@ pub fn test_config(extra: &[(&str, &str)]) -> Config {
     Config::from_lookup(|k| vars.get(k).cloned()).expect("test configuration")
 }
 
+/// Workers in tests report often (so short jobs show progress) and hold
+/// leases briefly.
+pub fn test_worker_options() -> WorkerOptions {
+    WorkerOptions {
+        lease: Duration::from_secs(10),
+        tick: Duration::from_millis(100),
+        concurrency: 2,
+        worker_id: format!("test-{}", Uuid::new_v4().simple()),
+    }
+}
+
+/// A worker process of its own (AI worker + credits saga) on an app's
+/// database and stream; stop it to simulate a worker dying.
+pub struct WorkerProcess {
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WorkerProcess {
+    pub async fn start(config: &Config, options: WorkerOptions) -> WorkerProcess {
+        let app = Application::build(
+            config.clone(),
+            Components {
+                workers: true,
+                ..Components::NONE
+            },
+        )
+        .await
+        .expect("worker builds")
+        .with_worker_options(options);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        WorkerProcess {
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the worker: its running jobs stop where they are and stay
+    /// unacked, as when a process dies.
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A real video made by ffmpeg (moving test pattern and a tone), cached per
+/// size and length.
+pub async fn sample_video(width: u32, height: u32, seconds: f64) -> Vec<u8> {
+    let dir = std::env::temp_dir().join("lokiz-test-media");
+    tokio::fs::create_dir_all(&dir).await.expect("media dir");
+    let path = dir.join(format!("sample-{width}x{height}-{seconds}.mp4"));
+    if !path.exists() {
+        let tmp = dir.join(format!("{}.mp4", Uuid::new_v4().simple()));
+        let status = tokio::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size={width}x{height}:rate=25"))
+            .args(["-f", "lavfi", "-i", "sine=frequency=440", "-t"])
+            .arg(seconds.to_string())
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-c:a", "aac", "-shortest"])
+            .arg(&tmp)
+            .status()
+            .await
+            .expect("ffmpeg runs");
+        assert!(status.success(), "ffmpeg made the sample");
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .expect("sample in place");
+    }
+    tokio::fs::read(&path).await.expect("sample")
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Components::ALL, &[]).await
 }
@@ -77,7 +166,8 @@ pub async fn spawn_app_with(components: Components, extra: &[(&str, &str)]) -> T
     let config = test_config(extra);
     let app = Application::build(config.clone(), components)
         .await
-        .expect("application builds");
+        .expect("application builds")
+        .with_worker_options(test_worker_options());
     let address = format!("http://127.0.0.1:{}", app.port());
     let ctx = app.context().clone();
     let shutdown = CancellationToken::new();
@@ -166,6 +256,60 @@ impl TestApp {
             position,
             body,
         }
+    }
+
+    /// Uploads a real, playable video (see [`sample_video`]) for `user`
+    /// through the upload flow; returns its id and the completion's position.
+    pub async fn upload_media(
+        &self,
+        user: &Registered,
+        (width, height): (u32, u32),
+        seconds: f64,
+    ) -> (Uuid, i64) {
+        let bytes = sample_video(width, height, seconds).await;
+        self.upload_bytes(user, bytes, width, height, seconds).await
+    }
+
+    async fn upload_bytes(
+        &self,
+        user: &Registered,
+        bytes: Vec<u8>,
+        width: u32,
+        height: u32,
+        seconds: f64,
+    ) -> (Uuid, i64) {
+        let resp = self
+            .post(
+                "/v1/videos/upload-url",
+                json!({"filename": "clip.mp4", "content_type": "video/mp4",
+                       "file_size": bytes.len()}),
+                Some(&user.access_token),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "upload-url");
+        let body: Value = resp.json().await.expect("json");
+        let id: Uuid = body["video_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("video_id");
+        let put = self
+            .client
+            .put(body["upload_url"].as_str().expect("upload_url"))
+            .header("content-type", "video/mp4")
+            .body(bytes)
+            .send()
+            .await
+            .expect("PUT");
+        assert!(put.status().is_success(), "PUT {}", put.status());
+        let resp = self
+            .post(
+                &format!("/v1/videos/{id}/complete"),
+                json!({"width": width, "height": height, "actual_duration": seconds}),
+                Some(&user.access_token),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "complete");
+        (id, position_of(&resp))
     }
 
     /// Uploads a small video for `user` through the real flow (upload URL,

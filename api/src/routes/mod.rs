@@ -2,12 +2,16 @@
 //! ids, tracing, metrics, and envelope answers for unknown routes.
 
 pub mod admin;
+pub mod ai;
 pub mod auth;
 pub mod blobs;
 pub mod comments;
+pub mod credits;
 pub mod follows;
+pub mod glitch;
 pub mod likes;
 pub mod ops;
+pub mod studio;
 pub mod users;
 pub mod videos;
 
@@ -32,6 +36,10 @@ pub fn router(ctx: ApiContext) -> Router {
     let v1 = Router::new()
         .merge(auth::router())
         .merge(admin::router())
+        .merge(ai::router())
+        .merge(credits::router())
+        .merge(glitch::router())
+        .merge(studio::router())
         .merge(users::router())
         .merge(blobs::router())
         .merge(videos::router())

@@ -123,34 +123,35 @@ pub struct VideoResponse {
 }
 
 #[derive(sqlx::FromRow)]
-struct VideoRow {
-    id: Uuid,
-    owner_id: Uuid,
-    username: String,
-    display_name: String,
-    profile_image_url: Option<String>,
-    caption: Option<String>,
-    file_key: String,
-    status: String,
-    visibility: String,
-    width: Option<i32>,
-    height: Option<i32>,
-    duration: Option<f64>,
-    view_count: i64,
-    like_count: i64,
-    comment_count: i64,
-    remix_count: i64,
-    glitch_count: i64,
-    created_at: DateTime<Utc>,
-    published_at: Option<DateTime<Utc>>,
+pub(crate) struct VideoRow {
+    pub(crate) id: Uuid,
+    pub(crate) owner_id: Uuid,
+    pub(crate) username: String,
+    pub(crate) display_name: String,
+    pub(crate) profile_image_url: Option<String>,
+    pub(crate) caption: Option<String>,
+    pub(crate) file_key: String,
+    pub(crate) status: String,
+    pub(crate) visibility: String,
+    pub(crate) width: Option<i32>,
+    pub(crate) height: Option<i32>,
+    pub(crate) duration: Option<f64>,
+    pub(crate) view_count: i64,
+    pub(crate) like_count: i64,
+    pub(crate) comment_count: i64,
+    pub(crate) remix_count: i64,
+    pub(crate) glitch_count: i64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) published_at: Option<DateTime<Utc>>,
 }
 
-const VIDEO_COLUMNS: &str = "v.id, v.owner_id, u.username, u.display_name, u.profile_image_url,
+pub(crate) const VIDEO_COLUMNS: &str =
+    "v.id, v.owner_id, u.username, u.display_name, u.profile_image_url,
     v.caption, v.file_key, v.status, v.visibility, v.width, v.height, v.duration, v.view_count,
     v.like_count, v.comment_count, v.remix_count, v.glitch_count, v.created_at, v.published_at";
 
 impl VideoRow {
-    fn into_response(self, ctx: &ApiContext) -> VideoResponse {
+    pub(crate) fn into_response(self, ctx: &ApiContext) -> VideoResponse {
         VideoResponse {
             file_url: ctx.blobs.object_url(&self.file_key),
             id: self.id,

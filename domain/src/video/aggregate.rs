@@ -146,6 +146,46 @@ impl Aggregate for Video {
                 )
                 .await;
             }
+            VideoCommand::PublishGlitch {
+                video_id,
+                owner_id,
+                source_video_id,
+                job_id,
+                file_key,
+                content_type,
+                file_size,
+                dimensions,
+                caption,
+                at,
+            } => {
+                if self.status != VideoStatus::None {
+                    return Err(VideoError::AlreadyRequested);
+                }
+                let events = [
+                    VideoEvent::UploadRequested {
+                        video_id,
+                        owner_id,
+                        file_key,
+                        content_type,
+                        file_size,
+                        caption,
+                        requested_at: at,
+                    },
+                    VideoEvent::UploadCompleted {
+                        dimensions,
+                        completed_at: at,
+                    },
+                    VideoEvent::GlitchedFrom {
+                        source_video_id,
+                        job_id,
+                        glitched_at: at,
+                    },
+                    VideoEvent::Published { published_at: at },
+                ];
+                for e in events {
+                    sink.write(e, self).await;
+                }
+            }
             VideoCommand::DeleteVideo { actor, at } => {
                 self.owned_by(actor)?;
                 sink.write(VideoEvent::Deleted { deleted_at: at }, self)
@@ -170,7 +210,7 @@ impl Aggregate for Video {
                 self.visibility = Some(Visibility::Public);
             }
             VideoEvent::UploadCompleted { .. } => self.status = VideoStatus::Completed,
-            VideoEvent::Published { .. } => {}
+            VideoEvent::Published { .. } | VideoEvent::GlitchedFrom { .. } => {}
             VideoEvent::MetadataUpdated {
                 caption,
                 visibility,
@@ -336,6 +376,57 @@ mod tests {
                 at: at(),
             })
             .then_expect_error(VideoError::NotOwner);
+    }
+
+    fn publish_glitch() -> VideoCommand {
+        VideoCommand::PublishGlitch {
+            video_id: Uuid::from_u128(5),
+            owner_id: owner(),
+            source_video_id: Uuid::from_u128(6),
+            job_id: Uuid::from_u128(7),
+            file_key: "results/7.mp4".into(),
+            content_type: "video/mp4".into(),
+            file_size: 1234,
+            dimensions: dims(),
+            caption: None,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn publish_glitch_records_a_published_video_glitched_from_its_source() {
+        VideoTest::with(())
+            .given_no_previous_events()
+            .when(publish_glitch())
+            .then_expect_events(vec![
+                VideoEvent::UploadRequested {
+                    video_id: Uuid::from_u128(5),
+                    owner_id: owner(),
+                    file_key: "results/7.mp4".into(),
+                    content_type: "video/mp4".into(),
+                    file_size: 1234,
+                    caption: None,
+                    requested_at: at(),
+                },
+                VideoEvent::UploadCompleted {
+                    dimensions: dims(),
+                    completed_at: at(),
+                },
+                VideoEvent::GlitchedFrom {
+                    source_video_id: Uuid::from_u128(6),
+                    job_id: Uuid::from_u128(7),
+                    glitched_at: at(),
+                },
+                VideoEvent::Published { published_at: at() },
+            ]);
+    }
+
+    #[test]
+    fn publish_glitch_twice_is_refused() {
+        VideoTest::with(())
+            .given(vec![requested()])
+            .when(publish_glitch())
+            .then_expect_error(VideoError::AlreadyRequested);
     }
 
     #[test]

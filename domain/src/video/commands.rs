@@ -35,4 +35,19 @@ pub enum VideoCommand {
         actor: Uuid,
         at: DateTime<Utc>,
     },
+    /// An AI job's output becomes a published video of the job's owner,
+    /// glitched from the job's source video. The worker issues it after the
+    /// file is stored.
+    PublishGlitch {
+        video_id: Uuid,
+        owner_id: Uuid,
+        source_video_id: Uuid,
+        job_id: Uuid,
+        file_key: String,
+        content_type: String,
+        file_size: u64,
+        dimensions: VideoDimensions,
+        caption: Option<Caption>,
+        at: DateTime<Utc>,
+    },
 }

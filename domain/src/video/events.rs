@@ -38,6 +38,12 @@ pub enum VideoEvent {
     Deleted {
         deleted_at: DateTime<Utc>,
     },
+    /// This video was made by AI job `job_id` from `source_video_id`.
+    GlitchedFrom {
+        source_video_id: Uuid,
+        job_id: Uuid,
+        glitched_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for VideoEvent {
@@ -48,6 +54,7 @@ impl DomainEvent for VideoEvent {
             VideoEvent::Published { .. } => "Published",
             VideoEvent::MetadataUpdated { .. } => "MetadataUpdated",
             VideoEvent::Deleted { .. } => "Deleted",
+            VideoEvent::GlitchedFrom { .. } => "GlitchedFrom",
         }
         .to_owned()
     }

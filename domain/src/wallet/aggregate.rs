@@ -1,8 +1,9 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::{WalletCommand, WalletEvent};
 
@@ -11,14 +12,27 @@ pub const SIGNUP_CREDITS: i64 = 100;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Wallet {
+    /// Spendable credits (reservations already taken out).
     balance: i64,
     grant_references: HashSet<String>,
+    /// Open reservations: job → credits held.
+    #[serde(default)]
+    reserved: BTreeMap<Uuid, i64>,
+    /// Jobs whose reservation was captured or refunded.
+    #[serde(default)]
+    settled: HashSet<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WalletError {
     #[error("amount must be positive")]
     NonPositiveAmount,
+    #[error("insufficient credits: {needed} needed, {balance} available")]
+    InsufficientCredits { needed: i64, balance: i64 },
+    #[error("no reservation for this job")]
+    NoReservation,
+    #[error("this job's reservation is already settled")]
+    AlreadySettled,
 }
 
 impl Wallet {
@@ -26,6 +40,16 @@ impl Wallet {
 
     pub fn balance(&self) -> i64 {
         self.balance
+    }
+
+    /// Settling twice is a no-op (the saga may see its trigger again);
+    /// settling what was never reserved is an error.
+    fn already_settled_or_missing(&self, job_id: Uuid) -> Result<(), WalletError> {
+        if self.settled.contains(&job_id) {
+            Ok(())
+        } else {
+            Err(WalletError::NoReservation)
+        }
     }
 }
 
@@ -65,6 +89,56 @@ impl Aggregate for Wallet {
                 sink.write(event, self).await;
                 Ok(())
             }
+            WalletCommand::ReserveCredits { job_id, amount, at } => {
+                if amount <= 0 {
+                    return Err(WalletError::NonPositiveAmount);
+                }
+                if self.reserved.contains_key(&job_id) {
+                    return Ok(());
+                }
+                if self.settled.contains(&job_id) {
+                    return Err(WalletError::AlreadySettled);
+                }
+                if self.balance < amount {
+                    return Err(WalletError::InsufficientCredits {
+                        needed: amount,
+                        balance: self.balance,
+                    });
+                }
+                let event = WalletEvent::CreditsReserved {
+                    job_id,
+                    amount,
+                    balance_after: self.balance - amount,
+                    reserved_at: at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            WalletCommand::CaptureCredits { job_id, at } => {
+                let Some(&amount) = self.reserved.get(&job_id) else {
+                    return self.already_settled_or_missing(job_id);
+                };
+                let event = WalletEvent::CreditsCaptured {
+                    job_id,
+                    amount,
+                    captured_at: at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            WalletCommand::RefundCredits { job_id, at } => {
+                let Some(&amount) = self.reserved.get(&job_id) else {
+                    return self.already_settled_or_missing(job_id);
+                };
+                let event = WalletEvent::CreditsRefunded {
+                    job_id,
+                    amount,
+                    balance_after: self.balance + amount,
+                    refunded_at: at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
         }
     }
 
@@ -75,6 +149,19 @@ impl Aggregate for Wallet {
             } => {
                 self.balance += amount;
                 self.grant_references.insert(reference);
+            }
+            WalletEvent::CreditsReserved { job_id, amount, .. } => {
+                self.balance -= amount;
+                self.reserved.insert(job_id, amount);
+            }
+            WalletEvent::CreditsCaptured { job_id, .. } => {
+                self.reserved.remove(&job_id);
+                self.settled.insert(job_id);
+            }
+            WalletEvent::CreditsRefunded { job_id, amount, .. } => {
+                self.balance += amount;
+                self.reserved.remove(&job_id);
+                self.settled.insert(job_id);
             }
         }
     }
@@ -132,6 +219,168 @@ mod tests {
             .given(vec![granted(100, "signup", 100)])
             .when(grant(100, "signup"))
             .then_expect_events(vec![]);
+    }
+
+    fn job() -> Uuid {
+        Uuid::from_u128(7)
+    }
+
+    fn reserve(amount: i64) -> WalletCommand {
+        WalletCommand::ReserveCredits {
+            job_id: job(),
+            amount,
+            at: at(),
+        }
+    }
+
+    fn reserved(amount: i64, balance_after: i64) -> WalletEvent {
+        WalletEvent::CreditsReserved {
+            job_id: job(),
+            amount,
+            balance_after,
+            reserved_at: at(),
+        }
+    }
+
+    fn captured(amount: i64) -> WalletEvent {
+        WalletEvent::CreditsCaptured {
+            job_id: job(),
+            amount,
+            captured_at: at(),
+        }
+    }
+
+    fn refunded(amount: i64, balance_after: i64) -> WalletEvent {
+        WalletEvent::CreditsRefunded {
+            job_id: job(),
+            amount,
+            balance_after,
+            refunded_at: at(),
+        }
+    }
+
+    fn capture() -> WalletCommand {
+        WalletCommand::CaptureCredits {
+            job_id: job(),
+            at: at(),
+        }
+    }
+
+    fn refund() -> WalletCommand {
+        WalletCommand::RefundCredits {
+            job_id: job(),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn reserve_takes_credits_out_of_the_balance() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100)])
+            .when(reserve(30))
+            .then_expect_events(vec![reserved(30, 70)]);
+    }
+
+    #[test]
+    fn reserve_more_than_the_balance_is_refused() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), {
+                WalletEvent::CreditsReserved {
+                    job_id: Uuid::from_u128(1),
+                    amount: 90,
+                    balance_after: 10,
+                    reserved_at: at(),
+                }
+            }])
+            .when(reserve(30))
+            .then_expect_error(WalletError::InsufficientCredits {
+                needed: 30,
+                balance: 10,
+            });
+    }
+
+    #[test]
+    fn reserve_nothing_is_refused() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100)])
+            .when(reserve(0))
+            .then_expect_error(WalletError::NonPositiveAmount);
+    }
+
+    #[test]
+    fn reserve_for_the_same_job_twice_records_nothing() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), reserved(30, 70)])
+            .when(reserve(30))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn reserve_for_a_settled_job_is_refused() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![
+                granted(100, "signup", 100),
+                reserved(30, 70),
+                refunded(30, 100),
+            ])
+            .when(reserve(30))
+            .then_expect_error(WalletError::AlreadySettled);
+    }
+
+    #[test]
+    fn capture_spends_the_reservation_once() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), reserved(30, 70)])
+            .when(capture())
+            .then_expect_events(vec![captured(30)]);
+        TestFramework::<Wallet>::with(())
+            .given(vec![
+                granted(100, "signup", 100),
+                reserved(30, 70),
+                captured(30),
+            ])
+            .when(capture())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn refund_returns_the_reservation_once() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), reserved(30, 70)])
+            .when(refund())
+            .then_expect_events(vec![refunded(30, 100)]);
+        TestFramework::<Wallet>::with(())
+            .given(vec![
+                granted(100, "signup", 100),
+                reserved(30, 70),
+                refunded(30, 100),
+            ])
+            .when(refund())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn refund_after_capture_records_nothing() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![
+                granted(100, "signup", 100),
+                reserved(30, 70),
+                captured(30),
+            ])
+            .when(refund())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn settling_without_a_reservation_is_refused() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100)])
+            .when(capture())
+            .then_expect_error(WalletError::NoReservation);
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100)])
+            .when(refund())
+            .then_expect_error(WalletError::NoReservation);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -8,6 +9,16 @@ pub enum GrantReason {
     Signup,
     Purchase,
     Subscription,
+}
+
+impl GrantReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantReason::Signup => "signup",
+            GrantReason::Purchase => "purchase",
+            GrantReason::Subscription => "subscription",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,13 +30,34 @@ pub enum WalletEvent {
         balance_after: i64,
         granted_at: DateTime<Utc>,
     },
+    CreditsReserved {
+        job_id: Uuid,
+        amount: i64,
+        balance_after: i64,
+        reserved_at: DateTime<Utc>,
+    },
+    CreditsCaptured {
+        job_id: Uuid,
+        amount: i64,
+        captured_at: DateTime<Utc>,
+    },
+    CreditsRefunded {
+        job_id: Uuid,
+        amount: i64,
+        balance_after: i64,
+        refunded_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for WalletEvent {
     fn event_type(&self) -> String {
         match self {
-            WalletEvent::CreditsGranted { .. } => "CreditsGranted".to_owned(),
+            WalletEvent::CreditsGranted { .. } => "CreditsGranted",
+            WalletEvent::CreditsReserved { .. } => "CreditsReserved",
+            WalletEvent::CreditsCaptured { .. } => "CreditsCaptured",
+            WalletEvent::CreditsRefunded { .. } => "CreditsRefunded",
         }
+        .to_owned()
     }
 
     fn event_version(&self) -> String {

@@ -251,6 +251,22 @@ impl BlobStore for LocalBlobStore {
             Err(e) => Err(e.into()),
         }
     }
+
+    async fn download(&self, key: &str, dest: &Path) -> Result<Option<u64>, BlobError> {
+        let src = self.path(key)?;
+        match tokio::fs::copy(&src, dest).await {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn upload(&self, key: &str, src: &Path, content_type: &str) -> Result<u64, BlobError> {
+        validate_content_type(content_type)?;
+        // outputs are short clips and stills: read whole, written atomically
+        let bytes = tokio::fs::read(src).await?;
+        Ok(self.write_bytes(key, &bytes).await?.size)
+    }
 }
 
 #[cfg(test)]

@@ -85,6 +85,19 @@ pub trait BlobStore: Send + Sync {
     /// Size of the stored object; `None` when there is none (an upload in
     /// progress is not stored yet).
     async fn stored_size(&self, key: &str) -> Result<Option<u64>, BlobError>;
+
+    /// Copies the object to the local file `dest` (the AI worker's input);
+    /// returns its size. A missing object is `Ok(None)`.
+    async fn download(&self, key: &str, dest: &std::path::Path) -> Result<Option<u64>, BlobError>;
+
+    /// Stores the local file `src` under `key` (the AI worker's output);
+    /// returns its size.
+    async fn upload(
+        &self,
+        key: &str,
+        src: &std::path::Path,
+        content_type: &str,
+    ) -> Result<u64, BlobError>;
 }
 
 /// Builds the configured store. `public_base` is the server's own public

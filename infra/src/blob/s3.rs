@@ -307,6 +307,84 @@ impl BlobStore for S3BlobStore {
             }),
         }
     }
+
+    async fn download(&self, key: &str, dest: &std::path::Path) -> Result<Option<u64>, BlobError> {
+        use tokio::io::AsyncWriteExt;
+        validate_key(key)?;
+        let path = self.object_path(key);
+        let url = format!(
+            "{}{}",
+            self.endpoint.origin().ascii_serialization(),
+            uri_encode(&path, true)
+        );
+        let mut req = self.http.get(url).timeout(Duration::from_secs(300));
+        for (name, value) in
+            self.signer
+                .sign_headers("GET", &self.endpoint, &path, &[], EMPTY_SHA256, Utc::now())
+        {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await?;
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            other => {
+                return Err(BlobError::UnexpectedStatus {
+                    status: other.as_u16(),
+                })
+            }
+        }
+        let mut resp = resp;
+        let mut file = tokio::fs::File::create(dest).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(Some(size))
+    }
+
+    async fn upload(
+        &self,
+        key: &str,
+        src: &std::path::Path,
+        content_type: &str,
+    ) -> Result<u64, BlobError> {
+        validate_key(key)?;
+        validate_content_type(content_type)?;
+        let bytes = tokio::fs::read(src).await?;
+        let size = bytes.len() as u64;
+        let path = self.object_path(key);
+        let url = format!(
+            "{}{}",
+            self.endpoint.origin().ascii_serialization(),
+            uri_encode(&path, true)
+        );
+        let payload = hex::encode(Sha256::digest(&bytes));
+        let mut req = self
+            .http
+            .put(url)
+            .timeout(Duration::from_secs(300))
+            .header(reqwest::header::CONTENT_TYPE, content_type);
+        for (name, value) in self.signer.sign_headers(
+            "PUT",
+            &self.endpoint,
+            &path,
+            &[("content-type", content_type)],
+            &payload,
+            Utc::now(),
+        ) {
+            req = req.header(name, value);
+        }
+        let resp = req.body(bytes).send().await?;
+        if !resp.status().is_success() {
+            return Err(BlobError::UnexpectedStatus {
+                status: resp.status().as_u16(),
+            });
+        }
+        Ok(size)
+    }
 }
 
 #[cfg(test)]

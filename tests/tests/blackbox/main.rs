@@ -2,6 +2,7 @@
 //! One test binary (one link step) for the whole suite.
 
 mod admin;
+mod ai;
 mod auth;
 mod blobs;
 mod idempotency;

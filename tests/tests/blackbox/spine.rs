@@ -17,6 +17,7 @@ const NO_RELAY: Components = Components {
     http: true,
     relay: false,
     projections: true,
+    workers: false,
 };
 
 /// Every message in the app's stream, in stream order.
@@ -45,9 +46,8 @@ async fn stream_len(app: &TestApp) -> u64 {
 async fn relay_never_skips_a_late_commit_and_publishes_each_event_once() {
     let app = spawn_app_with(
         Components {
-            http: false,
             relay: true,
-            projections: false,
+            ..Components::NONE
         },
         &[],
     )

@@ -1,0 +1,194 @@
+//! `/v1/credits`: the caller's balance and credits history (the `wallets`
+//! projection), and `/v1/presets`: the glitch and music presets the AI
+//! providers use.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use lokiz_infra::ai::presets::{self, GlitchPreset, MusicPreset};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{AuthUser, MinPosition};
+use crate::pagination::{check, encode_cursor, page, Params};
+use crate::ApiContext;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/credits/balance", get(balance))
+        .route("/credits/history", get(history))
+        .route("/presets/glitch", get(glitch_presets))
+        .route("/presets/music", get(music_presets))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Balance {
+    /// Spendable credits.
+    pub balance: i64,
+    /// Held for jobs still running.
+    pub reserved: i64,
+    /// Spent on completed jobs, ever.
+    pub spent: i64,
+    /// Granted (signup, purchases, subscriptions), ever.
+    pub granted: i64,
+}
+
+#[utoipa::path(get, path = "/v1/credits/balance", tag = "credits", security(("bearer" = [])),
+    responses((status = 200, body = Balance), (status = 401, body = crate::error::ErrorEnvelope)))]
+pub async fn balance(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    MinPosition(min): MinPosition,
+) -> Result<Json<Balance>, ApiError> {
+    ctx.wait_for(min, &["wallets"]).await?;
+    let row = sqlx::query_as::<_, Balance>(
+        "SELECT balance, reserved, spent, granted FROM wallets WHERE user_id = $1",
+    )
+    .bind(user.user_id)
+    .fetch_optional(&ctx.pool)
+    .await?;
+    Ok(Json(row.unwrap_or(Balance {
+        balance: 0,
+        reserved: 0,
+        spent: 0,
+        granted: 0,
+    })))
+}
+
+/// One change to the wallet.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct CreditTransaction {
+    /// The event's position: unique, increasing.
+    pub id: i64,
+    /// grant, reserve, capture or refund.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Change to the spendable balance (negative for a reservation; 0 for a
+    /// capture, which spends what was reserved).
+    pub amount: i64,
+    /// Credits concerned.
+    pub credits: i64,
+    pub balance_after: i64,
+    /// Grants: signup, purchase or subscription.
+    pub reason: Option<String>,
+    pub job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditHistory {
+    pub transactions: Vec<CreditTransaction>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+#[utoipa::path(get, path = "/v1/credits/history", tag = "credits", security(("bearer" = [])),
+    params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1–50, default 20")),
+    responses((status = 200, body = CreditHistory, description = "Newest first"),
+              (status = 401, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn history(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    MinPosition(min): MinPosition,
+    params: Params,
+) -> Result<Json<CreditHistory>, ApiError> {
+    let mut errors = Vec::new();
+    let before: Option<i64> = params.cursor(&mut errors);
+    let limit = params.limit(&mut errors);
+    check(errors)?;
+    ctx.wait_for(min, &["wallets"]).await?;
+    let rows = sqlx::query_as::<_, CreditTransaction>(
+        "SELECT position AS id, kind, amount, credits, balance_after, reason, job_id, created_at
+           FROM credit_transactions
+          WHERE user_id = $1 AND ($2::bigint IS NULL OR position < $2)
+          ORDER BY position DESC
+          LIMIT $3",
+    )
+    .bind(user.user_id)
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&ctx.pool)
+    .await?;
+    let (transactions, has_more) = page(rows, limit);
+    let next_cursor = if has_more {
+        transactions.last().map(|t| encode_cursor(&t.id))
+    } else {
+        None
+    };
+    Ok(Json(CreditHistory {
+        transactions,
+        next_cursor,
+        has_more,
+    }))
+}
+
+/// Presets of one family, with the presets file's version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GlitchPresets {
+    pub version: u32,
+    #[schema(value_type = Vec<Object>)]
+    pub presets: Vec<PresetView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PresetView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Glitch presets: `animate` (POST /v1/ai/glitch/animate) or `replace`
+    /// (POST /v1/ai/glitch/replace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Music presets: tempo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpm: Option<u32>,
+}
+
+impl From<&GlitchPreset> for PresetView {
+    fn from(p: &GlitchPreset) -> Self {
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            kind: serde_json::to_value(p.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            bpm: None,
+        }
+    }
+}
+
+impl From<&MusicPreset> for PresetView {
+    fn from(p: &MusicPreset) -> Self {
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            kind: None,
+            bpm: Some(p.bpm),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/presets/glitch", tag = "ai",
+    responses((status = 200, body = GlitchPresets)))]
+pub async fn glitch_presets() -> Json<GlitchPresets> {
+    let p = presets::bundled();
+    Json(GlitchPresets {
+        version: p.version,
+        presets: p.glitch.iter().map(PresetView::from).collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/presets/music", tag = "ai",
+    responses((status = 200, body = GlitchPresets)))]
+pub async fn music_presets() -> Json<GlitchPresets> {
+    let p = presets::bundled();
+    Json(GlitchPresets {
+        version: p.version,
+        presets: p.music.iter().map(PresetView::from).collect(),
+    })
+}

@@ -1,0 +1,378 @@
+//! `/v1/studio`: what the studio shows before a job is requested — a
+//! timeline of thumbnails, a low-resolution preview of a range, and range
+//! selection (at most 10 s, inside the video). Thumbnails and previews are
+//! made with ffmpeg on first request and kept in the blob store under
+//! `studio/<video>/…`, so later requests are a lookup.
+
+use std::sync::OnceLock;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lokiz_domain::ai_job::JobKind;
+use lokiz_domain::values::FieldError;
+use lokiz_infra::ai::media;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{path_uuid, Fields, JsonObject, MaybeAuthUser, MinPosition};
+use crate::pagination::{check, Params};
+use crate::routes::ai::MAX_SEGMENT_SECS;
+use crate::routes::videos::live_video;
+use crate::ApiContext;
+
+/// ffmpeg runs for studio requests at once in this process (the worker's
+/// jobs are separate).
+const MEDIA_SLOTS: usize = 2;
+/// At most this many thumbnails per timeline.
+const MAX_THUMBNAILS: usize = 60;
+
+fn slots() -> &'static Semaphore {
+    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| Semaphore::new(MEDIA_SLOTS))
+}
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/studio/videos/{id}/timeline", get(timeline))
+        .route("/studio/videos/{id}/preview", get(preview))
+        .route("/studio/videos/{id}/select-range", post(select_range))
+}
+
+/// A visible, uploaded video: its file key and length.
+async fn studio_video(
+    ctx: &ApiContext,
+    viewer: Option<Uuid>,
+    video_id: Uuid,
+) -> Result<(String, f64), ApiError> {
+    live_video(ctx, video_id, viewer).await?;
+    let row: Option<(String, Option<f64>)> =
+        sqlx::query_as("SELECT file_key, duration FROM videos WHERE id = $1")
+            .bind(video_id)
+            .fetch_optional(&ctx.pool)
+            .await?;
+    match row {
+        Some((key, Some(duration))) => Ok((key, duration)),
+        _ => Err(ApiError::NotFound { what: "Video" }),
+    }
+}
+
+/// A scratch directory removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    async fn new(ctx: &ApiContext) -> Result<Self, ApiError> {
+        let dir = ctx
+            .config
+            .data_dir
+            .join("work")
+            .join(format!("studio-{}", Uuid::new_v4().simple()));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn fetch_source(
+    ctx: &ApiContext,
+    key: &str,
+    scratch: &Scratch,
+) -> Result<std::path::PathBuf, ApiError> {
+    let path = scratch.0.join("source");
+    match ctx.blobs.download(key, &path).await {
+        Ok(Some(_)) => Ok(path),
+        Ok(None) => Err(ApiError::NotFound { what: "Video file" }),
+        Err(e) => Err(ApiError::Internal(e.into())),
+    }
+}
+
+fn media_error(e: media::MediaError) -> ApiError {
+    match e {
+        media::MediaError::Probe(_) => ApiError::Conflict {
+            code: "UNREADABLE_VIDEO",
+            message: "This video's file cannot be read as a video.".into(),
+            details: None,
+        },
+        other => ApiError::Internal(other.into()),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Thumbnail {
+    /// Seconds into the video.
+    pub time: f64,
+    pub url: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    pub video_id: Uuid,
+    /// Seconds.
+    pub duration: f64,
+    /// Seconds between thumbnails.
+    pub interval: f64,
+    pub thumbnails: Vec<Thumbnail>,
+}
+
+#[utoipa::path(get, path = "/v1/studio/videos/{id}/timeline", tag = "studio",
+    params(("id" = Uuid, Path),
+           ("interval" = Option<i64>, Query, description = "Seconds between thumbnails, 1–60 (default: about 10 over the video)"),
+           ("width" = Option<i64>, Query, description = "Thumbnail width in pixels, 32–640 (default 160)")),
+    responses((status = 200, body = Timeline), (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn timeline(
+    State(ctx): State<ApiContext>,
+    MaybeAuthUser(viewer): MaybeAuthUser,
+    MinPosition(min): MinPosition,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Timeline>, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    let mut errors = Vec::new();
+    let interval = params
+        .get("interval")
+        .is_some()
+        .then(|| params.number("interval", 1, 1, 60, &mut errors));
+    let width = params.number("width", 160, 32, 640, &mut errors);
+    check(errors)?;
+    ctx.wait_for(min, &["videos"]).await?;
+    let (key, duration) = studio_video(&ctx, viewer.map(|u| u.user_id), video_id).await?;
+    let interval = interval.map_or_else(|| (duration / 10.0).max(1.0).round(), |i| i as f64);
+    // frames at 0, interval, 2·interval, … strictly before the end
+    let count = ((duration / interval).ceil() as usize).clamp(1, MAX_THUMBNAILS);
+    let prefix = format!("studio/{video_id}/thumbs-{interval}-{width}");
+    let mut names: Vec<String> = (0..count)
+        .map(|i| format!("{prefix}/thumb-{i:04}.jpg"))
+        .collect();
+    let cached = match names.last() {
+        Some(last) => ctx
+            .blobs
+            .stored_size(last)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .is_some(),
+        None => true,
+    };
+    if !cached {
+        let _slot = slots()
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let scratch = Scratch::new(&ctx).await?;
+        let source = fetch_source(&ctx, &key, &scratch).await?;
+        let out = scratch.0.join("thumbs");
+        let made = media::thumbnails(&source, &out, interval, count, width as u32)
+            .await
+            .map_err(media_error)?;
+        for (file, key) in made.iter().zip(&names) {
+            ctx.blobs
+                .upload(key, file, "image/jpeg")
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+        }
+        names.truncate(made.len());
+    }
+    let thumbnails = names
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Thumbnail {
+            time: i as f64 * interval,
+            url: ctx.blobs.object_url(k),
+        })
+        .collect();
+    Ok(Json(Timeline {
+        video_id,
+        duration,
+        interval,
+        thumbnails,
+    }))
+}
+
+/// Reads `start_time`/`end_time` (query or body values), inside the video and
+/// at most 10 s apart.
+fn range(start: Option<f64>, end: Option<f64>, duration: f64) -> Result<(f64, f64), ApiError> {
+    let mut errors = Vec::new();
+    let inside = |t: f64| (0.0..=duration).contains(&t);
+    match start {
+        None => errors.push(FieldError::new("start_time", "required", "is required")),
+        Some(s) if !inside(s) => errors.push(FieldError::new(
+            "start_time",
+            "range",
+            format!("must be within the video (0 to {duration:.2} s)"),
+        )),
+        _ => {}
+    }
+    match end {
+        None => errors.push(FieldError::new("end_time", "required", "is required")),
+        Some(e) if !inside(e) => errors.push(FieldError::new(
+            "end_time",
+            "range",
+            format!("must be within the video (0 to {duration:.2} s)"),
+        )),
+        Some(e) => {
+            if let Some(s) = start {
+                if e <= s {
+                    errors.push(FieldError::new(
+                        "end_time",
+                        "range",
+                        "must be after start_time",
+                    ));
+                } else if e - s > MAX_SEGMENT_SECS + 1e-9 {
+                    errors.push(FieldError::new(
+                        "end_time",
+                        "range",
+                        format!("a range may be at most {MAX_SEGMENT_SECS} s long"),
+                    ));
+                }
+            }
+        }
+    }
+    check(errors)?;
+    match (start, end) {
+        (Some(s), Some(e)) => Ok((s, e)),
+        _ => Err(ApiError::Internal(anyhow::anyhow!("range unchecked"))),
+    }
+}
+
+fn query_f64(params: &Params, name: &'static str, errors: &mut Vec<FieldError>) -> Option<f64> {
+    let raw = params.get(name)?;
+    match raw.parse::<f64>() {
+        Ok(v) if v.is_finite() => Some(v),
+        _ => {
+            errors.push(FieldError::new(name, "type", "must be a number (seconds)"));
+            None
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preview {
+    pub video_id: Uuid,
+    pub start_time: f64,
+    pub end_time: f64,
+    /// A small MP4 of the range.
+    pub preview_url: String,
+}
+
+#[utoipa::path(get, path = "/v1/studio/videos/{id}/preview", tag = "studio",
+    params(("id" = Uuid, Path), ("start_time" = f64, Query), ("end_time" = f64, Query, description = "At most 10 s after start_time"),
+           ("width" = Option<i64>, Query, description = "32–720 (default 360)")),
+    responses((status = 200, body = Preview), (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn preview(
+    State(ctx): State<ApiContext>,
+    MaybeAuthUser(viewer): MaybeAuthUser,
+    MinPosition(min): MinPosition,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Preview>, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    let mut errors = Vec::new();
+    let start = query_f64(&params, "start_time", &mut errors);
+    let end = query_f64(&params, "end_time", &mut errors);
+    let width = params.number("width", 360, 32, 720, &mut errors);
+    check(errors)?;
+    ctx.wait_for(min, &["videos"]).await?;
+    let (key, duration) = studio_video(&ctx, viewer.map(|u| u.user_id), video_id).await?;
+    let (start, end) = range(start, end, duration)?;
+    // millisecond keys: the same range asked twice is one file
+    let out_key = format!(
+        "studio/{video_id}/preview-{}-{}-{width}.mp4",
+        (start * 1000.0).round() as i64,
+        (end * 1000.0).round() as i64
+    );
+    let cached = ctx
+        .blobs
+        .stored_size(&out_key)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .is_some();
+    if !cached {
+        let _slot = slots()
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let scratch = Scratch::new(&ctx).await?;
+        let source = fetch_source(&ctx, &key, &scratch).await?;
+        let out = scratch.0.join("preview.mp4");
+        media::preview(
+            &source,
+            &out,
+            start,
+            end,
+            width as u32,
+            &CancellationToken::new(),
+        )
+        .await
+        .map_err(media_error)?;
+        ctx.blobs
+            .upload(&out_key, &out, "video/mp4")
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+    }
+    Ok(Json(Preview {
+        video_id,
+        start_time: start,
+        end_time: end,
+        preview_url: ctx.blobs.object_url(&out_key),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SelectedRange {
+    pub video_id: Uuid,
+    pub start_time: f64,
+    pub end_time: f64,
+    /// Seconds.
+    pub length: f64,
+    /// What each AI job on this range costs, in credits.
+    #[schema(value_type = Object)]
+    pub costs: serde_json::Value,
+}
+
+#[utoipa::path(post, path = "/v1/studio/videos/{id}/select-range", tag = "studio",
+    params(("id" = Uuid, Path)),
+    request_body(content = Object, description = "`{start_time, end_time}`: at most 10 s, inside the video"),
+    responses((status = 200, body = SelectedRange), (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn select_range(
+    State(ctx): State<ApiContext>,
+    MaybeAuthUser(viewer): MaybeAuthUser,
+    MinPosition(min): MinPosition,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<SelectedRange>, ApiError> {
+    let video_id = path_uuid(&id, "Video")?;
+    let mut f = Fields::new(&body);
+    let start = f.required_f64("start_time");
+    let end = f.required_f64("end_time");
+    f.finish()?;
+    ctx.wait_for(min, &["videos"]).await?;
+    let (_, duration) = studio_video(&ctx, viewer.map(|u| u.user_id), video_id).await?;
+    let (start, end) = range(start, end, duration)?;
+    let costs = serde_json::json!({
+        JobKind::GlitchAnimate.as_str(): JobKind::GlitchAnimate.cost(),
+        JobKind::GlitchReplace.as_str(): JobKind::GlitchReplace.cost(),
+        JobKind::Music.as_str(): JobKind::Music.cost(),
+        JobKind::Template.as_str(): JobKind::Template.cost(),
+        JobKind::CaptureFrame.as_str(): JobKind::CaptureFrame.cost(),
+    });
+    Ok(Json(SelectedRange {
+        video_id,
+        start_time: start,
+        end_time: end,
+        length: end - start,
+        costs,
+    }))
+}
