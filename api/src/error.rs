@@ -71,6 +71,9 @@ pub enum ApiError {
     /// 402: the wallet cannot pay for the job.
     #[error("insufficient credits")]
     InsufficientCredits { needed: i64, balance: i64 },
+    /// 402: the payment provider declined the charge.
+    #[error("payment declined")]
+    PaymentDeclined,
     /// 409: the job already finished (completed, failed or canceled).
     #[error("job finished")]
     JobFinished { status: &'static str },
@@ -215,6 +218,12 @@ impl ApiError {
                 "INSUFFICIENT_CREDITS",
                 format!("This job costs {needed} credits; you have {balance}."),
                 json!({ "needed": needed, "balance": balance }),
+            ),
+            ApiError::PaymentDeclined => (
+                StatusCode::PAYMENT_REQUIRED,
+                "PAYMENT_DECLINED",
+                "The payment was declined.".into(),
+                Value::Null,
             ),
             ApiError::JobFinished { status } => (
                 StatusCode::CONFLICT,

@@ -51,6 +51,8 @@ pub struct ApiContext {
     /// The same store when it is the local one (it takes uploads and serves
     /// files at `/v1/blobs/{key}`); `None` with S3.
     pub local_blobs: Option<Arc<lokiz_infra::blob::LocalBlobStore>>,
+    /// Charges for credit purchases (the test provider by default).
+    pub payments: Arc<dyn lokiz_infra::payments::PaymentProvider>,
 }
 
 impl ApiContext {
@@ -171,6 +173,7 @@ impl Application {
             nats,
             js,
             projectors: Arc::new(lokiz_projections::all()),
+            payments: Arc::new(lokiz_infra::payments::TestPayments),
         };
         Ok(Self {
             listener,

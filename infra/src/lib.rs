@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod event_store;
 pub mod nats;
+pub mod payments;
 pub mod relay;
 pub mod repository;
 pub mod stored_event;

@@ -1,9 +1,14 @@
 //! `/v1/credits`: the caller's balance and credits history (the `wallets`
-//! projection), and `/v1/presets`: the glitch and music presets the AI
-//! providers use.
+//! projection) and credit purchases (a `PaymentProvider` charge, then a
+//! `GrantCredits` referencing the payment); `/v1/subscriptions/plans`; and
+//! `/v1/presets`: the glitch and music presets the AI providers use.
+
+use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use lokiz_infra::ai::presets::{self, GlitchPreset, MusicPreset};
@@ -11,15 +16,22 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::extract::{AuthUser, MinPosition};
+use lokiz_domain::wallet::{GrantReason, WalletCommand, WalletError};
+use lokiz_infra::payments::{ChargeRequest, ChargeStatus, PaymentError};
+
+use crate::error::{command_error, ApiError};
+use crate::extract::{AuthUser, Fields, JsonObject, MinPosition};
 use crate::pagination::{check, encode_cursor, page, Params};
+use crate::routes::with_position;
 use crate::ApiContext;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/credits/balance", get(balance))
         .route("/credits/history", get(history))
+        .route("/credits/purchase", post(purchase))
+        .route("/credits/packages", get(packages))
+        .route("/subscriptions/plans", get(plans))
         .route("/presets/glitch", get(glitch_presets))
         .route("/presets/music", get(music_presets))
 }
@@ -190,5 +202,194 @@ pub async fn music_presets() -> Json<GlitchPresets> {
     Json(GlitchPresets {
         version: p.version,
         presets: p.music.iter().map(PresetView::from).collect(),
+    })
+}
+
+/// A credits package for sale.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Package {
+    pub id: &'static str,
+    pub credits: i64,
+    pub price_cents: i64,
+    pub currency: &'static str,
+}
+
+pub const PACKAGES: &[Package] = &[
+    Package {
+        id: "credits_100",
+        credits: 100,
+        price_cents: 99,
+        currency: "usd",
+    },
+    Package {
+        id: "credits_500",
+        credits: 500,
+        price_cents: 399,
+        currency: "usd",
+    },
+    Package {
+        id: "credits_1200",
+        credits: 1200,
+        price_cents: 799,
+        currency: "usd",
+    },
+];
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Packages {
+    pub packages: Vec<Package>,
+}
+
+#[utoipa::path(get, path = "/v1/credits/packages", tag = "credits",
+    responses((status = 200, body = Packages)))]
+pub async fn packages() -> Json<Packages> {
+    Json(Packages {
+        packages: PACKAGES.to_vec(),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purchase {
+    pub payment_id: String,
+    pub package_id: String,
+    pub credits: i64,
+    pub price_cents: i64,
+    pub currency: String,
+    /// `succeeded`: the credits are granted.
+    pub status: String,
+}
+
+#[utoipa::path(post, path = "/v1/credits/purchase", tag = "credits", security(("bearer" = [])),
+    request_body(content = Object, description = "`{package_id}` (see GET /v1/credits/packages). Send an `Idempotency-Key`: a retried purchase is charged once."),
+    responses((status = 201, body = Purchase), (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 402, description = "PAYMENT_DECLINED", body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+pub async fn purchase(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(&body);
+    let package_id = f.required_str("package_id");
+    let package = package_id.and_then(|id| PACKAGES.iter().find(|p| p.id == id));
+    if package_id.is_some() && package.is_none() {
+        let ids: Vec<&str> = PACKAGES.iter().map(|p| p.id).collect();
+        f.reject(
+            "package_id",
+            "unknown",
+            format!("must be one of {}", ids.join(", ")),
+        );
+    }
+    f.finish()?;
+    let package = package.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no package")))?;
+    let charge = ctx
+        .payments
+        .charge(&ChargeRequest {
+            user_id: user.user_id,
+            item: package.id.to_owned(),
+            amount_cents: package.price_cents,
+            currency: package.currency,
+        })
+        .await
+        .map_err(|e| match e {
+            PaymentError::Declined => ApiError::PaymentDeclined,
+            PaymentError::Unavailable(cause) => {
+                tracing::warn!(%cause, "payment provider unavailable");
+                ApiError::Unavailable("The payment provider")
+            }
+        })?;
+    let mut position = None;
+    if charge.status == ChargeStatus::Succeeded {
+        let written = ctx
+            .store
+            .wallets
+            .execute(
+                &user.user_id.to_string(),
+                WalletCommand::GrantCredits {
+                    amount: package.credits,
+                    reason: GrantReason::Purchase,
+                    reference: charge.payment_id.clone(),
+                    at: crate::now(),
+                },
+                HashMap::from([("actor".to_owned(), user.user_id.to_string())]),
+            )
+            .await
+            .map_err(|e| {
+                command_error(e, |e: WalletError| ApiError::Internal(anyhow::anyhow!(e)))
+            })?;
+        position = written.position;
+    }
+    Ok(with_position(
+        position,
+        (
+            StatusCode::CREATED,
+            Json(Purchase {
+                payment_id: charge.payment_id,
+                package_id: package.id.to_owned(),
+                credits: package.credits,
+                price_cents: package.price_cents,
+                currency: package.currency.to_owned(),
+                status: match charge.status {
+                    ChargeStatus::Succeeded => "succeeded",
+                    ChargeStatus::Pending => "pending",
+                }
+                .to_owned(),
+            }),
+        ),
+    ))
+}
+
+/// A subscription plan (subscribing is not offered yet; the plans are).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Plan {
+    /// free, basic, pro or enterprise.
+    pub id: &'static str,
+    pub name: &'static str,
+    pub credits_per_month: i64,
+    pub price_cents: i64,
+    pub currency: &'static str,
+}
+
+pub const PLANS: &[Plan] = &[
+    Plan {
+        id: "free",
+        name: "Free",
+        credits_per_month: 0,
+        price_cents: 0,
+        currency: "usd",
+    },
+    Plan {
+        id: "basic",
+        name: "Basic",
+        credits_per_month: 300,
+        price_cents: 499,
+        currency: "usd",
+    },
+    Plan {
+        id: "pro",
+        name: "Pro",
+        credits_per_month: 1000,
+        price_cents: 1299,
+        currency: "usd",
+    },
+    Plan {
+        id: "enterprise",
+        name: "Enterprise",
+        credits_per_month: 5000,
+        price_cents: 4999,
+        currency: "usd",
+    },
+];
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Plans {
+    pub plans: Vec<Plan>,
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/plans", tag = "credits",
+    responses((status = 200, body = Plans)))]
+pub async fn plans() -> Json<Plans> {
+    Json(Plans {
+        plans: PLANS.to_vec(),
     })
 }

@@ -977,3 +977,93 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
     assert!(music["presets"][0]["bpm"].as_u64().is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn credit_purchases_grant_once_per_idempotency_key() {
+    let app = spawn_app().await;
+    let user = app.register("buyer").await;
+    let buy = |key: Option<&'static str>, body: Value| {
+        let mut req = app
+            .client
+            .post(app.url("/v1/credits/purchase"))
+            .bearer_auth(&user.access_token)
+            .json(&body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let r = buy(Some("buy-1"), json!({"package_id": "credits_100"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["credits"], 100);
+    // the same key again: the first answer, no second charge
+    let r = buy(Some("buy-1"), json!({"package_id": "credits_100"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["payment_id"], first["payment_id"]);
+    let r = buy(None, json!({"package_id": "credits_500"})).await;
+    let settled = position_of(&r);
+    let balance: Value = app
+        .get(
+            "/v1/credits/balance",
+            Some(&user.access_token),
+            Some(settled),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["balance"], 700, "{balance}");
+    assert_eq!(balance["granted"], 700);
+    let h = history(&app, &user.access_token).await;
+    let reasons: Vec<&str> = h.iter().map(|t| t["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["purchase", "purchase", "signup"]);
+
+    // bad input
+    let r = buy(None, json!({"package_id": "credits_9999"})).await;
+    let err = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+    assert_eq!(err["details"]["fields"][0]["field"], "package_id");
+    let r = buy(None, json!({})).await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+    let r = app
+        .post(
+            "/v1/credits/purchase",
+            json!({"package_id": "credits_100"}),
+            None,
+        )
+        .await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
+    let r = app
+        .get(
+            "/v1/credits/history?limit=0",
+            Some(&user.access_token),
+            None,
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+
+    // what is for sale
+    let plans: Value = app
+        .get("/v1/subscriptions/plans", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = plans["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["free", "basic", "pro", "enterprise"]);
+    let packages: Value = app
+        .get("/v1/credits/packages", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(packages["packages"].as_array().unwrap().len(), 3);
+    app.stop().await;
+}
