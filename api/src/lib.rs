@@ -22,8 +22,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lokiz_infra::ai::credits::CreditsSaga;
-use lokiz_infra::ai::provider::LocalProvider;
+use lokiz_infra::ai::provider::{LocalProvider, Provider};
+use lokiz_infra::ai::remote::ReplicateProvider;
+use lokiz_infra::ai::replicate::ReplicateClient;
 use lokiz_infra::ai::worker::{Worker, WorkerOptions};
+use lokiz_infra::config::AiConfig;
 use lokiz_infra::event_store::EventStore;
 use lokiz_infra::relay::Relay;
 use lokiz_infra::Config;
@@ -131,6 +134,7 @@ pub struct Application {
     components: Components,
     runtime_options: RuntimeOptions,
     worker_options: WorkerOptions,
+    provider: Arc<dyn Provider>,
 }
 
 impl Application {
@@ -163,6 +167,21 @@ impl Application {
             &public_base,
             config.jwt_secret.expose().as_bytes(),
         )?;
+        let provider: Arc<dyn Provider> = match &config.ai {
+            AiConfig::Local => Arc::new(LocalProvider),
+            AiConfig::Replicate(r) => Arc::new(ReplicateProvider::new(
+                ReplicateClient::new(
+                    r.base_url.clone(),
+                    r.token.expose().to_owned(),
+                    Duration::from_secs(30),
+                )?,
+                r.versions.clone(),
+                Some(format!("{public_base}/v1/ai/callbacks/replicate")),
+                nats.clone(),
+                &config.subject_prefix(),
+                Duration::from_secs(5),
+            )?),
+        };
         let ctx = ApiContext {
             blobs,
             local_blobs,
@@ -182,6 +201,7 @@ impl Application {
             components,
             runtime_options: RuntimeOptions::default(),
             worker_options: WorkerOptions::default(),
+            provider,
         })
     }
 
@@ -237,7 +257,7 @@ impl Application {
                 (*ctx.config).clone(),
                 ctx.store.clone(),
                 ctx.blobs.clone(),
-                Arc::new(LocalProvider),
+                self.provider.clone(),
                 self.worker_options.clone(),
             ));
             let token = shutdown.clone();

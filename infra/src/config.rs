@@ -64,6 +64,31 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Where uploads are stored (`LOKIZ_BLOB_STORE`).
     pub blob: BlobConfig,
+    /// Who runs AI jobs (`LOKIZ_AI_PROVIDER`).
+    pub ai: AiConfig,
+}
+
+/// `LOKIZ_AI_PROVIDER`: `local` (ffmpeg on the worker's machine, the
+/// default) or `replicate` (a Replicate-compatible HTTP API; frame captures
+/// stay local).
+#[derive(Debug, Clone)]
+pub enum AiConfig {
+    Local,
+    Replicate(Box<ReplicateConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicateConfig {
+    /// `LOKIZ_REPLICATE_URL` (default `https://api.replicate.com`).
+    pub base_url: url::Url,
+    /// `LOKIZ_REPLICATE_TOKEN`
+    pub token: Secret,
+    /// `LOKIZ_REPLICATE_WEBHOOK_SECRET` (`whsec_…`): verifies callbacks at
+    /// `POST /v1/ai/callbacks/replicate`.
+    pub webhook_secret: Secret,
+    /// `LOKIZ_REPLICATE_VERSIONS`: `kind=version` pairs, comma-separated, for
+    /// `template`, `glitch_animate`, `glitch_replace` and `music`.
+    pub versions: std::collections::BTreeMap<String, String>,
 }
 
 /// `LOKIZ_BLOB_STORE`: `local` (files under `$LOKIZ_DATA_DIR/blobs`, served
@@ -200,6 +225,7 @@ impl Config {
             .map(|raw| parse_base_url("LOKIZ_PUBLIC_URL", &raw))
             .transpose()?;
         let blob = parse_blob_config(&var)?;
+        let ai = parse_ai_config(&var)?;
 
         Ok(Self {
             env,
@@ -213,6 +239,7 @@ impl Config {
             db_pool_size,
             public_url,
             blob,
+            ai,
         })
     }
 
@@ -527,5 +554,58 @@ mod tests {
         assert!(a.jwt_secret.expose().len() >= 32);
         assert_eq!(format!("{:?}", a.jwt_secret), "Secret(***)");
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn parse_ai_config(var: &impl Fn(&str) -> Option<String>) -> Result<AiConfig, ConfigError> {
+    match var("LOKIZ_AI_PROVIDER").as_deref() {
+        None | Some("local") => Ok(AiConfig::Local),
+        Some("replicate") => {
+            let required = |name: &'static str| {
+                var(name).ok_or(ConfigError::Invalid {
+                    var: name,
+                    message: "is required when LOKIZ_AI_PROVIDER=replicate".into(),
+                })
+            };
+            let base_raw =
+                var("LOKIZ_REPLICATE_URL").unwrap_or_else(|| "https://api.replicate.com".into());
+            let base_url = url::Url::parse(&base_raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                .ok_or(ConfigError::Invalid {
+                    var: "LOKIZ_REPLICATE_URL",
+                    message: "must be an http(s) URL".into(),
+                })?;
+            let mut versions = std::collections::BTreeMap::new();
+            for pair in required("LOKIZ_REPLICATE_VERSIONS")?.split(',') {
+                let (kind, version) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                    var: "LOKIZ_REPLICATE_VERSIONS",
+                    message: format!("{pair:?} is not kind=version"),
+                })?;
+                let kind = kind.trim();
+                if !matches!(
+                    kind,
+                    "template" | "glitch_animate" | "glitch_replace" | "music"
+                ) {
+                    return Err(ConfigError::Invalid {
+                        var: "LOKIZ_REPLICATE_VERSIONS",
+                        message: format!(
+                            "unknown kind {kind:?} (template, glitch_animate, glitch_replace, music)"
+                        ),
+                    });
+                }
+                versions.insert(kind.to_owned(), version.trim().to_owned());
+            }
+            Ok(AiConfig::Replicate(Box::new(ReplicateConfig {
+                base_url,
+                token: Secret::new(required("LOKIZ_REPLICATE_TOKEN")?),
+                webhook_secret: Secret::new(required("LOKIZ_REPLICATE_WEBHOOK_SECRET")?),
+                versions,
+            })))
+        }
+        Some(other) => Err(ConfigError::Invalid {
+            var: "LOKIZ_AI_PROVIDER",
+            message: format!("unknown provider {other:?} (local|replicate)"),
+        }),
     }
 }

@@ -117,6 +117,8 @@ struct Inner {
     order: Vec<String>,
     canceled: Vec<String>,
     deliveries: Vec<WebhookDelivery>,
+    /// Served as every output instead of [`OUTPUT_BYTES`] when set.
+    output: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -228,6 +230,12 @@ impl FakeReplicate {
     }
 
     /// The output URL a succeeded prediction `id` gets.
+    /// Serves `bytes` as the output of every succeeded prediction (e.g. a
+    /// real video, for a provider that checks what it downloads).
+    pub fn set_output(&self, bytes: Vec<u8>) {
+        self.shared.lock().output = Some(bytes);
+    }
+
     pub fn output_url(&self, id: &str) -> String {
         format!("{}/files/{id}.mp4", self.base_url)
     }
@@ -470,7 +478,8 @@ async fn cancel(
     Json(json).into_response()
 }
 
-/// Serves [`OUTPUT_BYTES`] for the output file of a succeeded prediction.
+/// Serves [`OUTPUT_BYTES`] (or the bytes given to `set_output`) for the
+/// output file of a succeeded prediction.
 async fn file(State(shared): State<Shared>, Path(name): Path<String>) -> Response {
     let succeeded = name
         .strip_suffix(".mp4")
@@ -485,5 +494,9 @@ async fn file(State(shared): State<Shared>, Path(name): Path<String>) -> Respons
     if !succeeded {
         return not_found();
     }
-    ([(header::CONTENT_TYPE, "video/mp4")], OUTPUT_BYTES).into_response()
+    let output = shared.lock().output.clone();
+    match output {
+        Some(bytes) => ([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response(),
+        None => ([(header::CONTENT_TYPE, "video/mp4")], OUTPUT_BYTES).into_response(),
+    }
 }

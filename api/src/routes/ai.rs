@@ -48,6 +48,7 @@ pub fn router() -> Router<ApiContext> {
         .route("/ai/music", post(music))
         .route("/ai/jobs/batch-status", post(batch_status))
         .route("/ai/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/ai/callbacks/{provider}", post(callback))
 }
 
 /// An AI job as its owner sees it.
@@ -729,4 +730,73 @@ pub async fn batch_status(
         );
     }
     Ok(Json(BatchStatus { jobs }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackReceived {
+    pub received: bool,
+}
+
+#[utoipa::path(post, path = "/v1/ai/callbacks/{provider}", tag = "ai",
+    params(("provider" = String, Path, description = "`replicate` (when LOKIZ_AI_PROVIDER=replicate)"),
+           ("webhook-id" = String, Header), ("webhook-timestamp" = String, Header),
+           ("webhook-signature" = String, Header, description = "Standard Webhooks signature with LOKIZ_REPLICATE_WEBHOOK_SECRET")),
+    request_body(content = Object, description = "The provider's prediction"),
+    responses((status = 200, body = CallbackReceived),
+              (status = 401, description = "INVALID_SIGNATURE", body = crate::error::ErrorEnvelope),
+              (status = 404, description = "No such provider configured", body = crate::error::ErrorEnvelope)))]
+pub async fn callback(
+    State(ctx): State<ApiContext>,
+    Path(provider): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<CallbackReceived>, ApiError> {
+    let lokiz_infra::config::AiConfig::Replicate(replicate) = &ctx.config.ai else {
+        return Err(ApiError::NotFound { what: "Callback" });
+    };
+    if provider != "replicate" {
+        return Err(ApiError::NotFound { what: "Callback" });
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let invalid = ApiError::Unauthorized {
+        code: "INVALID_SIGNATURE",
+        message: "The webhook signature does not verify.",
+    };
+    lokiz_infra::ai::replicate::verify_webhook(
+        replicate.webhook_secret.expose(),
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &body,
+        Utc::now(),
+        lokiz_infra::ai::replicate::WEBHOOK_TOLERANCE,
+    )
+    .map_err(|_| invalid)?;
+    let prediction_id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned))
+        .filter(|id| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "INVALID_CALLBACK",
+            message: "The callback carries no prediction id.".into(),
+        })?;
+    // wake the worker polling this prediction (it re-reads the prediction)
+    let subject = format!(
+        "{}.{prediction_id}",
+        lokiz_infra::ai::remote::wake_subject(&ctx.config.subject_prefix())
+    );
+    if let Err(e) = ctx.nats.publish(subject, body).await {
+        tracing::warn!(error = %e, "callback wake-up not published; the worker polls anyway");
+    }
+    Ok(Json(CallbackReceived { received: true }))
 }

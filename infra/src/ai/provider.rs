@@ -20,6 +20,8 @@ pub struct JobInput<'a> {
     pub params: &'a JobParams,
     /// The source video, as a local file.
     pub source: &'a Path,
+    /// The same video's URL in the blob store (for remote providers).
+    pub source_url: &'a str,
     /// A directory of the job's own for outputs and scratch files.
     pub work_dir: &'a Path,
 }

@@ -375,6 +375,11 @@ impl Worker {
             }
         }
 
+        let source_url = source_key
+            .as_deref()
+            .map(|k| self.blobs.object_url(k))
+            .unwrap_or_default();
+
         // run, with a ticker reporting progress (and hearing of cancels)
         let cancel = shutdown.child_token();
         let percent = Arc::new(AtomicU8::new(0));
@@ -424,6 +429,7 @@ impl Worker {
                 job_id,
                 params,
                 source: &source,
+                source_url: &source_url,
                 work_dir,
             };
             self.provider.run(input, &mut on_progress, &cancel).await

@@ -1067,3 +1067,171 @@ async fn credit_purchases_grant_once_per_idempotency_key() {
     assert_eq!(packages["packages"].as_array().unwrap().len(), 3);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_replicate_provider_runs_jobs_on_a_fake_and_webhooks_are_verified() {
+    use lokiz_tests::fake_replicate::FakeReplicate;
+    let fake = FakeReplicate::start().await;
+    fake.set_output(lokiz_tests::sample_video(180, 320, 2.0).await);
+    let app = spawn_app_with(
+        lokiz_api::Components::ALL,
+        &[
+            ("LOKIZ_AI_PROVIDER", "replicate"),
+            ("LOKIZ_REPLICATE_URL", &fake.base_url),
+            ("LOKIZ_REPLICATE_TOKEN", &fake.token),
+            ("LOKIZ_REPLICATE_WEBHOOK_SECRET", &fake.webhook_secret),
+            (
+                "LOKIZ_REPLICATE_VERSIONS",
+                "template=tmpl-v1,glitch_animate=anim-v1,glitch_replace=repl-v1,music=music-v1",
+            ),
+        ],
+    )
+    .await;
+    let user = app.register("remote").await;
+    let (video, settled) = app.upload_media(&user, (180, 320), 3.0).await;
+    let request = || {
+        app.client
+            .post(app.url("/v1/ai/glitch/animate"))
+            .bearer_auth(&user.access_token)
+            .header("X-Lokiz-Min-Position", settled.to_string())
+            .json(
+                &json!({"video_id": video, "start_time": 0, "end_time": 2, "preset": "rgb-split"}),
+            )
+            .send()
+    };
+    let r = request().await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job_id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // the worker creates a prediction with the kind's model and the job's input
+    app.eventually(30, "a prediction", || async {
+        fake.predictions().len() == 1
+    })
+    .await;
+    let p = fake.predictions()[0].clone();
+    assert_eq!(p.version, "anim-v1");
+    assert_eq!(p.input["preset"], "rgb-split");
+    assert_eq!(p.input["end"], 2.0);
+    assert!(
+        p.input["video"].as_str().unwrap().starts_with("http"),
+        "{:?}",
+        p.input
+    );
+    let webhook = p.webhook.clone().unwrap();
+    assert!(webhook.contains("/v1/ai/callbacks/replicate"), "{webhook}");
+
+    // processing: the signed webhook is accepted and the logged progress shows
+    fake.advance(&p.id).await;
+    let delivered = fake.deliveries();
+    assert_eq!(
+        delivered.last().unwrap().response_status,
+        Some(200),
+        "{delivered:?}"
+    );
+    poll_job(&app, &user.access_token, &job_id, 30, |j| {
+        j["status"] == "processing" && j["progress"].as_i64().unwrap() >= 40
+    })
+    .await;
+    // succeeded: the output is downloaded, stored and published
+    fake.advance(&p.id).await;
+    let (job, _) = poll_job(
+        &app,
+        &user.access_token,
+        &job_id,
+        30,
+        status_is("completed"),
+    )
+    .await;
+    let bytes = app
+        .client
+        .get(job["result_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("lokiz-remote-{job_id}.mp4"));
+    tokio::fs::write(&file, &bytes).await.unwrap();
+    let info = probe(&file).await.unwrap();
+    let _ = tokio::fs::remove_file(&file).await;
+    assert!((info.duration_secs - 2.0).abs() < 0.3, "{info:?}");
+    wait_for_history(&app, &user.access_token, &["grant", "reserve", "capture"]).await;
+
+    // a forged webhook (another secret) and an unsigned one: 401; unknown provider: 404
+    let body = serde_json::to_vec(&json!({"id": p.id, "status": "succeeded"})).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let forged = lokiz_infra::ai::replicate::sign_webhook(
+        "whsec_c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1yaWdodC1vbmU=",
+        "msg_1",
+        now,
+        &body,
+    )
+    .unwrap();
+    let callback = |signature: Option<String>, path: &'static str| {
+        let mut req = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .header("webhook-id", "msg_1")
+            .header("webhook-timestamp", now.to_string())
+            .body(body.clone());
+        if let Some(s) = signature {
+            req = req.header("webhook-signature", s);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let r = callback(Some(forged), "/v1/ai/callbacks/replicate").await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE").await;
+    let r = callback(None, "/v1/ai/callbacks/replicate").await;
+    expect_error(r, StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE").await;
+    let genuine =
+        lokiz_infra::ai::replicate::sign_webhook(&fake.webhook_secret, "msg_1", now, &body)
+            .unwrap();
+    let r = callback(Some(genuine.clone()), "/v1/ai/callbacks/replicate").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = callback(Some(genuine), "/v1/ai/callbacks/nope").await;
+    expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+
+    // cancel: the prediction is canceled too, the credits refunded
+    let r = request().await.unwrap();
+    let second = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.eventually(30, "a second prediction", || async {
+        fake.predictions().len() == 2
+    })
+    .await;
+    let p2 = fake.predictions()[1].id.clone();
+    poll_job(
+        &app,
+        &user.access_token,
+        &second,
+        30,
+        status_is("processing"),
+    )
+    .await;
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/ai/jobs/{second}")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.eventually(30, "the prediction canceled", || async {
+        fake.canceled().contains(&p2)
+    })
+    .await;
+    wait_for_history(
+        &app,
+        &user.access_token,
+        &["grant", "reserve", "capture", "reserve", "refund"],
+    )
+    .await;
+    app.stop().await;
+}
