@@ -428,6 +428,59 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+fn parse_ai_config(var: &impl Fn(&str) -> Option<String>) -> Result<AiConfig, ConfigError> {
+    match var("LOKIZ_AI_PROVIDER").as_deref() {
+        None | Some("local") => Ok(AiConfig::Local),
+        Some("replicate") => {
+            let required = |name: &'static str| {
+                var(name).ok_or(ConfigError::Invalid {
+                    var: name,
+                    message: "is required when LOKIZ_AI_PROVIDER=replicate".into(),
+                })
+            };
+            let base_raw =
+                var("LOKIZ_REPLICATE_URL").unwrap_or_else(|| "https://api.replicate.com".into());
+            let base_url = url::Url::parse(&base_raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+                .ok_or(ConfigError::Invalid {
+                    var: "LOKIZ_REPLICATE_URL",
+                    message: "must be an http(s) URL".into(),
+                })?;
+            let mut versions = std::collections::BTreeMap::new();
+            for pair in required("LOKIZ_REPLICATE_VERSIONS")?.split(',') {
+                let (kind, version) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                    var: "LOKIZ_REPLICATE_VERSIONS",
+                    message: format!("{pair:?} is not kind=version"),
+                })?;
+                let kind = kind.trim();
+                if !matches!(
+                    kind,
+                    "template" | "glitch_animate" | "glitch_replace" | "music"
+                ) {
+                    return Err(ConfigError::Invalid {
+                        var: "LOKIZ_REPLICATE_VERSIONS",
+                        message: format!(
+                            "unknown kind {kind:?} (template, glitch_animate, glitch_replace, music)"
+                        ),
+                    });
+                }
+                versions.insert(kind.to_owned(), version.trim().to_owned());
+            }
+            Ok(AiConfig::Replicate(Box::new(ReplicateConfig {
+                base_url,
+                token: Secret::new(required("LOKIZ_REPLICATE_TOKEN")?),
+                webhook_secret: Secret::new(required("LOKIZ_REPLICATE_WEBHOOK_SECRET")?),
+                versions,
+            })))
+        }
+        Some(other) => Err(ConfigError::Invalid {
+            var: "LOKIZ_AI_PROVIDER",
+            message: format!("unknown provider {other:?} (local|replicate)"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,58 +607,5 @@ mod tests {
         assert!(a.jwt_secret.expose().len() >= 32);
         assert_eq!(format!("{:?}", a.jwt_secret), "Secret(***)");
         let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-fn parse_ai_config(var: &impl Fn(&str) -> Option<String>) -> Result<AiConfig, ConfigError> {
-    match var("LOKIZ_AI_PROVIDER").as_deref() {
-        None | Some("local") => Ok(AiConfig::Local),
-        Some("replicate") => {
-            let required = |name: &'static str| {
-                var(name).ok_or(ConfigError::Invalid {
-                    var: name,
-                    message: "is required when LOKIZ_AI_PROVIDER=replicate".into(),
-                })
-            };
-            let base_raw =
-                var("LOKIZ_REPLICATE_URL").unwrap_or_else(|| "https://api.replicate.com".into());
-            let base_url = url::Url::parse(&base_raw)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-                .ok_or(ConfigError::Invalid {
-                    var: "LOKIZ_REPLICATE_URL",
-                    message: "must be an http(s) URL".into(),
-                })?;
-            let mut versions = std::collections::BTreeMap::new();
-            for pair in required("LOKIZ_REPLICATE_VERSIONS")?.split(',') {
-                let (kind, version) = pair.split_once('=').ok_or_else(|| ConfigError::Invalid {
-                    var: "LOKIZ_REPLICATE_VERSIONS",
-                    message: format!("{pair:?} is not kind=version"),
-                })?;
-                let kind = kind.trim();
-                if !matches!(
-                    kind,
-                    "template" | "glitch_animate" | "glitch_replace" | "music"
-                ) {
-                    return Err(ConfigError::Invalid {
-                        var: "LOKIZ_REPLICATE_VERSIONS",
-                        message: format!(
-                            "unknown kind {kind:?} (template, glitch_animate, glitch_replace, music)"
-                        ),
-                    });
-                }
-                versions.insert(kind.to_owned(), version.trim().to_owned());
-            }
-            Ok(AiConfig::Replicate(Box::new(ReplicateConfig {
-                base_url,
-                token: Secret::new(required("LOKIZ_REPLICATE_TOKEN")?),
-                webhook_secret: Secret::new(required("LOKIZ_REPLICATE_WEBHOOK_SECRET")?),
-                versions,
-            })))
-        }
-        Some(other) => Err(ConfigError::Invalid {
-            var: "LOKIZ_AI_PROVIDER",
-            message: format!("unknown provider {other:?} (local|replicate)"),
-        }),
     }
 }
