@@ -500,6 +500,37 @@ mod tests {
         }
     }
 
+    const SECRET: (&str, &str) = ("LOKIZ_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+
+    #[test]
+    fn ai_provider_is_local_by_default_and_replicate_needs_its_settings() {
+        assert!(matches!(cfg(&[SECRET]).unwrap().ai, AiConfig::Local));
+        let e = cfg(&[SECRET, ("LOKIZ_AI_PROVIDER", "magic")]).unwrap_err();
+        assert_eq!(var_of(e), "LOKIZ_AI_PROVIDER");
+        let e = cfg(&[SECRET, ("LOKIZ_AI_PROVIDER", "replicate")]).unwrap_err();
+        assert_eq!(var_of(e), "LOKIZ_REPLICATE_VERSIONS");
+        let replicate = [
+            SECRET,
+            ("LOKIZ_AI_PROVIDER", "replicate"),
+            ("LOKIZ_REPLICATE_VERSIONS", "music=abc, glitch_animate = def"),
+            ("LOKIZ_REPLICATE_WEBHOOK_SECRET", "whsec_abc"),
+        ];
+        let e = cfg(&replicate).unwrap_err();
+        assert_eq!(var_of(e), "LOKIZ_REPLICATE_TOKEN");
+        let mut all = replicate.to_vec();
+        all.push(("LOKIZ_REPLICATE_TOKEN", "r8_token"));
+        match cfg(&all).unwrap().ai {
+            AiConfig::Replicate(r) => {
+                assert_eq!(r.versions["glitch_animate"], "def");
+                assert_eq!(r.base_url.as_str(), "https://api.replicate.com/");
+                assert!(!format!("{r:?}").contains("r8_token"), "the token is not printed");
+            }
+            AiConfig::Local => panic!("replicate expected"),
+        }
+        all[2] = ("LOKIZ_REPLICATE_VERSIONS", "dance=abc");
+        assert_eq!(var_of(cfg(&all).unwrap_err()), "LOKIZ_REPLICATE_VERSIONS");
+    }
+
     #[test]
     fn defaults_work() {
         let c = cfg(&[("LOKIZ_JWT_SECRET", &"s".repeat(40))]).unwrap();
