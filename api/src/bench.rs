@@ -48,7 +48,7 @@ use crate::seed::{SeedArgs, SeedReport};
 
 /// Scenario names `--only` accepts.
 pub const SCENARIOS: &[&str] = &[
-    "append", "lag", "likes", "views", "batch", "feed", "rebuild",
+    "append", "lag", "likes", "views", "batch", "feed", "rebuild", "jobs",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -71,7 +71,10 @@ pub struct BenchArgs {
     /// Videos seeded for the feed scenario (smaller for a quick run).
     #[arg(long, default_value_t = 1_000_000)]
     pub feed_videos: usize,
-    /// Only these scenarios, comma-separated: append, lag, likes, views, batch, feed, rebuild.
+    /// Capture-frame jobs offered at once in the jobs scenario.
+    #[arg(long, default_value_t = 200)]
+    pub jobs: usize,
+    /// Only these scenarios, comma-separated: append, lag, likes, views, batch, feed, rebuild, jobs.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Also write the table as Markdown to this file (e.g. docs/BENCHMARKS.md).
@@ -397,6 +400,9 @@ impl Bench {
         if args.wants("rebuild") {
             self.rebuild(rows).await?;
         }
+        if args.wants("jobs") {
+            self.jobs(args, &tokens, rows, notes).await?;
+        }
 
         // memory
         let peak_mb = peak_rss_mb(pid).unwrap_or(f64::NAN);
@@ -410,6 +416,208 @@ impl Bench {
             target: "≤ 200 MB".into(),
             pass: peak_mb <= 200.0,
         });
+        Ok(())
+    }
+
+    /// AI job throughput: `args.jobs` capture-frame jobs requested at once
+    /// through HTTP, run by the worker (2 at a time, its default), against
+    /// the same ffmpeg captures run directly, 2 at a time: the ceiling. Also
+    /// the state machine's cost per job: events written and the time a job
+    /// spends beyond its ffmpeg run.
+    async fn jobs(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        rows: &mut Vec<Row>,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        let (http, base) = (&self.http, self.base.as_str());
+        let token = tokens.first().context("a bench user")?;
+        let dir =
+            std::env::temp_dir().join(format!("lokiz-bench-media-{}", Uuid::new_v4().simple()));
+        tokio::fs::create_dir_all(&dir).await?;
+        let source = dir.join("source.mp4");
+        let made = tokio::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=360x640:rate=25",
+            ])
+            .args([
+                "-t",
+                "5",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .arg(&source)
+            .status()
+            .await?;
+        anyhow::ensure!(made.success(), "ffmpeg could not make the bench video");
+        let bytes = tokio::fs::read(&source).await?;
+
+        // the ceiling: the captures themselves, 2 at a time
+        eprintln!("bench: raw ffmpeg frame captures");
+        let n = args.jobs.max(10);
+        let raw_started = Instant::now();
+        let mut raw_hist = new_hist()?;
+        let mut next = 0usize;
+        while next < n {
+            let batch: Vec<_> = (next..(next + 2).min(n))
+                .map(|i| {
+                    let (source, out) = (source.clone(), dir.join(format!("raw-{i}.jpg")));
+                    async move {
+                        let t = Instant::now();
+                        let job = lokiz_infra::ai::media::Render::CaptureFrame {
+                            at_secs: (i % 5) as f64 * 0.9,
+                        };
+                        lokiz_infra::ai::media::render(
+                            &source,
+                            &out,
+                            &job,
+                            &mut |_| {},
+                            &tokio_util::sync::CancellationToken::new(),
+                        )
+                        .await
+                        .map(|_| t.elapsed())
+                    }
+                })
+                .collect();
+            for r in futures::future::join_all(batch).await {
+                raw_hist.record(r?.as_micros() as u64)?;
+            }
+            next += 2;
+        }
+        let raw = throughput(n as u64, raw_started.elapsed(), &raw_hist, 0);
+
+        // upload the source
+        let up: Value = http
+            .post(format!("{base}/v1/videos/upload-url"))
+            .bearer_auth(token)
+            .json(&json!({"filename": "bench.mp4", "content_type": "video/mp4", "file_size": bytes.len()}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let video = up["video_id"].as_str().context("video_id")?.to_owned();
+        http.put(up["upload_url"].as_str().context("upload_url")?)
+            .header("content-type", "video/mp4")
+            .body(bytes)
+            .send()
+            .await?
+            .error_for_status()?;
+        let done = http
+            .post(format!("{base}/v1/videos/{video}/complete"))
+            .bearer_auth(token)
+            .json(&json!({"width": 360, "height": 640, "actual_duration": 5.0}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let position = done
+            .headers()
+            .get("x-lokiz-position")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0")
+            .to_owned();
+
+        // the jobs, all requested at once, then run by the worker
+        eprintln!("bench: {n} capture-frame jobs through the worker");
+        let before: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        let started = Instant::now();
+        let requests = (0..n).map(|i| {
+            http.post(format!("{base}/v1/ai/capture-frame"))
+                .bearer_auth(token)
+                .header("X-Lokiz-Min-Position", &position)
+                .json(&json!({"video_id": video, "timestamp": (i % 5) as f64 * 0.9}))
+                .send()
+        });
+        let mut errors = 0u64;
+        for r in futures::future::join_all(requests).await {
+            if !r.is_ok_and(|r| r.status() == reqwest::StatusCode::ACCEPTED) {
+                errors += 1;
+            }
+        }
+        let accepted = n as i64 - errors as i64;
+        loop {
+            let finished: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM ai_jobs WHERE status IN ('completed', 'failed')",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if finished >= accepted {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(1800),
+                "jobs did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        let mut hist = new_hist()?;
+        let mut run_hist = new_hist()?;
+        let times: Vec<(f64, f64)> = sqlx::query_as(
+            "SELECT extract(epoch FROM finished_at - created_at)::float8,
+                    extract(epoch FROM finished_at - started_at)::float8
+               FROM ai_jobs WHERE status = 'completed'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (total, run) in &times {
+            hist.record((total * 1e6).max(1.0) as u64)?;
+            run_hist.record((run * 1e6).max(1.0) as u64)?;
+        }
+        let ours = throughput(times.len() as u64, elapsed, &hist, errors);
+        let (events, kinds): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT event_type) FROM events
+              WHERE aggregate_type = 'AiJob' AND position > $1",
+        )
+        .bind(before)
+        .fetch_one(&self.pool)
+        .await?;
+        let per_job = events as f64 / accepted.max(1) as f64;
+        let ratio = ours.per_sec / raw.per_sec;
+        rows.push(Row {
+            scenario: format!(
+                "capture-frame jobs via HTTP + worker ({n} at once, 2 running), vs the same ffmpeg captures run directly 2 at a time"
+            ),
+            ceiling: format!("{:.1} captures/s", raw.per_sec),
+            ours: format!("{:.1} jobs/s", ours.per_sec),
+            ratio: Some(ratio),
+            p50_ms: Some(raw_hist.value_at_quantile(0.5) as f64 / 1000.0),
+            p99_ms: Some(raw_hist.value_at_quantile(0.99) as f64 / 1000.0),
+            target: "—".into(),
+            pass: errors == 0,
+        });
+        let run_p50 = run_hist.value_at_quantile(0.5) as f64 / 1000.0;
+        let raw_p50 = raw_hist.value_at_quantile(0.5) as f64 / 1000.0;
+        rows.push(Row {
+            scenario: format!(
+                "job state machine per job: {per_job:.1} events ({kinds} kinds); started → completed p50 {run_p50:.0} ms vs raw capture p50 {raw_p50:.0} ms"
+            ),
+            ceiling: "—".into(),
+            ours: format!("{:.0} ms overhead", (run_p50 - raw_p50).max(0.0)),
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            target: "—".into(),
+            pass: true,
+        });
+        notes.push(format!(
+            "Jobs: requested → finished p50 {:.0} ms, p99 {:.0} ms (queueing included: {n} jobs offered at once).",
+            ours.p50_ms, ours.p99_ms
+        ));
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         Ok(())
     }
 

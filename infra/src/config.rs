@@ -512,7 +512,10 @@ mod tests {
         let replicate = [
             SECRET,
             ("LOKIZ_AI_PROVIDER", "replicate"),
-            ("LOKIZ_REPLICATE_VERSIONS", "music=abc, glitch_animate = def"),
+            (
+                "LOKIZ_REPLICATE_VERSIONS",
+                "music=abc, glitch_animate = def",
+            ),
             ("LOKIZ_REPLICATE_WEBHOOK_SECRET", "whsec_abc"),
         ];
         let e = cfg(&replicate).unwrap_err();
@@ -523,7 +526,10 @@ mod tests {
             AiConfig::Replicate(r) => {
                 assert_eq!(r.versions["glitch_animate"], "def");
                 assert_eq!(r.base_url.as_str(), "https://api.replicate.com/");
-                assert!(!format!("{r:?}").contains("r8_token"), "the token is not printed");
+                assert!(
+                    !format!("{r:?}").contains("r8_token"),
+                    "the token is not printed"
+                );
             }
             AiConfig::Local => panic!("replicate expected"),
         }
