@@ -647,13 +647,12 @@ pub async fn cancel_job(
                 other => ApiError::Internal(anyhow::anyhow!(other)),
             })
         })?;
-    let cost: Option<i64> = sqlx::query_scalar(
-        "SELECT (payload->'JobRequested'->>'cost')::bigint FROM events
-          WHERE aggregate_type = 'AiJob' AND aggregate_id = $1 AND sequence = 1",
-    )
-    .bind(job_id.to_string())
-    .fetch_optional(&ctx.pool)
-    .await?;
+    // the job's cost, from its read model (settled if it lags the request)
+    let mut cost = load_job(&ctx, user.user_id, job_id).await?.map(|j| j.cost);
+    if cost.is_none() {
+        ctx.wait_for_head(&["ai_jobs"]).await?;
+        cost = load_job(&ctx, user.user_id, job_id).await?.map(|j| j.cost);
+    }
     Ok(with_position(
         written.position,
         Json(Canceled {

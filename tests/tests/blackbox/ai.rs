@@ -21,6 +21,24 @@ async fn get_json(app: &TestApp, path: &str, token: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// Downloads `url` and probes it with ffprobe (which must accept it).
+async fn probe_url(app: &TestApp, url: &str) -> lokiz_infra::ai::media::MediaInfo {
+    let bytes = app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("lokiz-probe-{}.mp4", Uuid::new_v4().simple()));
+    tokio::fs::write(&file, &bytes).await.unwrap();
+    let info = probe(&file).await.expect("ffprobe accepts the file");
+    let _ = tokio::fs::remove_file(&file).await;
+    info
+}
+
 /// Polls the job until `done` holds; returns every progress value seen.
 async fn poll_job(
     app: &TestApp,
@@ -137,19 +155,7 @@ async fn glitch_lifecycle_progress_result_and_one_capture() {
 
     // the result is a real file of the segment's length
     let url = done["result_url"].as_str().unwrap();
-    let bytes = app
-        .client
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let file = std::env::temp_dir().join(format!("lokiz-result-{job_id}.mp4"));
-    tokio::fs::write(&file, &bytes).await.unwrap();
-    let info = probe(&file).await.expect("ffprobe accepts the result");
-    let _ = tokio::fs::remove_file(&file).await;
+    let info = probe_url(&app, url).await;
     assert!((info.duration_secs - 2.5).abs() < 0.3, "{info:?}");
     assert!(info.has_video);
 
@@ -376,6 +382,18 @@ async fn batch_status_follows_the_seed_and_the_monitor_flow_works() {
         json!({"video_id": video, "timestamp": 1.5}),
     )
     .await;
+    let template = request(
+        me.access_token.clone(),
+        "/v1/ai/template",
+        json!({"video_id": video, "timestamp": 1, "duration": 2, "prompt": "zoom in"}),
+    )
+    .await;
+    let replace = request(
+        me.access_token.clone(),
+        "/v1/ai/glitch/replace",
+        json!({"video_id": video, "start_time": 0.5, "end_time": 2, "preset": "neon-midtones"}),
+    )
+    .await;
     let theirs = request(
         other.access_token.clone(),
         "/v1/ai/capture-frame",
@@ -385,7 +403,7 @@ async fn batch_status_follows_the_seed_and_the_monitor_flow_works() {
     let unknown = Uuid::new_v4().to_string();
 
     // the seed's AIJobMonitor: poll batch-status until every job is done
-    let ids = json!({"job_ids": [mine, frame, theirs, unknown]});
+    let ids = json!({"job_ids": [mine, frame, template, replace, theirs, unknown]});
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let jobs = loop {
         let r = app
@@ -403,7 +421,10 @@ async fn batch_status_follows_the_seed_and_the_monitor_flow_works() {
             keys.sort_unstable();
             assert_eq!(keys, ["error", "progress", "result_url", "status"], "{j}");
         }
-        if jobs[&mine]["status"] == "completed" && jobs[&frame]["status"] == "completed" {
+        if [&mine, &frame, &template, &replace]
+            .iter()
+            .all(|id| jobs[*id]["status"] == "completed")
+        {
             break jobs;
         }
         assert!(tokio::time::Instant::now() < deadline, "{jobs}");
@@ -417,22 +438,33 @@ async fn batch_status_follows_the_seed_and_the_monitor_flow_works() {
     let r = app.client.get(frame_url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(&r.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
-    let bytes = app
-        .client
-        .get(jobs[&mine]["result_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let file = std::env::temp_dir().join(format!("lokiz-music-{mine}.mp4"));
-    tokio::fs::write(&file, &bytes).await.unwrap();
-    let info = probe(&file).await.unwrap();
-    let _ = tokio::fs::remove_file(&file).await;
+    let info = probe_url(&app, jobs[&mine]["result_url"].as_str().unwrap()).await;
     assert!(
         info.has_audio && (info.duration_secs - 2.0).abs() < 0.3,
         "{info:?}"
+    );
+    // the template clip and the replaced segment: videos of the asked length
+    for (id, seconds) in [(&template, 2.0), (&replace, 1.5)] {
+        let info = probe_url(&app, jobs[id]["result_url"].as_str().unwrap()).await;
+        assert!(
+            info.has_video && (info.duration_secs - seconds).abs() < 0.3,
+            "{id}: {info:?}"
+        );
+    }
+    // 5 + 20 + 30 captured, the frame free: 45 left
+    app.eventually(20, "three captures", || async {
+        history(&app, &me.access_token)
+            .await
+            .iter()
+            .filter(|t| t["type"] == "capture")
+            .count()
+            == 3
+    })
+    .await;
+    let balance = get_json(&app, "/v1/credits/balance", &me.access_token).await;
+    assert_eq!(
+        (balance["balance"].as_i64(), balance["spent"].as_i64()),
+        (Some(45), Some(55))
     );
 
     // 51 ids → 422; malformed ids named
@@ -873,19 +905,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .json::<Value>()
         .await
         .unwrap();
-    let bytes = app
-        .client
-        .get(preview["preview_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let file = std::env::temp_dir().join(format!("lokiz-preview-{v}.mp4"));
-    tokio::fs::write(&file, &bytes).await.unwrap();
-    let info = probe(&file).await.unwrap();
-    let _ = tokio::fs::remove_file(&file).await;
+    let info = probe_url(&app, preview["preview_url"].as_str().unwrap()).await;
     assert!((info.duration_secs - 1.5).abs() < 0.3, "{info:?}");
     // select-range: at most 10 s, inside the video
     let r = app
@@ -1145,19 +1165,7 @@ async fn the_replicate_provider_runs_jobs_on_a_fake_and_webhooks_are_verified() 
         status_is("completed"),
     )
     .await;
-    let bytes = app
-        .client
-        .get(job["result_url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let file = std::env::temp_dir().join(format!("lokiz-remote-{job_id}.mp4"));
-    tokio::fs::write(&file, &bytes).await.unwrap();
-    let info = probe(&file).await.unwrap();
-    let _ = tokio::fs::remove_file(&file).await;
+    let info = probe_url(&app, job["result_url"].as_str().unwrap()).await;
     assert!((info.duration_secs - 2.0).abs() < 0.3, "{info:?}");
     wait_for_history(&app, &user.access_token, &["grant", "reserve", "capture"]).await;
 
