@@ -158,24 +158,45 @@ impl Worker {
                 }
             }
         };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.options.concurrency.max(1))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| WorkerError::JetStream(e.to_string()))?;
         let slots = Arc::new(tokio::sync::Semaphore::new(self.options.concurrency.max(1)));
         let mut running = tokio::task::JoinSet::new();
         tracing::info!(worker = %self.options.worker_id, provider = self.provider.name(), "AI worker running");
         loop {
+            // A free slot first, then one message: nothing waits in a local
+            // buffer while its ack wait (the lease) runs out, so a long queue
+            // is not redelivered behind this worker's back.
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            while running.try_join_next().is_some() {}
+            // waits up to `expires` for a message (`fetch` would not wait)
+            let fetched = consumer
+                .batch()
+                .max_messages(1)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await;
+            let mut batch = match fetched {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker: fetch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                m = messages.next() => m,
+                m = batch.next() => m,
             };
             let msg = match next {
-                None => break,
+                None => continue, // nothing arrived before the fetch expired
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "worker: consumer error");
                     continue;
@@ -189,13 +210,6 @@ impl Worker {
                     let _ = msg.ack().await;
                     continue;
                 }
-            };
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
             };
             let worker = self.clone();
             let token = shutdown.child_token();
@@ -213,7 +227,6 @@ impl Worker {
                     tracing::warn!(error = %e, "worker: ack failed");
                 }
             });
-            while running.try_join_next().is_some() {}
         }
         running.shutdown().await;
         tracing::info!("AI worker stopped");
