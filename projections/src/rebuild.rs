@@ -147,6 +147,7 @@ pub async fn rebuild(
     ))
     .execute(&mut *tx)
     .await?;
+    lock_live_tables(&mut tx, &tables).await?;
     for t in &tables {
         sqlx::raw_sql(&format!(
             "ALTER TABLE {LIVE_SCHEMA}.{t} SET SCHEMA {RETIRED_SCHEMA};
@@ -190,6 +191,66 @@ pub async fn rebuild(
         position: head,
         parked: replay.failed.len() as u64,
     })
+}
+
+/// How many times the swap asks for the live tables' locks before giving up
+/// (each ask waits at most [`SWAP_LOCK_WAIT`]).
+const SWAP_LOCK_ATTEMPTS: u32 = 600;
+const SWAP_LOCK_WAIT: &str = "100ms";
+
+/// Takes every live table's `ACCESS EXCLUSIVE` lock before any is moved.
+/// Readers lock the tables of a query in their own order (`videos` then
+/// `users` for a feed page); a swap that held one table while waiting for
+/// another could deadlock with such a reader, and Postgres would then abort
+/// one of the two — possibly the reader, a failed request. Here the swap asks
+/// with a short `lock_timeout` and, when it runs out, lets go of everything it
+/// took (a savepoint) and asks again: the swap always gives way, a reader
+/// never fails. The replay's writes in this transaction stay.
+async fn lock_live_tables(
+    tx: &mut sqlx::PgConnection,
+    tables: &[&'static str],
+) -> Result<(), RebuildError> {
+    let list = tables
+        .iter()
+        .map(|t| format!("{LIVE_SCHEMA}.{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut attempts = 0;
+    loop {
+        sqlx::raw_sql(&format!(
+            "SAVEPOINT swap_locks; SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let locked = sqlx::raw_sql(&format!("LOCK TABLE {list} IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut *tx)
+            .await;
+        match locked {
+            Ok(_) => {
+                sqlx::raw_sql("RELEASE SAVEPOINT swap_locks; SET LOCAL lock_timeout = 0")
+                    .execute(&mut *tx)
+                    .await?;
+                return Ok(());
+            }
+            Err(e)
+                if attempts < SWAP_LOCK_ATTEMPTS
+                    && e.as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|c| c == "55P03") =>
+            {
+                attempts += 1;
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT swap_locks")
+                    .execute(&mut *tx)
+                    .await?;
+                // let the readers that queued behind us through
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    5 + u64::from(attempts % 7) * 5,
+                ))
+                .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Replays each projection into [`VERIFY_SCHEMA`] up to its live checkpoint

@@ -223,6 +223,65 @@ async fn verify_reports_drift_and_rebuild_repairs_it_while_reads_go_on() {
     app.stop().await;
 }
 
+/// A reader inside a transaction holds `videos` while the swap wants every
+/// table; the reader then reads `users`, which the swap may already hold. The
+/// swap gives way (and retries) instead of deadlocking: the reader's query
+/// succeeds and so does the rebuild.
+#[tokio::test]
+async fn a_reader_holding_tables_never_deadlocks_with_the_swap() {
+    let app = spawn_app().await;
+    let user = app.register("holder").await;
+    app.upload_video(&user, Some("held")).await;
+    caught_up(&app).await;
+
+    let pool = app.pool.clone();
+    let (held_tx, held) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM videos")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let _ = held_tx.send(());
+        // wait until the swap is asking for the live tables' locks
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                  WHERE NOT l.granted AND c.relname = 'videos'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the swap never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let users: Result<i64, sqlx::Error> = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&mut *tx)
+            .await;
+        tx.commit().await.unwrap();
+        users
+    });
+    held.await.unwrap();
+    let report = rebuild(&app.pool, &lokiz_projections::all(), None)
+        .await
+        .expect("the swap completes");
+    let users = reader
+        .await
+        .unwrap()
+        .expect("the reader is never a deadlock victim");
+    assert_eq!(users, 1);
+    assert!(report.events > 0);
+    assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn parked_events_are_retried_by_reset_parked() {
     let app = spawn_app().await;
