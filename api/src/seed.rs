@@ -787,7 +787,7 @@ struct Runner<A: Aggregate<Services = ()>> {
     store: PersistedEventStore<MemRepository, A>,
 }
 
-impl<A: Aggregate<Services = ()>> Runner<A> {
+impl<A: Aggregate<Services = ()> + Clone> Runner<A> {
     fn new() -> Self {
         let repo = MemRepository::default();
         Self {

@@ -103,7 +103,7 @@ pub struct Written {
 
 impl<A> Commands<A>
 where
-    A: Aggregate<Services = ()>,
+    A: Aggregate<Services = ()> + Clone,
     A::Command: Clone,
 {
     pub fn new(pool: PgPool, signal: AppendSignal) -> Self {
@@ -191,7 +191,7 @@ pub async fn decide_and_append<R, A>(
 ) -> Result<(), AggregateError<A::Error>>
 where
     R: cqrs_es::persist::PersistedEventRepository,
-    A: Aggregate<Services = ()>,
+    A: Aggregate<Services = ()> + Clone,
 {
     let mut context = store.load_aggregate(id).await?;
     if context.current_snapshot.is_none() && context.current_sequence == 0 {
@@ -200,10 +200,7 @@ where
             context.aggregate.apply(envelope.payload);
         }
     }
-    let state = serde_json::to_value(&context.aggregate)
-        .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
-    let mut working: A =
-        serde_json::from_value(state).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+    let mut working = context.aggregate.clone();
     let sink = EventSink::default();
     working
         .handle(command, &(), &sink)

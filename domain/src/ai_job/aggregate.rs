@@ -35,7 +35,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AiJob {
     status: JobStatus,
     owner_id: Option<Uuid>,

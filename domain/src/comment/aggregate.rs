@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{CommentCommand, CommentEvent};
 use crate::values::CommentBody;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Comment {
     video_id: Option<Uuid>,
     parent_id: Option<Uuid>,

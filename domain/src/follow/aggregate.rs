@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{FollowCommand, FollowEvent};
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Follow {
     following: bool,
 }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{LikeCommand, LikeEvent};
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Like {
     liked: bool,
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Role, UserCommand, UserEvent};
 use crate::values::{Bio, DisplayName, ImageUrl};
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct User {
     registered: bool,
     display_name: Option<DisplayName>,

@@ -18,7 +18,7 @@ pub enum VideoStatus {
     Deleted,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Video {
     status: VideoStatus,
     owner_id: Option<Uuid>,

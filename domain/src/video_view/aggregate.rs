@@ -30,7 +30,7 @@ impl ViewerKey {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VideoView {
     last_counted_at: Option<DateTime<Utc>>,
 }

@@ -10,7 +10,7 @@ use super::{WalletCommand, WalletEvent};
 /// Credits every new account receives.
 pub const SIGNUP_CREDITS: i64 = 100;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Wallet {
     /// Spendable credits (reservations already taken out).
     balance: i64,
