@@ -267,55 +267,20 @@ impl TestApp {
         seconds: f64,
     ) -> (Uuid, i64) {
         let bytes = sample_video(width, height, seconds).await;
-        self.upload_bytes(user, bytes, width, height, seconds).await
+        self.upload_bytes(user, None, bytes, (width, height), seconds)
+            .await
     }
 
+    /// The upload flow (upload URL, PUT, complete) for `bytes`, declared as
+    /// a video of `width`×`height` lasting `seconds`.
     async fn upload_bytes(
         &self,
         user: &Registered,
+        caption: Option<&str>,
         bytes: Vec<u8>,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
         seconds: f64,
     ) -> (Uuid, i64) {
-        let resp = self
-            .post(
-                "/v1/videos/upload-url",
-                json!({"filename": "clip.mp4", "content_type": "video/mp4",
-                       "file_size": bytes.len()}),
-                Some(&user.access_token),
-            )
-            .await;
-        assert_eq!(resp.status(), StatusCode::OK, "upload-url");
-        let body: Value = resp.json().await.expect("json");
-        let id: Uuid = body["video_id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("video_id");
-        let put = self
-            .client
-            .put(body["upload_url"].as_str().expect("upload_url"))
-            .header("content-type", "video/mp4")
-            .body(bytes)
-            .send()
-            .await
-            .expect("PUT");
-        assert!(put.status().is_success(), "PUT {}", put.status());
-        let resp = self
-            .post(
-                &format!("/v1/videos/{id}/complete"),
-                json!({"width": width, "height": height, "actual_duration": seconds}),
-                Some(&user.access_token),
-            )
-            .await;
-        assert_eq!(resp.status(), StatusCode::OK, "complete");
-        (id, position_of(&resp))
-    }
-
-    /// Uploads a small video for `user` through the real flow (upload URL,
-    /// PUT, complete) and returns its id and the completion's position.
-    pub async fn upload_video(&self, user: &Registered, caption: Option<&str>) -> (Uuid, i64) {
-        let bytes = vec![7u8; 64];
         let resp = self
             .post(
                 "/v1/videos/upload-url",
@@ -342,7 +307,7 @@ impl TestApp {
         let resp = self
             .post(
                 &format!("/v1/videos/{id}/complete"),
-                json!({"width": 1080, "height": 1920, "actual_duration": 3.5}),
+                json!({"width": width, "height": height, "actual_duration": seconds}),
                 Some(&user.access_token),
             )
             .await;
@@ -353,8 +318,14 @@ impl TestApp {
                 resp.text().await.unwrap_or_default()
             );
         }
-        let position = position_of(&resp);
-        (id, position)
+        (id, position_of(&resp))
+    }
+
+    /// Uploads a small video for `user` through the real flow (upload URL,
+    /// PUT, complete) and returns its id and the completion's position.
+    pub async fn upload_video(&self, user: &Registered, caption: Option<&str>) -> (Uuid, i64) {
+        self.upload_bytes(user, caption, vec![7u8; 64], (1080, 1920), 3.5)
+            .await
     }
 
     pub async fn event_count(&self) -> i64 {

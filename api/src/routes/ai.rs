@@ -124,13 +124,10 @@ impl JobRow {
 
 /// The source video of a job: visible to the caller, uploaded, and its length.
 async fn source_video(ctx: &ApiContext, user: Uuid, video_id: Uuid) -> Result<f64, ApiError> {
-    crate::routes::videos::live_video(ctx, video_id, Some(user)).await?;
-    let duration: Option<f64> = sqlx::query_scalar("SELECT duration FROM videos WHERE id = $1")
-        .bind(video_id)
-        .fetch_optional(&ctx.pool)
+    crate::routes::videos::live_video(ctx, video_id, Some(user))
         .await?
-        .flatten();
-    duration.ok_or(ApiError::NotFound { what: "Video" })
+        .duration
+        .ok_or(ApiError::NotFound { what: "Video" })
 }
 
 /// Checks a time inside the video.

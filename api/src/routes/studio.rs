@@ -49,15 +49,10 @@ async fn studio_video(
     viewer: Option<Uuid>,
     video_id: Uuid,
 ) -> Result<(String, f64), ApiError> {
-    live_video(ctx, video_id, viewer).await?;
-    let row: Option<(String, Option<f64>)> =
-        sqlx::query_as("SELECT file_key, duration FROM videos WHERE id = $1")
-            .bind(video_id)
-            .fetch_optional(&ctx.pool)
-            .await?;
-    match row {
-        Some((key, Some(duration))) => Ok((key, duration)),
-        _ => Err(ApiError::NotFound { what: "Video" }),
+    let video = live_video(ctx, video_id, viewer).await?;
+    match video.duration {
+        Some(duration) => Ok((video.file_key, duration)),
+        None => Err(ApiError::NotFound { what: "Video" }),
     }
 }
 

@@ -54,7 +54,13 @@ pub fn router() -> Router<ApiContext> {
 /// What commands about a video need to know from the read model.
 pub struct VideoRef {
     pub owner_id: Uuid,
+    /// Where the file is in the blob store.
+    pub file_key: String,
+    /// Seconds (as reported when the upload completed).
+    pub duration: Option<f64>,
 }
+
+type LiveRow = (Uuid, String, String, String, Option<f64>);
 
 /// A completed, undeleted video `viewer` may see (public, or their own);
 /// anything else is 404, so private videos do not reveal themselves.
@@ -64,8 +70,8 @@ pub async fn live_video(
     viewer: Option<Uuid>,
 ) -> Result<VideoRef, ApiError> {
     let fetch = || {
-        sqlx::query_as::<_, (Uuid, String, String)>(
-            "SELECT owner_id, visibility, status FROM videos WHERE id = $1",
+        sqlx::query_as::<_, LiveRow>(
+            "SELECT owner_id, visibility, status, file_key, duration FROM videos WHERE id = $1",
         )
         .bind(video_id)
         .fetch_optional(&ctx.pool)
@@ -73,7 +79,7 @@ pub async fn live_video(
     let mut row = fetch().await?;
     if row
         .as_ref()
-        .is_none_or(|(_, _, status)| status == "processing")
+        .is_none_or(|(_, _, status, _, _)| status == "processing")
     {
         // A video created or completed a moment ago may not be projected
         // yet: settle once (cheap when the projection is current) and look again.
@@ -81,10 +87,14 @@ pub async fn live_video(
         row = fetch().await?;
     }
     match row {
-        Some((owner_id, visibility, status))
+        Some((owner_id, visibility, status, file_key, duration))
             if status == "completed" && (visibility == "public" || viewer == Some(owner_id)) =>
         {
-            Ok(VideoRef { owner_id })
+            Ok(VideoRef {
+                owner_id,
+                file_key,
+                duration,
+            })
         }
         _ => Err(ApiError::NotFound { what: "Video" }),
     }

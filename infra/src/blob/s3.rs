@@ -248,6 +248,15 @@ impl S3BlobStore {
     fn object_path(&self, key: &str) -> String {
         format!("/{}/{key}", self.bucket)
     }
+
+    /// The URL a signed request for `path` (from `object_path`) goes to.
+    fn request_url(&self, path: &str) -> String {
+        format!(
+            "{}{}",
+            self.endpoint.origin().ascii_serialization(),
+            uri_encode(path, true)
+        )
+    }
 }
 
 #[async_trait::async_trait]
@@ -280,11 +289,7 @@ impl BlobStore for S3BlobStore {
     async fn stored_size(&self, key: &str) -> Result<Option<u64>, BlobError> {
         validate_key(key)?;
         let path = self.object_path(key);
-        let url = format!(
-            "{}{}",
-            self.endpoint.origin().ascii_serialization(),
-            uri_encode(&path, true)
-        );
+        let url = self.request_url(&path);
         let mut req = self.http.head(url);
         for (name, value) in
             self.signer
@@ -312,11 +317,7 @@ impl BlobStore for S3BlobStore {
         use tokio::io::AsyncWriteExt;
         validate_key(key)?;
         let path = self.object_path(key);
-        let url = format!(
-            "{}{}",
-            self.endpoint.origin().ascii_serialization(),
-            uri_encode(&path, true)
-        );
+        let url = self.request_url(&path);
         let mut req = self.http.get(url).timeout(Duration::from_secs(300));
         for (name, value) in
             self.signer
@@ -356,11 +357,7 @@ impl BlobStore for S3BlobStore {
         let bytes = tokio::fs::read(src).await?;
         let size = bytes.len() as u64;
         let path = self.object_path(key);
-        let url = format!(
-            "{}{}",
-            self.endpoint.origin().ascii_serialization(),
-            uri_encode(&path, true)
-        );
+        let url = self.request_url(&path);
         let payload = hex::encode(Sha256::digest(&bytes));
         let mut req = self
             .http

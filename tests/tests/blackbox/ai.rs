@@ -21,6 +21,34 @@ async fn get_json(app: &TestApp, path: &str, token: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// Requests a job at `path` as `token` once the read models reached
+/// `after`; asserts 202 and returns the job id.
+async fn request_job(app: &TestApp, token: &str, path: &str, body: Value, after: i64) -> String {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("X-Lokiz-Min-Position", after.to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{path}");
+    r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Where attempt `attempt` of a job renders its output (ffmpeg's target).
+fn work_output(app: &TestApp, job_id: &str, attempt: u32) -> std::path::PathBuf {
+    app.config
+        .data_dir
+        .join("work")
+        .join(format!("{job_id}-{attempt}"))
+        .join("result.mp4")
+}
+
 /// Downloads `url` and probes it with ffprobe (which must accept it).
 async fn probe_url(app: &TestApp, url: &str) -> lokiz_infra::ai::media::MediaInfo {
     let bytes = app
@@ -199,30 +227,19 @@ async fn cancel_while_running_kills_ffmpeg_and_refunds_exactly_once() {
     let app = spawn_app().await;
     let user = app.register("canceler").await;
     let (video, settled) = app.upload_media(&user, (540, 960), 12.0).await;
-    let r = app
-        .client
-        .post(app.url("/v1/ai/glitch/animate"))
-        .bearer_auth(&user.access_token)
-        .header("X-Lokiz-Min-Position", settled.to_string())
-        .json(&json!({"video_id": video, "start_time": 0, "end_time": 10, "preset": "scanlines"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let job_id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = request_job(
+        &app,
+        &user.access_token,
+        "/v1/ai/glitch/animate",
+        json!({"video_id": video, "start_time": 0, "end_time": 10, "preset": "scanlines"}),
+        settled,
+    )
+    .await;
     poll_job(&app, &user.access_token, &job_id, 60, |j| {
         j["status"] == "processing" && j["progress"].as_i64().unwrap() > 0
     })
     .await;
-    let output = app
-        .config
-        .data_dir
-        .join("work")
-        .join(format!("{job_id}-1"))
-        .join("result.mp4");
+    let output = work_output(&app, &job_id, 1);
     assert!(
         !ffmpeg_processes_for(&output).is_empty(),
         "ffmpeg is running"
@@ -354,21 +371,9 @@ async fn batch_status_follows_the_seed_and_the_monitor_flow_works() {
     let me = app.register("monitor").await;
     let other = app.register("other").await;
     let (video, settled) = app.upload_media(&me, (180, 320), 3.0).await;
-    let request = |token: String, kind: &'static str, body: Value| {
-        let req = app
-            .client
-            .post(app.url(kind))
-            .bearer_auth(token)
-            .header("X-Lokiz-Min-Position", settled.to_string())
-            .json(&body);
-        async move {
-            let r = req.send().await.unwrap();
-            assert_eq!(r.status(), StatusCode::ACCEPTED);
-            r.json::<Value>().await.unwrap()["job_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
+    let request = |token: String, path: &'static str, body: Value| {
+        let app = &app;
+        async move { request_job(app, &token, path, body, settled).await }
     };
     let mine = request(
         me.access_token.clone(),
@@ -681,32 +686,21 @@ async fn a_worker_dying_mid_job_hands_it_over_after_its_lease() {
     let first = WorkerProcess::start(&app.config, options.clone()).await;
     let user = app.register("survivor").await;
     let (video, settled) = app.upload_media(&user, (540, 960), 8.0).await;
-    let r = app
-        .client
-        .post(app.url("/v1/ai/glitch/animate"))
-        .bearer_auth(&user.access_token)
-        .header("X-Lokiz-Min-Position", settled.to_string())
-        .json(&json!({"video_id": video, "start_time": 0, "end_time": 6, "preset": "scanlines"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let job_id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id = request_job(
+        &app,
+        &user.access_token,
+        "/v1/ai/glitch/animate",
+        json!({"video_id": video, "start_time": 0, "end_time": 6, "preset": "scanlines"}),
+        settled,
+    )
+    .await;
     poll_job(&app, &user.access_token, &job_id, 60, |j| {
         j["status"] == "processing" && j["progress"].as_i64().unwrap() > 0
     })
     .await;
     let died = tokio::time::Instant::now();
     first.kill().await;
-    let output = app
-        .config
-        .data_dir
-        .join("work")
-        .join(format!("{job_id}-1"))
-        .join("result.mp4");
+    let output = work_output(&app, &job_id, 1);
     app.eventually(10, "the dead worker's ffmpeg gone", || async {
         ffmpeg_processes_for(&output).is_empty()
     })
@@ -734,25 +728,14 @@ async fn a_worker_dying_mid_job_hands_it_over_after_its_lease() {
 
 /// Requests a glitch and waits for it; returns the job.
 async fn glitch(app: &TestApp, token: &str, video: &str, end: f64, after: i64) -> Value {
-    let r = app
-        .client
-        .post(app.url("/v1/ai/glitch/animate"))
-        .bearer_auth(token)
-        .header("X-Lokiz-Min-Position", after.to_string())
-        .json(&json!({"video_id": video, "start_time": 0, "end_time": end, "preset": "hue-jump"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    let id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = request_job(
+        app,
+        token,
+        "/v1/ai/glitch/animate",
+        json!({"video_id": video, "start_time": 0, "end_time": end, "preset": "hue-jump"}),
+        after,
+    )
+    .await;
     poll_job(app, token, &id, 90, status_is("completed"))
         .await
         .0
