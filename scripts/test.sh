@@ -6,6 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh || exit 1
 log="$(mktemp)"
+# the fault tests run `lokiz` as separate processes (tests/src/cluster.rs)
+cargo build --locked --bin lokiz || exit 1
 cargo test --workspace --locked -- --test-threads "${LOKIZ_TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # one closing line for the whole workspace

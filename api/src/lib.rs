@@ -65,6 +65,31 @@ impl ApiContext {
         let Some(position) = min else {
             return Ok(());
         };
+        let wanted = self.projectors_named(projections)?;
+        lokiz_projections::consistency::wait_for(
+            &self.pool,
+            position,
+            &wanted,
+            self.config.consistency_timeout,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until the named read models reflect everything committed so
+    /// far (the newest event in commit order).
+    pub async fn wait_for_head(&self, projections: &[&str]) -> Result<(), ApiError> {
+        let wanted = self.projectors_named(projections)?;
+        lokiz_projections::consistency::wait_for_head(
+            &self.pool,
+            &wanted,
+            self.config.consistency_timeout,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn projectors_named(&self, projections: &[&str]) -> Result<Vec<&dyn Projector>, ApiError> {
         let wanted: Vec<&dyn Projector> = self
             .projectors
             .iter()
@@ -78,20 +103,7 @@ impl ApiContext {
                 "unknown projection in {projections:?}"
             )));
         }
-        lokiz_projections::consistency::wait_for(
-            &self.pool,
-            position,
-            &wanted,
-            self.config.consistency_timeout,
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Waits until the named read models reflect everything stored so far.
-    pub async fn wait_for_head(&self, projections: &[&str]) -> Result<(), ApiError> {
-        let head = self.store.head().await?;
-        self.wait_for(Some(head), projections).await
+        Ok(wanted)
     }
 }
 
@@ -178,7 +190,7 @@ impl Application {
                 r.versions.clone(),
                 Some(format!("{public_base}/v1/ai/callbacks/replicate")),
                 nats.clone(),
-                &config.subject_prefix(),
+                &config.stream,
                 Duration::from_secs(5),
             )?),
         };

@@ -9,15 +9,25 @@
 //! below that horizon has finished, so no row can ever appear behind the
 //! checkpoint.
 //!
-//! Delivery: each message carries `Nats-Msg-Id = <type>:<id>:<sequence>`, so a
-//! batch re-published after a crash between publish and checkpoint is dropped
-//! by JetStream's duplicate window; projections additionally skip anything at
-//! or below their own checkpoint.
+//! Order and exactly-once in the stream: the stream itself is the truth of
+//! what is published. The relay knows the stream's last sequence and the
+//! event stored there (read from JetStream at start and after any failure);
+//! it resumes after that event (or after its Postgres checkpoint, whichever is
+//! later) and publishes each message with `Nats-Expected-Last-Sequence` = the
+//! sequence the message before it got. JetStream refuses a message whose
+//! predecessor is missing, so when a connection drops in the middle of a
+//! pipelined batch, nothing after the lost message is stored; the relay reads
+//! the stream's tail again and goes on from there. Nothing is published twice
+//! (the resume point is what the stream holds, not the checkpoint) and nothing
+//! out of order. `Nats-Msg-Id = <type>:<id>:<sequence>` stays as a second
+//! guard.
 //!
-//! Exclusivity: a session-level advisory lock; other relays wait for it.
+//! Exclusivity: a session-level advisory lock; other relays wait for it. Two
+//! relays that both believed they were active could still not interleave:
+//! each publish names the sequence it expects to follow.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::Publish};
@@ -39,6 +49,16 @@ pub enum RelayError {
     Publish(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("JetStream stream: {0}")]
+    Stream(String),
+}
+
+/// The end of the stream as this relay last saw it: the last sequence and
+/// the position of the event stored there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTail {
+    pub sequence: u64,
+    pub position: Option<StreamPosition>,
 }
 
 #[derive(Clone)]
@@ -50,6 +70,8 @@ pub struct Relay {
     subject_prefix: String,
     batch_size: i64,
     published: Arc<AtomicU64>,
+    /// `None` until read from JetStream, and again after any failure.
+    tail: Arc<Mutex<Option<StreamTail>>>,
 }
 
 impl Relay {
@@ -62,6 +84,7 @@ impl Relay {
             subject_prefix: config.subject_prefix(),
             batch_size: 5000,
             published: Arc::new(AtomicU64::new(0)),
+            tail: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -98,30 +121,110 @@ impl Relay {
         Ok(rows)
     }
 
-    /// Publishes `events` and waits for every PubAck.
-    pub async fn publish(&self, events: &[StoredEvent]) -> Result<(), RelayError> {
+    /// Reads the stream's last sequence and the event stored there.
+    pub async fn read_tail(&self) -> Result<StreamTail, RelayError> {
+        let mut stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| RelayError::Stream(e.to_string()))?;
+        let sequence = stream
+            .info()
+            .await
+            .map_err(|e| RelayError::Stream(e.to_string()))?
+            .state
+            .last_sequence;
+        if sequence == 0 {
+            return Ok(StreamTail {
+                sequence,
+                position: None,
+            });
+        }
+        let position = match stream.get_raw_message(sequence).await {
+            Ok(m) => serde_json::from_slice::<StoredEvent>(&m.payload)
+                .ok()
+                .map(|e| e.stream_position()),
+            Err(e) => {
+                tracing::warn!(error = %e, sequence, "cannot read the stream's last message");
+                None
+            }
+        };
+        Ok(StreamTail { sequence, position })
+    }
+
+    /// Where the stream ends: cached while publishing succeeds, read from
+    /// JetStream otherwise.
+    async fn tail(&self) -> Result<StreamTail, RelayError> {
+        if let Some(t) = *self.lock_tail() {
+            return Ok(t);
+        }
+        let t = self.read_tail().await?;
+        *self.lock_tail() = Some(t);
+        Ok(t)
+    }
+
+    fn lock_tail(&self) -> std::sync::MutexGuard<'_, Option<StreamTail>> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the cached tail: the next round reads it from JetStream.
+    pub fn forget_tail(&self) {
+        *self.lock_tail() = None;
+    }
+
+    /// Publishes `events` right after stream sequence `after`, each naming
+    /// the sequence it must follow, and waits for every PubAck in order.
+    /// Returns how many were stored (a prefix of `events`) and the error
+    /// that stopped the rest, if any.
+    pub async fn publish(&self, events: &[StoredEvent], after: u64) -> (usize, Option<RelayError>) {
         let mut acks = Vec::with_capacity(events.len());
-        for e in events {
-            let body = serde_json::to_vec(e)?;
+        let mut send_error = None;
+        for (i, e) in events.iter().enumerate() {
+            let body = match serde_json::to_vec(e) {
+                Ok(b) => b,
+                Err(err) => {
+                    send_error = Some(RelayError::Json(err));
+                    break;
+                }
+            };
             let mut headers = HeaderMap::new();
             headers.insert("Lokiz-Event-Type", e.event_type.as_str());
-            // headers first: `headers()` replaces the map `message_id()` writes to
+            // headers first: `headers()` replaces the map the others write to
             let publish = Publish::build()
                 .headers(headers)
                 .message_id(e.message_id())
+                .expected_last_sequence(after + i as u64)
                 .payload(body.into());
-            let ack = self
+            match self
                 .js
                 .send_publish(e.subject(&self.subject_prefix), publish)
                 .await
-                .map_err(|err| RelayError::Publish(err.to_string()))?;
-            acks.push(ack);
+            {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    send_error = Some(RelayError::Publish(err.to_string()));
+                    break;
+                }
+            }
         }
-        for ack in acks {
-            ack.await
-                .map_err(|err| RelayError::Publish(err.to_string()))?;
+        let mut stored = 0;
+        for (i, ack) in acks.into_iter().enumerate() {
+            let expected = after + i as u64 + 1;
+            match ack.await {
+                Ok(a) if a.sequence == expected && !a.duplicate => stored += 1,
+                Ok(a) => {
+                    return (
+                        stored,
+                        Some(RelayError::Publish(format!(
+                            "stored at sequence {} (duplicate: {}), expected {expected}",
+                            a.sequence, a.duplicate
+                        ))),
+                    )
+                }
+                Err(err) => return (stored, Some(RelayError::Publish(err.to_string()))),
+            }
         }
-        Ok(())
+        (stored, send_error)
     }
 
     /// Records that everything up to `to` is published. Never moves backwards.
@@ -146,19 +249,45 @@ impl Relay {
         Ok(())
     }
 
-    /// One fetch → publish → checkpoint round. Returns how many events went out.
+    /// One fetch → publish → checkpoint round. Returns how many events went
+    /// out. Resumes after the later of the stream's last event and the
+    /// checkpoint (the stream can be ahead after a crash between publish and
+    /// checkpoint; it can be behind only if messages were removed from it).
     pub async fn pump_once(&self) -> Result<usize, RelayError> {
         let t0 = Instant::now();
-        let from = self.checkpoint().await?;
-        let batch = self.fetch_batch(from).await?;
-        let Some(last) = batch.last() else {
-            return Ok(0);
+        let tail = self.tail().await?;
+        let checkpoint = self.checkpoint().await?;
+        let from = match tail.position {
+            Some(p) if p > checkpoint => {
+                // published before a crash, not yet checkpointed
+                self.save_checkpoint(p, 0).await?;
+                p
+            }
+            _ => checkpoint,
         };
+        let batch = self.fetch_batch(from).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
         let t1 = Instant::now();
-        self.publish(&batch).await?;
+        let (stored, error) = self.publish(&batch, tail.sequence).await;
         let t2 = Instant::now();
-        self.save_checkpoint(last.stream_position(), batch.len() as i64)
-            .await?;
+        if stored > 0 {
+            let last = &batch[stored - 1];
+            *self.lock_tail() = Some(StreamTail {
+                sequence: tail.sequence + stored as u64,
+                position: Some(last.stream_position()),
+            });
+            self.save_checkpoint(last.stream_position(), stored as i64)
+                .await?;
+            self.published.fetch_add(stored as u64, Ordering::Relaxed);
+            metrics::counter!("lokiz_relay_published_total").increment(stored as u64);
+        }
+        if let Some(e) = error {
+            // what JetStream holds now is read again before the next round
+            self.forget_tail();
+            return Err(e);
+        }
         tracing::debug!(
             events = batch.len(),
             fetch_ms = (t1 - t0).as_secs_f64() * 1e3,
@@ -166,9 +295,6 @@ impl Relay {
             checkpoint_ms = t2.elapsed().as_secs_f64() * 1e3,
             "relay round"
         );
-        self.published
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        metrics::counter!("lokiz_relay_published_total").increment(batch.len() as u64);
         Ok(batch.len())
     }
 
@@ -180,6 +306,7 @@ impl Relay {
             return Ok(());
         };
         tracing::info!(stream = %self.stream, "relay active");
+        self.forget_tail();
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
 
@@ -203,7 +330,10 @@ impl Relay {
                     )
                     .await
                     {
-                        Some(l) => lock = l,
+                        Some(l) => {
+                            lock = l;
+                            self.forget_tail();
+                        }
                         None => break,
                     }
                 }

@@ -5,7 +5,7 @@ use lokiz_domain::comment::{Comment, CommentEvent};
 use lokiz_infra::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::projector::{decode, uuid_id, ProjectionError, Projector};
+use crate::projector::{decode, keys_from_fields, uuid_id, ProjectionError, Projector};
 
 pub struct CommentsProjector;
 
@@ -21,6 +21,11 @@ impl Projector for CommentsProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["comments"]
+    }
+
+    /// A reply changes its parent's reply count.
+    fn entity_keys(&self, event: &StoredEvent) -> Vec<String> {
+        keys_from_fields(event, &[("parent_id", Comment::TYPE_NAME)])
     }
 
     async fn apply(

@@ -28,21 +28,70 @@ pub async fn wait_for(
     projectors: &[&dyn Projector],
     timeout: Duration,
 ) -> Result<(), ConsistencyError> {
+    wait_until(pool, Target::Position(position), projectors, timeout).await
+}
+
+/// Waits (bounded by `timeout`) until every projection in `projectors`
+/// reflects everything committed so far: the newest event in commit order,
+/// `(xid, position)`, which need not be the one with the highest position (a
+/// transaction that started earlier can insert later).
+pub async fn wait_for_head(
+    pool: &PgPool,
+    projectors: &[&dyn Projector],
+    timeout: Duration,
+) -> Result<(), ConsistencyError> {
+    wait_until(pool, Target::Head, projectors, timeout).await
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    /// The event a command answered with (`X-Lokiz-Position`).
+    Position(i64),
+    /// The newest event in commit order.
+    Head,
+}
+
+async fn wait_until(
+    pool: &PgPool,
+    wanted: Target,
+    projectors: &[&dyn Projector],
+    timeout: Duration,
+) -> Result<(), ConsistencyError> {
+    let position = match wanted {
+        Target::Position(p) => p,
+        Target::Head => 0,
+    };
     let started = Instant::now();
     let mut pause = Duration::from_millis(2);
     let mut pending: Vec<&dyn Projector> = projectors.to_vec();
     let mut target: Option<(i64, i64)> = None;
     loop {
         if target.is_none() {
-            // the first event at or after `position` (a position whose insert
-            // rolled back never exists)
-            target = sqlx::query_as(
-                "SELECT xid::text::bigint, position FROM events WHERE position >= $1
-                  ORDER BY position LIMIT 1",
-            )
-            .bind(position)
-            .fetch_optional(pool)
-            .await?;
+            target = match wanted {
+                // the first event at or after `position` (a position whose
+                // insert rolled back never exists)
+                Target::Position(position) => {
+                    sqlx::query_as(
+                        "SELECT xid::text::bigint, position FROM events WHERE position >= $1
+                          ORDER BY position LIMIT 1",
+                    )
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await?
+                }
+                Target::Head => {
+                    let head = sqlx::query_as(
+                        "SELECT xid::text::bigint, position FROM events
+                          ORDER BY events.xid DESC, events.position DESC LIMIT 1",
+                    )
+                    .fetch_optional(pool)
+                    .await?;
+                    if head.is_none() {
+                        return Ok(()); // nothing stored, nothing to wait for
+                    }
+                    head
+                }
+            };
         }
         if let Some((xid, pos)) = target {
             let mut still = Vec::with_capacity(pending.len());

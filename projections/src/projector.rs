@@ -33,12 +33,50 @@ impl ProjectionError {
                 ) || e
                     .as_database_error()
                     .and_then(|d| d.code())
-                    // serialization failure, deadlock, admin shutdown, too many connections
-                    .is_some_and(|c| matches!(c.as_ref(), "40001" | "40P01" | "57P01" | "53300"))
+                    .is_some_and(|c| is_transient_sqlstate(c.as_ref()))
             }
             _ => false,
         }
     }
+}
+
+/// SQLSTATEs that say "try again later", not "this event is wrong":
+/// connection exceptions (08xxx), insufficient resources (53xxx: disk full,
+/// out of memory, too many connections), serialization failure and deadlock
+/// (40001, 40P01), shutdowns and "cannot connect now" (57P01–57P03), a
+/// cancelled statement (57014: statement timeout, `pg_cancel_backend`), a
+/// lock not available (55P03: lock timeout) and system I/O errors (58xxx).
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("58")
+        || matches!(
+            code,
+            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "55P03"
+        )
+}
+
+/// Entity keys `<type>:<uuid>` from the fields of an event's payload named in
+/// `fields` (payloads are `{"<EventType>": {..fields..}}`), plus the event's
+/// own aggregate.
+pub fn keys_from_fields(event: &StoredEvent, fields: &[(&str, &str)]) -> Vec<String> {
+    let mut keys = vec![format!("{}:{}", event.aggregate_type, event.aggregate_id)];
+    let body = event
+        .payload
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v.as_object());
+    if let Some(body) = body {
+        for (field, kind) in fields {
+            if let Some(id) = body.get(*field).and_then(|v| v.as_str()) {
+                let key = format!("{kind}:{id}");
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    keys
 }
 
 /// Decodes an event payload into the aggregate's event enum (upcasting older
@@ -71,6 +109,16 @@ pub trait Projector: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// The read-model entities `event` changes, as `<Type>:<id>` keys. Once an
+    /// event is parked, every later event sharing a key with it is parked
+    /// behind it, in order, instead of being applied to a state that lacks
+    /// it; `reset-parked` applies them again in that order. The default is
+    /// the event's own aggregate; a projector whose rows gather events of
+    /// other aggregates (a video's like counter) names those rows too.
+    fn entity_keys(&self, event: &StoredEvent) -> Vec<String> {
+        vec![format!("{}:{}", event.aggregate_type, event.aggregate_id)]
+    }
 
     /// Applies `events` (in commit order, all of types this projector reads)
     /// with the same outcome as [`Projector::apply`] on each in turn. The

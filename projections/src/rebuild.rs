@@ -26,6 +26,7 @@
 //! again under its row lock, so the live table cannot move while it is
 //! compared) and compares whole rows (`to_jsonb`) both ways.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::projector::{ProjectionError, Projector};
-use crate::runtime::{lock_checkpoint, park_event};
+use crate::runtime::{lock_checkpoint, park_event, BEHIND_PARKED};
 
 /// Where `projections rebuild` builds the new tables.
 pub const REBUILD_SCHEMA: &str = "lokiz_rebuild";
@@ -162,7 +163,8 @@ pub async fn rebuild(
     let head = replay.head.max(replay.position);
     sqlx::query(
         "UPDATE projection_checkpoints
-            SET last_xid = $2, last_position = $3, applied = $4, updated_at = now()
+            SET last_xid = $2, last_position = $3, applied = $4, updated_at = now(),
+                stream_seq = NULL
           WHERE projection = ANY($1)",
     )
     .bind(&names)
@@ -175,8 +177,8 @@ pub async fn rebuild(
         .bind(&names)
         .execute(&mut *tx)
         .await?;
-    for (projection, event, error) in &replay.failed {
-        park_event(&mut tx, projection, event, error, 1).await?;
+    for f in &replay.failed {
+        park_event(&mut tx, f.projection, &f.event, &f.error, 1, &f.keys).await?;
     }
     tx.commit().await?;
     sqlx::raw_sql(&format!(
@@ -301,65 +303,84 @@ pub async fn verify(
     })
 }
 
-/// Applies a projection's parked events again, in their order, each in its
-/// own transaction; those that now succeed leave `parked_events`. Returns
-/// (applied, still parked).
+/// Applies a projection's parked events again, in (xid, position) order, in
+/// one transaction that holds the projection's checkpoint lock (the live
+/// runner waits meanwhile, so nothing is applied between them). Each event
+/// that now succeeds leaves `parked_events`; one that fails again stays, and
+/// so does every later parked event sharing an entity with it, so order is
+/// kept. Returns (applied, still parked).
 pub async fn reset_parked(
     pool: &PgPool,
     projector: &Arc<dyn Projector>,
 ) -> Result<(u64, u64), RebuildError> {
-    let parked: Vec<(i64,)> = sqlx::query_as(
-        "SELECT position FROM parked_events WHERE projection = $1 AND position > 0
-          ORDER BY xid, position",
-    )
-    .bind(projector.name())
-    .fetch_all(pool)
+    let name = projector.name();
+    let fail = |source| RebuildError::Projection {
+        projection: name,
+        source,
+    };
+    let mut tx = pool.begin().await?;
+    lock_checkpoint(&mut tx, name).await?;
+    let parked: Vec<StoredEvent> = sqlx::query_as(&format!(
+        "SELECT {} FROM events e
+          WHERE e.position IN (SELECT position FROM parked_events
+                                WHERE projection = $1 AND position > 0)
+          ORDER BY e.xid, e.position",
+        lokiz_infra::stored_event::STORED_EVENT_COLUMNS
+    ))
+    .bind(name)
+    .fetch_all(&mut *tx)
     .await?;
     let (mut applied, mut still) = (0, 0);
-    for (position,) in parked {
-        let event: Option<StoredEvent> = sqlx::query_as(&format!(
-            "SELECT {} FROM events WHERE position = $1",
-            lokiz_infra::stored_event::STORED_EVENT_COLUMNS
-        ))
-        .bind(position)
-        .fetch_optional(pool)
-        .await?;
-        let mut tx = pool.begin().await?;
-        let outcome = match &event {
-            Some(e) => projector.apply(&mut tx, e).await,
-            None => Ok(()),
+    let mut kept: Vec<(i64, Vec<String>)> = Vec::new();
+    for event in &parked {
+        let keys = projector.entity_keys(event);
+        let outcome = match kept
+            .iter()
+            .find(|(_, k)| k.iter().any(|k| keys.contains(k)))
+        {
+            Some((blocker, _)) => Err(format!("{BEHIND_PARKED}{blocker}")),
+            None => {
+                let mut sp = tx.begin().await?;
+                match projector.apply(&mut sp, event).await {
+                    Ok(()) => {
+                        sp.commit().await?;
+                        Ok(())
+                    }
+                    Err(e) if e.is_transient() => return Err(fail(e)),
+                    Err(e) => {
+                        sp.rollback().await?;
+                        Err(e.to_string())
+                    }
+                }
+            }
         };
         match outcome {
             Ok(()) => {
                 sqlx::query("DELETE FROM parked_events WHERE projection = $1 AND position = $2")
-                    .bind(projector.name())
-                    .bind(position)
+                    .bind(name)
+                    .bind(event.position)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
                 applied += 1;
             }
-            Err(e) if e.is_transient() => {
-                return Err(RebuildError::Projection {
-                    projection: projector.name(),
-                    source: e,
-                })
-            }
-            Err(e) => {
-                tx.rollback().await?;
+            Err(error) => {
                 sqlx::query(
-                    "UPDATE parked_events SET error = $3, attempts = attempts + 1, parked_at = now()
+                    "UPDATE parked_events
+                        SET error = $3, attempts = attempts + 1, parked_at = now(), entity_keys = $4
                       WHERE projection = $1 AND position = $2",
                 )
-                .bind(projector.name())
-                .bind(position)
-                .bind(e.to_string())
-                .execute(pool)
+                .bind(name)
+                .bind(event.position)
+                .bind(&error)
+                .bind(&keys)
+                .execute(&mut *tx)
                 .await?;
+                kept.push((event.position, keys));
                 still += 1;
             }
         }
     }
+    tx.commit().await?;
     Ok((applied, still))
 }
 
@@ -471,7 +492,18 @@ struct Replay<'a> {
     /// (of any type): where the checkpoint goes.
     head: StreamPosition,
     applied: u64,
-    failed: Vec<(&'static str, StoredEvent, String)>,
+    failed: Vec<Failed>,
+    /// Per projection, the entities of its failed events: later events
+    /// touching them are parked behind (as the live runtime does).
+    blocked: HashMap<&'static str, HashSet<String>>,
+}
+
+/// An event a replay could not apply (or kept behind one that failed).
+struct Failed {
+    projection: &'static str,
+    event: StoredEvent,
+    error: String,
+    keys: Vec<String>,
 }
 
 impl<'a> Replay<'a> {
@@ -491,6 +523,7 @@ impl<'a> Replay<'a> {
             head: StreamPosition::default(),
             applied: 0,
             failed: Vec::new(),
+            blocked: HashMap::new(),
         }
     }
 
@@ -600,25 +633,50 @@ impl<'a> Replay<'a> {
             projection: p.name(),
             source,
         };
-        let mut sp = tx.begin().await?;
-        match p.apply_batch(&mut sp, events).await {
-            Ok(()) => {
-                sp.commit().await?;
-                return Ok(());
+        let blocked = self.blocked.entry(p.name()).or_default();
+        if blocked.is_empty() {
+            let mut sp = tx.begin().await?;
+            match p.apply_batch(&mut sp, events).await {
+                Ok(()) => {
+                    sp.commit().await?;
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => return Err(fail(e)),
+                Err(_) => sp.rollback().await?,
             }
-            Err(e) if e.is_transient() => return Err(fail(e)),
-            Err(_) => sp.rollback().await?,
         }
-        // one by one, each behind a savepoint; what fails is parked again
+        // one by one, each behind a savepoint; what fails is parked again,
+        // and so is what touches an entity of a parked event
         for event in events {
+            let keys = p.entity_keys(event);
+            if let Some(blocker) = self
+                .failed
+                .iter()
+                .find(|f| f.projection == p.name() && f.keys.iter().any(|k| keys.contains(k)))
+                .map(|f| f.event.position)
+            {
+                blocked.extend(keys.iter().cloned());
+                self.failed.push(Failed {
+                    projection: p.name(),
+                    event: (*event).clone(),
+                    error: format!("{BEHIND_PARKED}{blocker}"),
+                    keys,
+                });
+                continue;
+            }
             let mut sp = tx.begin().await?;
             match p.apply(&mut sp, event).await {
                 Ok(()) => sp.commit().await?,
                 Err(e) if e.is_transient() => return Err(fail(e)),
                 Err(e) => {
                     sp.rollback().await?;
-                    self.failed
-                        .push((p.name(), (*event).clone(), e.to_string()));
+                    blocked.extend(keys.iter().cloned());
+                    self.failed.push(Failed {
+                        projection: p.name(),
+                        event: (*event).clone(),
+                        error: e.to_string(),
+                        keys,
+                    });
                 }
             }
         }

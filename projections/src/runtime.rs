@@ -1,13 +1,32 @@
-//! Feeds one projector from its durable JetStream consumer.
+//! Feeds one projector from the JetStream stream, exactly once.
 //!
-//! A batch of messages is applied and the checkpoint advanced in one Postgres
-//! transaction, then acknowledged (ack policy `All`: acking the last message
-//! acks the batch). Anything at or below the checkpoint is skipped, so
-//! redelivery and duplicates change nothing. When a batch fails, its events are
-//! retried one at a time with backoff; an event that still fails is parked in
-//! `parked_events` (and the checkpoint moves past it in the same transaction),
-//! so the projection goes on. Transient database errors are never parked: they
-//! are retried until the database is back.
+//! **Where a runner resumes is decided by Postgres alone.** Each checkpoint
+//! row holds the (xid, position) of the last event applied and the JetStream
+//! stream sequence of its message (`stream_seq`), written in the transaction
+//! that writes the read-model rows. Every (re)start — process start, lock
+//! takeover, NATS reconnect, consumer error, a gap — creates a fresh
+//! ephemeral consumer (no acks, so nothing is "delivered but pending"
+//! anywhere) that starts at the message after `stream_seq`. Nothing a dead
+//! runner received and did not commit can be passed over: it is simply read
+//! again. When `stream_seq` is unknown (after a rebuild's swap) the start is
+//! found by binary search over the stream, which the relay keeps strictly in
+//! (xid, position) order.
+//!
+//! **Gaps.** Consumer sequences must arrive as 1, 2, 3, …; on any jump, on a
+//! consumer error or a missed heartbeat, the runner commits what it has and
+//! starts again from its checkpoint. In flight per projection: one pull of at
+//! most `max_batch` messages (and `max_bytes`).
+//!
+//! **Applying.** A batch is applied and the checkpoint advanced in one
+//! transaction that first locks the checkpoint row (rebuild, verify and
+//! reset-parked take the same lock). Anything at or below the checkpoint is
+//! skipped, so a message read twice changes nothing. When a batch fails, its
+//! events are applied one at a time with backoff; an event that still fails
+//! is parked in `parked_events` (the checkpoint moves past it in the same
+//! transaction), and every later event touching one of its entities
+//! ([`Projector::entity_keys`]) is parked behind it, in order. Transient
+//! database errors are never parked: they are retried until the database is
+//! back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +45,10 @@ pub type LagObserver = Arc<dyn Fn(&str, &[Duration]) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct RuntimeOptions {
+    /// Messages per pull (and per transaction at most).
     pub max_batch: usize,
+    /// Bytes per pull: bounds what is in flight for one projection.
+    pub max_bytes: usize,
     /// Attempts for one event before it is parked.
     pub attempts: u32,
     pub first_backoff: Duration,
@@ -37,6 +59,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
             max_batch: 1000,
+            max_bytes: 4 << 20,
             attempts: 4,
             first_backoff: Duration::from_millis(50),
             lag_observer: None,
@@ -48,6 +71,8 @@ impl Default for RuntimeOptions {
 pub enum RuntimeError {
     #[error("JetStream: {0}")]
     JetStream(String),
+    #[error("delivery gap: consumer sequence {got} after {after}")]
+    Gap { after: u64, got: u64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -63,9 +88,18 @@ pub struct ProjectionRunner {
 /// One message of a batch, decoded.
 struct Incoming {
     event: Option<StoredEvent>,
-    /// JetStream stream sequence, to name an undecodable message when parking.
+    /// JetStream stream sequence: the resume point, and the name of an
+    /// undecodable message when parking.
     stream_sequence: u64,
     raw_error: Option<String>,
+}
+
+/// A projection's checkpoint row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: StreamPosition,
+    /// Stream sequence of the message of `position`, when known.
+    pub stream_seq: Option<i64>,
 }
 
 impl ProjectionRunner {
@@ -85,34 +119,90 @@ impl ProjectionRunner {
         }
     }
 
-    async fn consumer(&self) -> Result<consumer::PullConsumer, RuntimeError> {
-        let stream = self
-            .js
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
+    fn filter_subject(&self) -> String {
         let prefix = self.config.subject_prefix();
-        let types = self.projector.aggregate_types();
         // NATS 2.9 allows one filter subject per consumer: a projector of one
         // aggregate type gets only that type's events; one that reads several
         // types consumes the whole stream and skips what it does not read.
-        let filter_subject = match types {
+        match self.projector.aggregate_types() {
             [one] => format!("{prefix}.{one}.>"),
             _ => format!("{prefix}.>"),
+        }
+    }
+
+    /// The stream sequence to start from: the message after the checkpoint.
+    pub async fn resume_sequence(
+        &self,
+        stream: &mut jetstream::stream::Stream,
+    ) -> Result<u64, RuntimeError> {
+        let mut conn = self.pool.acquire().await?;
+        let cp = checkpoint_row(&mut conn, self.projector.name()).await?;
+        drop(conn);
+        if cp.position == StreamPosition::default() {
+            return Ok(1);
+        }
+        if let Some(seq) = cp.stream_seq.filter(|s| *s > 0) {
+            // trust it only if the message there is the checkpoint's event
+            // (the stream may have been recreated since)
+            if position_at(stream, seq as u64).await == Some(cp.position) {
+                return Ok(seq as u64 + 1);
+            }
+        }
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        if last == 0 || first > last {
+            return Ok(1);
+        }
+        // smallest sequence whose event lies after the checkpoint
+        let (mut lo, mut hi) = (first, last + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match position_at(stream, mid).await {
+                Some(p) if p > cp.position => hi = mid,
+                Some(_) => lo = mid + 1,
+                None => {
+                    // a hole or a foreign message: read from the start and
+                    // let the checkpoint skip what is applied
+                    tracing::warn!(
+                        projection = self.projector.name(),
+                        sequence = mid,
+                        "no event at this stream sequence; resuming from the stream's start"
+                    );
+                    return Ok(first);
+                }
+            }
+        }
+        Ok(lo)
+    }
+
+    async fn consumer(
+        &self,
+        stream: &jetstream::stream::Stream,
+        start: u64,
+    ) -> Result<consumer::PullConsumer, RuntimeError> {
+        let deliver_policy = if start <= 1 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            }
         };
         stream
-            .get_or_create_consumer(
-                self.projector.name(),
-                consumer::pull::Config {
-                    durable_name: Some(self.projector.name().to_owned()),
-                    filter_subject,
-                    ack_policy: consumer::AckPolicy::All,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(60),
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(consumer::pull::Config {
+                durable_name: None,
+                description: Some(format!("lokiz projection {}", self.projector.name())),
+                filter_subject: self.filter_subject(),
+                deliver_policy,
+                // Nothing is acked: where to resume is the checkpoint's business.
+                ack_policy: consumer::AckPolicy::None,
+                // a dead runner's consumer goes away by itself
+                inactive_threshold: Duration::from_secs(30),
+                memory_storage: true,
+                ..Default::default()
+            })
             .await
             .map_err(|e| RuntimeError::JetStream(e.to_string()))
     }
@@ -126,89 +216,126 @@ impl ProjectionRunner {
         )
     }
 
-    /// Consumes until `shutdown`. The caller must hold [`Self::lock_key`]:
-    /// only one runner per projection may be active, order matters to it.
+    /// Consumes until `shutdown`, or until the delivery breaks (an error is
+    /// returned; the caller starts it again, from the checkpoint). The caller
+    /// must hold [`Self::lock_key`]: only one runner per projection may be
+    /// active, order matters to it.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
         let name = self.projector.name();
-        let consumer = loop {
-            match self.consumer().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(projection = name, error = %e, "cannot create consumer; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
-        tracing::info!(projection = name, "projection running");
+        let mut stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
+        // Consumers of earlier versions were durable: remove the leftover.
+        let _ = stream.delete_consumer(name).await;
+        let start = self.resume_sequence(&mut stream).await?;
+        let consumer = self.consumer(&stream, start).await?;
+        let consumer_name = consumer.cached_info().name.clone();
+        tracing::info!(projection = name, start, "projection running");
+        let outcome = self.consume(&consumer, &shutdown).await;
+        // best effort: an abandoned consumer expires after its inactivity threshold
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            stream.delete_consumer(&consumer_name),
+        )
+        .await;
+        tracing::info!(projection = name, "projection stopped");
+        outcome
+    }
+
+    async fn consume(
+        &self,
+        consumer: &consumer::PullConsumer,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let name = self.projector.name();
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.options.max_batch)
+            .max_bytes_per_batch(self.options.max_bytes)
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
             .await
             .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
-
+        let mut consumer_seq = 0u64;
         loop {
             let first = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
                 m = messages.next() => m,
             };
-            let Some(first) = first else {
-                tracing::warn!(projection = name, "message stream ended");
-                break;
-            };
             let mut batch = Vec::with_capacity(64);
-            match first {
-                Ok(m) => batch.push(m),
-                Err(e) => {
-                    tracing::warn!(projection = name, error = %e, "consumer error");
-                    continue;
+            let mut broken: Option<RuntimeError> = match first {
+                None => Some(RuntimeError::JetStream("message stream ended".into())),
+                Some(Err(e)) => Some(RuntimeError::JetStream(e.to_string())),
+                Some(Ok(m)) => {
+                    batch.push(m);
+                    None
                 }
-            }
-            while batch.len() < self.options.max_batch {
+            };
+            while broken.is_none() && batch.len() < self.options.max_batch {
                 match messages.next().now_or_never() {
                     Some(Some(Ok(m))) => batch.push(m),
-                    _ => break,
+                    Some(Some(Err(e))) => broken = Some(RuntimeError::JetStream(e.to_string())),
+                    Some(None) => {
+                        broken = Some(RuntimeError::JetStream("message stream ended".into()))
+                    }
+                    None => break,
                 }
             }
-            let incoming: Vec<Incoming> = batch.iter().map(decode_message).collect();
-            // Retry until applied (or parked); only shutdown interrupts, and
-            // then the batch is simply redelivered later.
-            let mut failures = 0u32;
-            loop {
-                match self.process(&incoming).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let wait = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
-                        tracing::warn!(projection = name, error = %e, ?wait, "batch failed; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(wait) => {}
+            // only the gap-free prefix is applied
+            let mut incoming = Vec::with_capacity(batch.len());
+            for m in &batch {
+                let Ok(info) = m.info() else {
+                    broken = Some(RuntimeError::JetStream(
+                        "message without delivery info".into(),
+                    ));
+                    break;
+                };
+                if info.consumer_sequence != consumer_seq + 1 {
+                    broken = Some(RuntimeError::Gap {
+                        after: consumer_seq,
+                        got: info.consumer_sequence,
+                    });
+                    break;
+                }
+                consumer_seq = info.consumer_sequence;
+                incoming.push(decode_message(m, info.stream_sequence));
+            }
+            drop(batch);
+            if !incoming.is_empty() {
+                // Retry until applied (or parked); only shutdown interrupts,
+                // and the next start reads the batch again.
+                let mut failures = 0u32;
+                loop {
+                    match self.process(&incoming).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let wait = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+                            tracing::warn!(projection = name, error = %e, ?wait, "batch failed; retrying");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return Ok(()),
+                                _ = tokio::time::sleep(wait) => {}
+                            }
                         }
                     }
                 }
             }
-            if let Some(last) = batch.last() {
-                if let Err(e) = last.ack().await {
-                    // Not fatal: unacked messages come back and are skipped.
-                    tracing::warn!(projection = name, error = %e, "ack failed");
-                }
+            if let Some(e) = broken {
+                return Err(e);
             }
         }
-        tracing::info!(projection = name, "projection stopped");
-        Ok(())
     }
 
-    /// Applies a batch: all in one transaction, or, when that fails, one event
-    /// at a time with retries and parking.
+    /// Applies a batch: all in one transaction, or, when that fails or some
+    /// event of the projection is parked, one event at a time with retries
+    /// and parking.
     async fn process(&self, incoming: &[Incoming]) -> Result<(), RuntimeError> {
         match self.apply_all(incoming).await {
-            Ok(()) => return Ok(()),
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
             Err(e) if e.is_transient() => return Err(RuntimeError::Db(into_sqlx(e))),
             Err(e) => {
                 tracing::warn!(projection = self.projector.name(), error = %e,
@@ -221,34 +348,51 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    async fn apply_all(&self, incoming: &[Incoming]) -> Result<(), ProjectionError> {
+    /// The whole batch in one transaction. `Ok(false)`: not attempted,
+    /// because the projection has parked events (the one-by-one path keeps
+    /// their entities' later events behind them).
+    async fn apply_all(&self, incoming: &[Incoming]) -> Result<bool, ProjectionError> {
         if incoming.iter().any(|i| i.event.is_none()) {
             // let the one-by-one path park the undecodable message
             return Err(ProjectionError::AggregateId("undecodable message".into()));
         }
+        let Some(last_seq) = incoming.last().map(|i| i.stream_sequence as i64) else {
+            return Ok(true);
+        };
+        let name = self.projector.name();
         let events: Vec<&StoredEvent> = incoming.iter().filter_map(|i| i.event.as_ref()).collect();
         let mut tx = self.pool.begin().await?;
-        let checkpoint = lock_checkpoint(&mut tx, self.projector.name()).await?;
+        let checkpoint = lock_checkpoint(&mut tx, name).await?;
         let applied: Vec<&StoredEvent> = events
             .into_iter()
             .filter(|e| e.stream_position() > checkpoint)
             .collect();
         let read: Vec<&StoredEvent> = applied.iter().copied().filter(|e| self.reads(e)).collect();
+        let has_parked: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM parked_events WHERE projection = $1)")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if has_parked {
+            let keys: Vec<String> = read
+                .iter()
+                .flat_map(|e| self.projector.entity_keys(e))
+                .collect();
+            if parked_blocker(&mut tx, name, &keys).await?.is_some() {
+                return Ok(false);
+            }
+        }
         if !read.is_empty() {
             self.projector.apply_batch(&mut tx, &read).await?;
         }
-        if let Some(last) = applied.last() {
-            advance_checkpoint(
-                &mut tx,
-                self.projector.name(),
-                last.stream_position(),
-                applied.len() as i64,
-            )
-            .await?;
-        }
+        let to = applied
+            .last()
+            .map(|e| e.stream_position())
+            .unwrap_or(checkpoint);
+        advance_checkpoint(&mut tx, name, to, Some(last_seq), applied.len() as i64).await?;
         tx.commit().await?;
         self.observe(&applied);
-        Ok(())
+        Ok(true)
     }
 
     fn reads(&self, e: &StoredEvent) -> bool {
@@ -283,16 +427,17 @@ impl ProjectionRunner {
             self.park_undecodable(item).await?;
             return Ok(());
         };
+        let seq = item.stream_sequence as i64;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.apply_one(event).await {
+            match self.apply_one(event, seq).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => return Err(RuntimeError::Db(into_sqlx(e))),
                 Err(e) if attempt >= self.options.attempts => {
                     tracing::error!(projection = name, position = event.position,
                         event_type = %event.event_type, error = %e, "event parked");
-                    self.park(event, &e.to_string(), attempt).await?;
+                    self.park(event, seq, &e.to_string(), attempt).await?;
                     return Ok(());
                 }
                 Err(e) => {
@@ -305,16 +450,36 @@ impl ProjectionRunner {
         }
     }
 
-    async fn apply_one(&self, event: &StoredEvent) -> Result<(), ProjectionError> {
+    /// One event in its own transaction; parked behind an earlier parked
+    /// event that touches one of its entities.
+    async fn apply_one(&self, event: &StoredEvent, seq: i64) -> Result<(), ProjectionError> {
+        let name = self.projector.name();
         let mut tx = self.pool.begin().await?;
-        let checkpoint = lock_checkpoint(&mut tx, self.projector.name()).await?;
+        let checkpoint = lock_checkpoint(&mut tx, name).await?;
         if event.stream_position() <= checkpoint {
             return Ok(());
         }
         if self.reads(event) {
+            let keys = self.projector.entity_keys(event);
+            if let Some(blocker) = parked_blocker(&mut tx, name, &keys).await? {
+                park_event(
+                    &mut tx,
+                    name,
+                    event,
+                    &format!("{BEHIND_PARKED}{blocker}"),
+                    0,
+                    &keys,
+                )
+                .await?;
+                advance_checkpoint(&mut tx, name, event.stream_position(), Some(seq), 0).await?;
+                tx.commit().await?;
+                metrics::counter!("lokiz_projection_parked_total", "projection" => name)
+                    .increment(1);
+                return Ok(());
+            }
             self.projector.apply(&mut tx, event).await?;
         }
-        advance_checkpoint(&mut tx, self.projector.name(), event.stream_position(), 1).await?;
+        advance_checkpoint(&mut tx, name, event.stream_position(), Some(seq), 1).await?;
         tx.commit().await?;
         self.observe(&[event]);
         Ok(())
@@ -323,19 +488,21 @@ impl ProjectionRunner {
     async fn park(
         &self,
         event: &StoredEvent,
+        seq: i64,
         error: &str,
         attempts: u32,
     ) -> Result<(), sqlx::Error> {
+        let name = self.projector.name();
         let mut tx = self.pool.begin().await?;
-        let checkpoint = lock_checkpoint(&mut tx, self.projector.name()).await?;
+        let checkpoint = lock_checkpoint(&mut tx, name).await?;
         if event.stream_position() <= checkpoint {
             return Ok(());
         }
-        park_event(&mut tx, self.projector.name(), event, error, attempts).await?;
-        advance_checkpoint(&mut tx, self.projector.name(), event.stream_position(), 0).await?;
+        let keys = self.projector.entity_keys(event);
+        park_event(&mut tx, name, event, error, attempts, &keys).await?;
+        advance_checkpoint(&mut tx, name, event.stream_position(), Some(seq), 0).await?;
         tx.commit().await?;
-        metrics::counter!("lokiz_projection_parked_total", "projection" => self.projector.name())
-            .increment(1);
+        metrics::counter!("lokiz_projection_parked_total", "projection" => name).increment(1);
         Ok(())
     }
 
@@ -347,6 +514,7 @@ impl ProjectionRunner {
             stream_sequence = item.stream_sequence,
             "undecodable message parked"
         );
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
                                         sequence, event_type, error, attempts)
@@ -356,14 +524,51 @@ impl ProjectionRunner {
         .bind(self.projector.name())
         .bind(-(item.stream_sequence as i64))
         .bind(item.raw_error.as_deref().unwrap_or("undecodable"))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE projection_checkpoints SET stream_seq = greatest(stream_seq, $2)
+              WHERE projection = $1",
+        )
+        .bind(self.projector.name())
+        .bind(item.stream_sequence as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
 
-fn decode_message(m: &jetstream::Message) -> Incoming {
-    let stream_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+/// The `error` of an event parked behind another, followed by the blocker's
+/// position.
+pub const BEHIND_PARKED: &str = "behind parked event at position ";
+
+/// The position of a parked event of `projection` sharing one of `keys`.
+pub async fn parked_blocker(
+    conn: &mut PgConnection,
+    projection: &str,
+    keys: &[String],
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(position) FROM parked_events
+          WHERE projection = $1 AND entity_keys && $2::text[]",
+    )
+    .bind(projection)
+    .bind(keys)
+    .fetch_one(conn)
+    .await
+}
+
+/// The event stored at stream sequence `seq`, if there is one and it is an
+/// event envelope.
+async fn position_at(stream: &mut jetstream::stream::Stream, seq: u64) -> Option<StreamPosition> {
+    let m = stream.get_raw_message(seq).await.ok()?;
+    serde_json::from_slice::<StoredEvent>(&m.payload)
+        .ok()
+        .map(|e| e.stream_position())
+}
+
+fn decode_message(m: &jetstream::Message, stream_sequence: u64) -> Incoming {
     match serde_json::from_slice::<StoredEvent>(&m.payload) {
         Ok(event) => Incoming {
             event: Some(event),
@@ -405,18 +610,20 @@ pub async fn lock_checkpoint(
     Ok(StreamPosition { xid, position })
 }
 
-/// Records `event` in `parked_events` for `projection` (once).
+/// Records `event` in `parked_events` for `projection` (once), with the
+/// entities it touches (`Projector::entity_keys`).
 pub async fn park_event(
     conn: &mut PgConnection,
     projection: &str,
     event: &StoredEvent,
     error: &str,
     attempts: u32,
+    entity_keys: &[String],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
-                                    sequence, event_type, error, attempts)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                    sequence, event_type, error, attempts, entity_keys)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (projection, position) DO NOTHING",
     )
     .bind(projection)
@@ -428,9 +635,29 @@ pub async fn park_event(
     .bind(&event.event_type)
     .bind(error)
     .bind(attempts as i32)
+    .bind(entity_keys)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A projection's checkpoint row, without locking it (zero when it has none).
+pub async fn checkpoint_row(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<Checkpoint, sqlx::Error> {
+    let row: Option<(i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT last_xid, last_position, stream_seq FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row
+        .map(|(xid, position, stream_seq)| Checkpoint {
+            position: StreamPosition { xid, position },
+            stream_seq,
+        })
+        .unwrap_or_default())
 }
 
 /// A projection's checkpoint, without locking it (zero when it has none).
@@ -449,21 +676,27 @@ pub async fn checkpoint_of(
         .unwrap_or_default())
 }
 
+/// Moves the checkpoint to `to` (the stream message `stream_seq`, when
+/// known), counting `applied` events. Call inside the transaction that wrote
+/// their read-model rows, after [`lock_checkpoint`].
 pub async fn advance_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
     to: StreamPosition,
+    stream_seq: Option<i64>,
     applied: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE projection_checkpoints
-            SET last_xid = $2, last_position = $3, applied = applied + $4, updated_at = now()
+            SET last_xid = $2, last_position = $3, applied = applied + $4, updated_at = now(),
+                stream_seq = $5
           WHERE projection = $1",
     )
     .bind(projection)
     .bind(to.xid)
     .bind(to.position)
     .bind(applied)
+    .bind(stream_seq)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -537,14 +770,21 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
                     let token = round.clone();
                     tasks.spawn(async move {
                         let name = runner.projector.name();
-                        // A runner returns when its message stream breaks; start it again.
+                        // A runner returns when its delivery breaks; it starts
+                        // again from its checkpoint.
+                        let mut failures = 0u32;
                         while !token.is_cancelled() {
-                            if let Err(e) = runner.run(token.clone()).await {
-                                tracing::error!(projection = name, error = %e, "projection stopped with an error");
+                            match runner.run(token.clone()).await {
+                                Ok(()) => failures = 0,
+                                Err(e) => {
+                                    failures = failures.saturating_add(1);
+                                    tracing::warn!(projection = name, error = %e, "projection delivery broke; resuming from the checkpoint");
+                                }
                             }
+                            let wait = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
                             tokio::select! {
                                 _ = token.cancelled() => {}
-                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = tokio::time::sleep(wait) => {}
                             }
                         }
                     });

@@ -16,7 +16,7 @@ use lokiz_infra::StoredEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::projector::{decode, uuid_id, ProjectionError, Projector};
+use crate::projector::{decode, keys_from_fields, uuid_id, ProjectionError, Projector};
 
 pub struct VideosProjector;
 
@@ -71,6 +71,19 @@ impl Projector for VideosProjector {
 
     fn tables(&self) -> &'static [&'static str] {
         &["videos"]
+    }
+
+    /// A like, view, comment or job changes its video's row (and a glitch
+    /// its source's).
+    fn entity_keys(&self, event: &StoredEvent) -> Vec<String> {
+        keys_from_fields(
+            event,
+            &[
+                ("video_id", Video::TYPE_NAME),
+                ("source_video_id", Video::TYPE_NAME),
+                ("output_video_id", Video::TYPE_NAME),
+            ],
+        )
     }
 
     /// Set-based: new videos in one `INSERT`, then the later lifecycle

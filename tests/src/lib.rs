@@ -2,6 +2,7 @@
 //! against its own fresh Postgres database and its own JetStream stream, so
 //! tests run in parallel and never see each other's data.
 
+pub mod cluster;
 pub mod fake_replicate;
 
 use std::collections::HashMap;
@@ -19,12 +20,18 @@ use uuid::Uuid;
 
 pub const TEST_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
-pub struct TestApp {
+/// An HTTP client of one LOKIZ API (in-process or a separate process).
+pub struct Api {
     pub address: String,
+    pub client: reqwest::Client,
+}
+
+/// The whole system in-process; its HTTP helpers are [`Api`]'s.
+pub struct TestApp {
+    pub api: Api,
     pub config: Config,
     pub ctx: ApiContext,
     pub pool: PgPool,
-    pub client: reqwest::Client,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -173,20 +180,33 @@ pub async fn spawn_app_with(components: Components, extra: &[(&str, &str)]) -> T
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
-        address,
+        api: Api::new(address),
         pool: ctx.pool.clone(),
         ctx,
         config,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
         shutdown,
         handle: Some(handle),
     }
 }
 
-impl TestApp {
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
+    pub fn new(address: String) -> Api {
+        Api {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -327,7 +347,9 @@ impl TestApp {
         self.upload_bytes(user, caption, vec![7u8; 64], (1080, 1920), 3.5)
             .await
     }
+}
 
+impl TestApp {
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&self.pool)
@@ -362,19 +384,23 @@ impl TestApp {
         }
         let _ = self.ctx.js.delete_stream(&self.config.stream).await;
         self.pool.close().await;
-        let name = self.config.database_name();
-        let admin_url = self
-            .config
-            .database_url
-            .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/postgres"))
-            .unwrap_or_default();
-        if let Ok(admin) = PgPool::connect(&admin_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&admin)
-                .await;
-            admin.close().await;
-        }
+        drop_database(&self.config).await;
+    }
+}
+
+/// Drops a test's database (its connections too).
+pub async fn drop_database(config: &Config) {
+    let name = config.database_name();
+    let admin_url = config
+        .database_url
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/postgres"))
+        .unwrap_or_default();
+    if let Ok(admin) = PgPool::connect(&admin_url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+        admin.close().await;
     }
 }
 

@@ -789,7 +789,7 @@ pub async fn callback(
     // wake the worker polling this prediction (it re-reads the prediction)
     let subject = format!(
         "{}.{prediction_id}",
-        lokiz_infra::ai::remote::wake_subject(&ctx.config.subject_prefix())
+        lokiz_infra::ai::remote::wake_subject(&ctx.config.stream)
     );
     if let Err(e) = ctx.nats.publish(subject, body).await {
         tracing::warn!(error = %e, "callback wake-up not published; the worker polls anyway");

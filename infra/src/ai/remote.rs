@@ -45,7 +45,7 @@ impl ReplicateProvider {
         versions: BTreeMap<String, String>,
         webhook_url: Option<String>,
         nats: async_nats::Client,
-        subject_prefix: &str,
+        stream: &str,
         poll_every: Duration,
     ) -> Result<Self, ProviderError> {
         Ok(Self {
@@ -53,7 +53,7 @@ impl ReplicateProvider {
             versions,
             webhook_url,
             nats,
-            wake_subject: wake_subject(subject_prefix),
+            wake_subject: wake_subject(stream),
             poll_every,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(300))
@@ -126,8 +126,11 @@ impl ReplicateProvider {
 }
 
 /// The NATS subject verified webhooks are announced on (`.<prediction id>`).
-pub fn wake_subject(subject_prefix: &str) -> String {
-    format!("{subject_prefix}.callbacks.replicate")
+/// Core-NATS subject of prediction wake-ups. Outside `<stream>.events.>`:
+/// the events stream must hold only what the relay publishes (it checks the
+/// stream's last sequence on every publish).
+pub fn wake_subject(stream: &str) -> String {
+    format!("{stream}.wake.replicate")
 }
 
 fn remote_error(e: ReplicateError) -> ProviderError {

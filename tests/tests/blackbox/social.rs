@@ -658,6 +658,11 @@ async fn concurrent_storm_counters_match_the_event_store() {
         .json()
         .await
         .unwrap();
+    // the likes table is another projection than the one behind batch-metadata
+    app.ctx
+        .wait_for(Some(settled), &["likes"])
+        .await
+        .expect("likes projection reached the last write");
     for v in &videos {
         let (likes, comments, views): (i64, i64, i64) = sqlx::query_as(
             "SELECT
