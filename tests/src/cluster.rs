@@ -255,32 +255,61 @@ impl Cluster {
     /// Stops `role` (SIGKILL or SIGTERM), waits for it to exit, waits
     /// `pause`, and starts it again.
     pub async fn restart(&mut self, role: Role, how: Stop, pause: Duration) {
-        if let Some(mut child) = self.procs.remove(&role) {
-            match how {
-                Stop::Kill => {
-                    let _ = child.start_kill();
-                }
-                Stop::Term => {
-                    if let Some(pid) = child.id() {
-                        let _ = Command::new("kill")
-                            .args(["-TERM", &pid.to_string()])
-                            .status()
-                            .await;
-                    }
-                }
-            }
-            if tokio::time::timeout(Duration::from_secs(30), child.wait())
-                .await
-                .is_err()
-            {
-                // a graceful stop that hangs is a failure of its own
+        self.stop_role(role, how).await;
+        tokio::time::sleep(pause).await;
+        self.start_role(role).await;
+    }
+
+    /// Stops `role` (SIGKILL or SIGTERM) and waits for it to exit.
+    pub async fn stop_role(&mut self, role: Role, how: Stop) {
+        let Some(mut child) = self.procs.remove(&role) else {
+            return;
+        };
+        match how {
+            Stop::Kill => {
                 let _ = child.start_kill();
-                let _ = child.wait().await;
-                panic!("{role:?} did not stop within 30 s of SIGTERM");
+            }
+            Stop::Term => {
+                if let Some(pid) = child.id() {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status()
+                        .await;
+                }
             }
         }
-        tokio::time::sleep(pause).await;
-        self.spawn(role).await;
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_err()
+        {
+            // a graceful stop that hangs is a failure of its own
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            panic!("{role:?} did not stop within 30 s of SIGTERM");
+        }
+    }
+
+    /// Starts `role` (when it is not running).
+    pub async fn start_role(&mut self, role: Role) {
+        if !self.procs.contains_key(&role) {
+            self.spawn(role).await;
+        }
+    }
+
+    /// Command lines of the `ffmpeg`/`ffprobe` processes working on this
+    /// cluster's files.
+    pub async fn media_processes(&self) -> Vec<String> {
+        let out = Command::new("pgrep")
+            .args(["-a", "-f", "^ff(mpeg|probe) "])
+            .output()
+            .await
+            .expect("pgrep runs");
+        let dir = self.dir.to_string_lossy().into_owned();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Every role still running (none exited on its own)?

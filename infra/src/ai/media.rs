@@ -5,7 +5,8 @@
 //! arguments passed directly (no shell). Renders report real progress from
 //! `-progress pipe:1`, can be canceled (the child is killed and the partial
 //! output removed) and never leave a process behind when their future is
-//! dropped (`kill_on_drop`).
+//! dropped (`kill_on_drop`), nor when the worker process itself dies, even
+//! by SIGKILL (the children ask the kernel for a parent-death signal).
 //!
 //! Inputs are untrusted uploads: they are opened through the `file:` protocol
 //! only and with a whitelist of container demuxers, so a playlist or concat
@@ -107,6 +108,34 @@ pub enum MediaError {
     Io(#[from] io::Error),
 }
 
+/// Makes the child receive SIGKILL when this process dies, however it dies
+/// (`PR_SET_PDEATHSIG`): a worker killed mid-render leaves no ffmpeg running
+/// (and writing) behind it. The signal follows the thread that spawned the
+/// child; children are spawned from the runtime's worker threads, which live
+/// as long as the process.
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id();
+        // SAFETY: between fork and exec only async-signal-safe calls are
+        // made (prctl, getppid), no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // the parent may have died before prctl took effect
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::other("the parent exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 /// Probes `path` with `ffprobe`.
 pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
     let mut cmd = Command::new("ffprobe");
@@ -119,6 +148,7 @@ pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
         "-show_streams",
     ]);
     cmd.args(input_guard_args()).arg("-i").arg(file_url(path));
+    die_with_parent(&mut cmd);
     let out = cmd.stdin(Stdio::null()).kill_on_drop(true).output().await?;
     if !out.status.success() {
         return Err(MediaError::Probe(tail_string(&out.stderr)));
@@ -607,7 +637,9 @@ async fn run_ffmpeg(
         return Err(MediaError::Canceled);
     }
     tracing::debug!(?args, "running ffmpeg");
-    let mut child = Command::new("ffmpeg")
+    let mut cmd = Command::new("ffmpeg");
+    die_with_parent(&mut cmd);
+    let mut child = cmd
         .args([
             "-hide_banner",
             "-nostdin",

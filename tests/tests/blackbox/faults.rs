@@ -432,3 +432,96 @@ async fn rolling_restart_under_load_loses_and_doubles_nothing() {
     .await;
     assert!(summary.ok > 100, "the load got through between restarts");
 }
+
+/// A worker killed with SIGKILL in the middle of an ffmpeg render leaves no
+/// ffmpeg behind; after its lease the job runs again on a new worker and its
+/// credits are captured exactly once.
+#[tokio::test]
+async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
+    let mut cluster = Cluster::start().await;
+    let api = &cluster.api;
+    let me = api.register("render_victim").await;
+    let (video, at) = api.upload_media(&me, (640, 480), 12.0).await;
+    let r = api
+        .client
+        .post(api.url("/v1/ai/glitch/animate"))
+        .bearer_auth(&me.access_token)
+        .header("X-Lokiz-Min-Position", at.to_string())
+        .json(&json!({"video_id": video, "start_time": 0, "end_time": 10, "preset": "scanlines"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    let job: String = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.media_processes().await.is_empty() {
+        assert!(Instant::now() < deadline, "the render never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.stop_role(Role::Worker, Stop::Kill).await;
+    // the kernel signals the children at once (an orphan would render on)
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let left = cluster.media_processes().await;
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphaned: {left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cluster.start_role(Role::Worker).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM ai_jobs WHERE id = $1::uuid")
+                .bind(&job)
+                .fetch_optional(&cluster.pool)
+                .await
+                .unwrap();
+        if matches!(status.as_deref(), Some("completed" | "failed")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job still {status:?}\n{}",
+            cluster.log_tail("worker")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (attempts, settled): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE event_type = 'JobStarted' AND aggregate_id = $1),
+                count(*) FILTER (WHERE event_type IN ('CreditsCaptured', 'CreditsRefunded')
+                                   AND coalesce(payload->'CreditsCaptured'->>'job_id',
+                                                payload->'CreditsRefunded'->>'job_id') = $1)
+           FROM events",
+    )
+    .bind(&job)
+    .fetch_one(&cluster.pool)
+    .await
+    .unwrap();
+    assert!(
+        attempts >= 2,
+        "the job ran again after the kill ({attempts})"
+    );
+    // the saga may lag the job's end by a moment
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut settled = settled;
+    while settled == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        settled = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE event_type IN ('CreditsCaptured', 'CreditsRefunded')
+               AND coalesce(payload->'CreditsCaptured'->>'job_id', payload->'CreditsRefunded'->>'job_id') = $1",
+        )
+        .bind(&job)
+        .fetch_one(&cluster.pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(settled, 1, "one capture or refund");
+    cluster.stop().await;
+}

@@ -1,0 +1,427 @@
+//! Delivery through failures, deterministically: a projection runner that
+//! dies holding delivered messages, a NATS connection cut in the middle of
+//! the relay's pipelined batches, parked events and the events behind them,
+//! transient database errors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lokiz_api::tools::change_role;
+use lokiz_api::Components;
+use lokiz_domain::like::{Like, LikeCommand};
+use lokiz_domain::user::Role;
+use lokiz_infra::relay::Relay;
+use lokiz_infra::{StoredEvent, StreamPosition};
+use lokiz_projections::runtime::{ProjectionRunner, RuntimeOptions};
+use lokiz_projections::{ProjectionError, Projector};
+use lokiz_tests::cluster::stream_positions;
+use lokiz_tests::{spawn_app, spawn_app_with, TestApp};
+use serde_json::json;
+use sqlx::PgConnection;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A projector that takes its messages and then hangs in `apply`, as a
+/// process does that is about to be killed.
+struct Hanging {
+    inner: Arc<dyn Projector>,
+    entered: Arc<Notify>,
+}
+
+#[async_trait]
+impl Projector for Hanging {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        self.inner.aggregate_types()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.inner.tables()
+    }
+    async fn apply(&self, _: &mut PgConnection, _: &StoredEvent) -> Result<(), ProjectionError> {
+        self.entered.notify_one();
+        futures::future::pending().await
+    }
+    async fn apply_batch(
+        &self,
+        _: &mut PgConnection,
+        _: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        self.entered.notify_one();
+        futures::future::pending().await
+    }
+}
+
+fn runner(app: &TestApp, projector: Arc<dyn Projector>) -> ProjectionRunner {
+    ProjectionRunner::new(
+        app.pool.clone(),
+        app.ctx.js.clone(),
+        (*app.ctx.config).clone(),
+        projector,
+        RuntimeOptions::default(),
+    )
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
+}
+
+/// A runner dies holding delivered, unapplied messages; another takes over
+/// at once and more events follow. The new runner starts from the
+/// checkpoint, so the dead runner's messages are applied, not passed over.
+#[tokio::test]
+async fn a_runner_that_dies_holding_messages_passes_none_over() {
+    let app = spawn_app_with(
+        Components {
+            http: true,
+            relay: true,
+            ..Components::NONE
+        },
+        &[],
+    )
+    .await;
+    for i in 0..3 {
+        app.register(&format!("early_{i}")).await;
+    }
+    let users = lokiz_projections::by_name("users").unwrap();
+    let entered = Arc::new(Notify::new());
+    let dying = runner(
+        &app,
+        Arc::new(Hanging {
+            inner: users.clone(),
+            entered: entered.clone(),
+        }),
+    );
+    let first = tokio::spawn(async move { dying.run(CancellationToken::new()).await });
+    tokio::time::timeout(Duration::from_secs(20), entered.notified())
+        .await
+        .expect("the first runner received the early events");
+    first.abort(); // dies mid-transaction, its messages delivered and unapplied
+    let _ = first.await;
+
+    let taker = runner(&app, users);
+    let stop = CancellationToken::new();
+    let second = tokio::spawn({
+        let stop = stop.clone();
+        async move { taker.run(stop).await }
+    });
+    for i in 0..2 {
+        app.register(&format!("late_{i}")).await;
+    }
+    app.eventually(20, "all five users projected", || async {
+        count(&app, "SELECT count(*) FROM users").await == 5
+    })
+    .await;
+    stop.cancel();
+    let _ = second.await;
+    app.stop().await;
+}
+
+/// A TCP proxy in front of NATS that the test can cut: every open
+/// connection is closed at once, whatever is in flight.
+async fn cuttable_proxy(upstream: String, cut: Arc<Notify>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::select! {
+                    _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                    _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                    _ = cut.notified() => {}
+                }
+                let _ = cw.shutdown().await;
+                let _ = sw.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// The relay publishes a large backlog through a proxy that cuts its NATS
+/// connection every few milliseconds, mid-batch. The stream ends up holding
+/// every event once, strictly in commit order; a batch published again is
+/// refused by JetStream, not silently dropped as a duplicate.
+#[tokio::test]
+async fn relay_cut_mid_batch_keeps_the_stream_in_order_and_once() {
+    let app = spawn_app_with(Components::NONE, &[]).await;
+    const EVENTS: i64 = 20_000;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'CutTest', 'a' || (i % 100), i, 'Cut', '1.0', jsonb_build_object('pad', repeat('x', 200)), '{}'
+           FROM generate_series(1, $1) i",
+    )
+    .bind(EVENTS)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let cut = Arc::new(Notify::new());
+    let upstream = app.config.nats_url.trim_start_matches("nats://").to_owned();
+    let port = cuttable_proxy(upstream, cut.clone()).await;
+    let client = async_nats::ConnectOptions::new()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|_| Duration::from_millis(20))
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let relay = Relay::new(
+        app.pool.clone(),
+        async_nats::jetstream::new(client),
+        &app.config,
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(relay.clone().run(stop.clone()));
+    // cut every 250 ms: each cut lands in a pipelined batch (a PubAck lost
+    // in a cut is waited for up to the JetStream timeout, 5 s)
+    let mut cuts = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    while relay.checkpoint().await.unwrap().position < EVENTS {
+        assert!(tokio::time::Instant::now() < deadline, "relay stalled");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        cut.notify_waiters();
+        cuts += 1;
+    }
+    stop.cancel();
+    let _ = running.await;
+    assert!(
+        cuts >= 5,
+        "the connection was cut while publishing ({cuts})"
+    );
+
+    let in_store: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT xid::text::bigint, position FROM events ORDER BY xid, position")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let in_store: Vec<StreamPosition> = in_store
+        .into_iter()
+        .map(|(xid, position)| StreamPosition { xid, position })
+        .collect();
+    let in_stream = stream_positions(&app.config.nats_url, &app.config.stream).await;
+    assert_eq!(in_stream.len(), in_store.len(), "each event once");
+    assert!(in_stream == in_store, "strictly in commit order");
+
+    // Publishing the first events again (a relay that lost track) is
+    // refused, and the stream does not change.
+    let again = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
+    let first = again
+        .fetch_batch(StreamPosition::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .take(2)
+        .collect::<Vec<_>>();
+    let (stored, error) = again.publish(&first, 0).await;
+    assert_eq!(stored, 0);
+    assert!(error.is_some(), "a second publish is an error");
+    let mut stream = app.ctx.js.get_stream(&app.config.stream).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, EVENTS as u64);
+    app.stop().await;
+}
+
+async fn parked(app: &TestApp, projection: &str) -> Vec<(i64, String, String)> {
+    sqlx::query_as(
+        "SELECT position, event_type, error FROM parked_events WHERE projection = $1 ORDER BY position",
+    )
+    .bind(projection)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// An `UploadRequested` the `videos` projection cannot apply is parked; the
+/// likes of that video that follow are parked behind it instead of counting
+/// on a row that does not exist. After the fix, `reset-parked` applies them
+/// in order and the counter is right.
+#[tokio::test]
+async fn likes_wait_behind_their_parked_video() {
+    let app = spawn_app().await;
+    let owner = app.register("parked_owner").await;
+    let fans = [app.register("fan_a").await, app.register("fan_b").await];
+    // a projection bug, simulated: this caption cannot be stored
+    sqlx::query(
+        "ALTER TABLE videos ADD CONSTRAINT poison CHECK (caption IS DISTINCT FROM 'poison')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = app
+        .post(
+            "/v1/videos/upload-url",
+            json!({"filename": "a.mp4", "content_type": "video/mp4", "file_size": 64,
+                   "caption": "poison"}),
+            Some(&owner.access_token),
+        )
+        .await;
+    assert!(r.status().is_success());
+    let video: uuid::Uuid = r.json::<serde_json::Value>().await.unwrap()["video_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.eventually(20, "the upload parked", || async {
+        !parked(&app, "videos").await.is_empty()
+    })
+    .await;
+    for fan in &fans {
+        app.ctx
+            .store
+            .likes
+            .execute(
+                &Like::id(fan.id, video),
+                LikeCommand::LikeVideo {
+                    user_id: fan.id,
+                    video_id: video,
+                    at: lokiz_api::now(),
+                },
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+    }
+    app.eventually(20, "the likes parked behind it", || async {
+        parked(&app, "videos").await.len() == 3
+    })
+    .await;
+    let rows = parked(&app, "videos").await;
+    assert_eq!(rows[0].1, "UploadRequested");
+    for row in &rows[1..] {
+        assert_eq!(row.1, "VideoLiked");
+        assert_eq!(
+            row.2,
+            format!("behind parked event at position {}", rows[0].0)
+        );
+    }
+    // the likes projection, which lacks nothing, applied them
+    app.eventually(20, "likes projected", || async {
+        count(&app, "SELECT count(*) FROM likes").await == 2
+    })
+    .await;
+
+    sqlx::query("ALTER TABLE videos DROP CONSTRAINT poison")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let videos = lokiz_projections::by_name("videos").unwrap();
+    let (applied, still) = lokiz_projections::rebuild::reset_parked(&app.pool, &videos)
+        .await
+        .unwrap();
+    assert_eq!((applied, still), (3, 0));
+    let likes: i64 = sqlx::query_scalar("SELECT like_count FROM videos WHERE id = $1")
+        .bind(video)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(likes, 2);
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
+/// A parked `RoleChanged{admin}` followed by `RoleChanged{member}`: the
+/// revocation waits behind the grant, and `reset-parked` applies both in
+/// order, so the revoked admin never comes back.
+#[tokio::test]
+async fn a_revoked_admin_never_comes_back_through_parking() {
+    let app = spawn_app().await;
+    let u = app.register("flipflop").await;
+    app.eventually(20, "user projected", || async {
+        count(&app, "SELECT count(*) FROM users").await == 1
+    })
+    .await;
+    sqlx::query("ALTER TABLE users ADD CONSTRAINT poison CHECK (role <> 'admin')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    change_role(&app.pool, &u.username, Role::Admin)
+        .await
+        .unwrap();
+    app.eventually(20, "the grant parked", || async {
+        parked(&app, "users").await.len() == 1
+    })
+    .await;
+    change_role(&app.pool, &u.username, Role::Member)
+        .await
+        .unwrap();
+    app.eventually(20, "the revocation parked behind it", || async {
+        parked(&app, "users").await.len() == 2
+    })
+    .await;
+    sqlx::query("ALTER TABLE users DROP CONSTRAINT poison")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let users = lokiz_projections::by_name("users").unwrap();
+    let (applied, still) = lokiz_projections::rebuild::reset_parked(&app.pool, &users)
+        .await
+        .unwrap();
+    assert_eq!((applied, still), (2, 0));
+    let role: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+        .bind(u.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(role, "member");
+    app.stop().await;
+}
+
+/// Statements cancelled again and again (57014, as a statement timeout or
+/// an operator's `pg_cancel_backend` does) are retried, never parked.
+#[tokio::test]
+async fn cancelled_statements_are_retried_not_parked() {
+    let app = spawn_app().await;
+    let owner = app.register("lock_owner").await;
+    let fan = app.register("lock_fan").await;
+    let (video, _) = app.upload_video(&owner, None).await;
+    let mut blocker = app.pool.acquire().await.unwrap().detach();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    // SHARE blocks the projection's writes; unlike ACCESS EXCLUSIVE it takes
+    // no transaction id, so the relay's horizon is not held back
+    sqlx::query("LOCK TABLE likes IN SHARE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            &format!("/v1/likes/videos/{video}"),
+            json!({}),
+            Some(&fan.access_token),
+        )
+        .await;
+    assert!(r.status().is_success(), "like: {}", r.status());
+    // cancel every statement that waits for the lock, five times (the old
+    // runtime parked the event after four)
+    let mut cancelled = 0i64;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while cancelled < 5 && tokio::time::Instant::now() < until {
+        cancelled += count(
+            &app,
+            "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cancelled, 5, "the projection kept retrying");
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+    app.eventually(30, "the like projected", || async {
+        count(&app, "SELECT count(*) FROM likes").await == 1
+    })
+    .await;
+    assert!(parked(&app, "likes").await.is_empty());
+    app.stop().await;
+}
