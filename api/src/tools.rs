@@ -104,8 +104,15 @@ pub async fn projections(pool: &PgPool, command: ProjectionsCommand) -> anyhow::
 
 async fn status(pool: &PgPool, json: bool) -> anyhow::Result<()> {
     let list = lokiz_projections::status::status(pool, &lokiz_projections::all()).await?;
+    let holder = lokiz_infra::db::horizon_holder(pool, std::time::Duration::from_secs(5)).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "projections": list,
+                "relay_held_back_by": holder,
+            }))?
+        );
         return Ok(());
     }
     println!(
@@ -116,6 +123,17 @@ async fn status(pool: &PgPool, json: bool) -> anyhow::Result<()> {
         println!(
             "{:<16} {:>12} {:>12} {:>10} {:>10.3} {:>8}",
             s.name, s.last_position, s.applied, s.lag_events, s.lag_seconds, s.parked
+        );
+    }
+    if let Some(h) = holder {
+        println!(
+            "the relay is held back by pid {} ({:?}, database {}, {}) open for {:.1} s: \
+             it publishes nothing committed after that transaction began until it ends",
+            h.pid,
+            h.application_name,
+            h.database.as_deref().unwrap_or("?"),
+            h.state.as_deref().unwrap_or("?"),
+            h.age_seconds
         );
     }
     Ok(())

@@ -132,3 +132,36 @@ pub async fn acquire_session_lock(
         }
     }
 }
+
+/// A transaction that holds back the cluster-wide xmin horizon: the relay
+/// publishes nothing committed after it started until it ends (see
+/// `relay.rs`). Any long transaction that has written anything, in any
+/// database of the cluster, does this; `idle_in_transaction_session_timeout`
+/// bounds forgotten ones.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct HorizonHolder {
+    pub pid: i32,
+    pub application_name: String,
+    pub database: Option<String>,
+    pub state: Option<String>,
+    /// Since the transaction began.
+    pub age_seconds: f64,
+}
+
+/// The transaction holding the horizon, when it has for `min_age` or more.
+pub async fn horizon_holder(
+    pool: &PgPool,
+    min_age: Duration,
+) -> Result<Option<HorizonHolder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT pid, application_name, datname::text AS database, state,
+                extract(epoch FROM now() - xact_start)::float8 AS age_seconds
+           FROM pg_stat_activity
+          WHERE backend_xid = xid(pg_snapshot_xmin(pg_current_snapshot()))
+            AND now() - xact_start >= make_interval(secs => $1)
+          LIMIT 1",
+    )
+    .bind(min_age.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}

@@ -60,6 +60,75 @@ pub enum RebuildError {
     },
     #[error("nothing to rebuild")]
     Nothing,
+    /// Rebuild, verify and reset-parked run one at a time per database.
+    #[error("another {holder} is running (pid {pid}, for {seconds:.0} s); try again when it has finished")]
+    Busy {
+        holder: String,
+        pid: i32,
+        seconds: f64,
+    },
+}
+
+/// Session advisory lock held by the one rebuild, verify or reset-parked run
+/// of a database.
+const MAINTENANCE_LOCK: &str = "lokiz-maintenance";
+/// `application_name` prefix of the connection that holds it.
+const MAINTENANCE_APP: &str = "lokiz maintenance: ";
+
+/// A connection of its own holding the maintenance lock for one run (`what`
+/// names it to others); closing it, or losing it, releases the lock.
+async fn maintenance_connection(pool: &PgPool, what: &str) -> Result<PgConnection, RebuildError> {
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name(&format!("{MAINTENANCE_APP}{what}"));
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+        .bind(MAINTENANCE_LOCK)
+        .fetch_one(&mut conn)
+        .await?;
+    if got {
+        return Ok(conn);
+    }
+    let holder: Option<(i32, String, f64)> = sqlx::query_as(
+        "SELECT pid, application_name, extract(epoch FROM now() - backend_start)::float8
+           FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE $1 || '%'
+            AND pid <> pg_backend_pid()
+          LIMIT 1",
+    )
+    .bind(MAINTENANCE_APP)
+    .fetch_optional(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    let (pid, name, seconds) = holder.unwrap_or((0, String::new(), 0.0));
+    Err(RebuildError::Busy {
+        holder: name
+            .strip_prefix(MAINTENANCE_APP)
+            .unwrap_or("rebuild, verify or reset-parked")
+            .to_owned(),
+        pid,
+        seconds,
+    })
+}
+
+/// Holds `projection`'s live runner still: each of its batch transactions
+/// first takes this lock shared ([`crate::runtime::lock_checkpoint`]), so
+/// while a session holds it exclusively the runner waits at the start of its
+/// next batch, holding no transaction id (the relay's horizon moves on).
+async fn freeze(conn: &mut PgConnection, projection: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(crate::runtime::freeze_key(projection))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn unfreeze(conn: &mut PgConnection, projection: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(crate::runtime::freeze_key(projection))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,7 +194,7 @@ pub async fn rebuild(
         return Err(RebuildError::Nothing);
     }
     let started = Instant::now();
-    let mut conn = pool.acquire().await?;
+    let mut conn = maintenance_connection(pool, "rebuild").await?;
     let tables = all_tables(projectors);
     let late_indexes = create_shadow(&mut conn, REBUILD_SCHEMA, &tables).await?;
     let total = count_events(&mut conn, projectors, None).await?;
@@ -134,7 +203,7 @@ pub async fn rebuild(
     // the bulk, in many transactions, without holding anything live
     replay.run(&mut conn, None).await?;
     for ddl in &late_indexes {
-        sqlx::raw_sql(ddl).execute(&mut *conn).await?;
+        sqlx::raw_sql(ddl).execute(&mut conn).await?;
     }
 
     // the last stretch and the swap, in one transaction
@@ -184,7 +253,7 @@ pub async fn rebuild(
     sqlx::raw_sql(&format!(
         "DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE;"
     ))
-    .execute(&mut *conn)
+    .execute(&mut conn)
     .await?;
     Ok(RebuildReport {
         projections: names,
@@ -268,7 +337,7 @@ pub async fn verify(
         return Err(RebuildError::Nothing);
     }
     let started = Instant::now();
-    let mut conn = pool.acquire().await?;
+    let mut conn = maintenance_connection(pool, "verify").await?;
     let mut drift = Vec::new();
     let mut events = 0;
     for p in projectors {
@@ -281,19 +350,27 @@ pub async fn verify(
         let mut replay = Replay::new(VERIFY_SCHEMA, one, progress.clone(), total);
         replay.run(&mut conn, Some(upto)).await?;
 
-        let mut tx = conn.begin().await?;
-        let upto = lock_checkpoint(&mut tx, p.name()).await?;
-        replay.run_in(&mut tx, Some(upto)).await?;
+        // The live table stands still while the rest is replayed and the two
+        // are compared; the comparison is a read-only snapshot, so nothing
+        // here holds a transaction id for long (the relay goes on).
+        freeze(&mut conn, p.name()).await?;
+        let upto = crate::runtime::checkpoint_of(&mut conn, p.name()).await?;
+        replay.run(&mut conn, Some(upto)).await?;
         events += replay.applied;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         for table in tables {
             if let Some(d) = diff(&mut tx, p.name(), table, sample).await? {
                 drift.push(d);
             }
         }
         tx.rollback().await?;
+        unfreeze(&mut conn, p.name()).await?;
     }
     sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {VERIFY_SCHEMA} CASCADE"))
-        .execute(&mut *conn)
+        .execute(&mut conn)
         .await?;
     Ok(VerifyReport {
         projections: projectors.iter().map(|p| p.name()).collect(),
@@ -318,7 +395,8 @@ pub async fn reset_parked(
         projection: name,
         source,
     };
-    let mut tx = pool.begin().await?;
+    let mut conn = maintenance_connection(pool, "reset-parked").await?;
+    let mut tx = conn.begin().await?;
     lock_checkpoint(&mut tx, name).await?;
     let parked: Vec<StoredEvent> = sqlx::query_as(&format!(
         "SELECT {} FROM events e

@@ -590,11 +590,22 @@ fn into_sqlx(e: ProjectionError) -> sqlx::Error {
     }
 }
 
-/// Reads (and row-locks) a projection's checkpoint inside `conn`'s transaction.
+/// The advisory lock `verify` holds to keep a projection's live table still
+/// (every batch takes it shared first).
+pub fn freeze_key(projection: &str) -> String {
+    format!("lokiz-freeze:{projection}")
+}
+
+/// Reads (and row-locks) a projection's checkpoint inside `conn`'s
+/// transaction, after waiting out a `verify` that holds the projection still.
 pub async fn lock_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
 ) -> Result<StreamPosition, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+        .bind(freeze_key(projection))
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
     )

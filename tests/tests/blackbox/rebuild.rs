@@ -416,3 +416,84 @@ async fn events_show_as_of_and_export_in_commit_order() {
         .contains("\"{\"\"ProfileUpdated\"\""));
     app.stop().await;
 }
+
+/// Rebuild, verify and reset-parked run one at a time per database: a second
+/// one is refused at once, naming the run that holds the lock.
+#[tokio::test]
+async fn a_second_maintenance_run_is_refused_naming_the_first() {
+    let app = spawn_app().await;
+    app.register("maintainer").await;
+    let options = (*app.pool.connect_options())
+        .clone()
+        .application_name("lokiz maintenance: verify");
+    let mut first = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut first)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('lokiz-maintenance'))")
+        .execute(&mut first)
+        .await
+        .unwrap();
+    let all = lokiz_projections::all();
+    for outcome in [
+        verify(&app.pool, &all, 5, None).await.map(|_| ()),
+        rebuild(&app.pool, &all, None).await.map(|_| ()),
+        reset_parked(&app.pool, &all[0]).await.map(|_| ()),
+    ] {
+        match outcome {
+            Err(lokiz_projections::rebuild::RebuildError::Busy { holder, pid: p, .. }) => {
+                assert_eq!((holder.as_str(), p), ("verify", pid));
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+    }
+    sqlx::Connection::close(first).await.unwrap();
+    caught_up(&app).await;
+    let report = verify(&app.pool, &all, 5, None).await.unwrap();
+    assert!(report.drift.is_empty());
+    app.stop().await;
+}
+
+/// A transaction that holds the relay's horizon (it wrote something and
+/// stays open) is named by `/ready` and by `horizon_holder`, with its pid,
+/// application name and age.
+#[tokio::test]
+async fn the_transaction_holding_the_relay_back_is_named() {
+    let app = spawn_app().await;
+    let options = (*app.pool.connect_options())
+        .clone()
+        .application_name("forgotten-session");
+    let mut holder = sqlx::ConnectOptions::connect(&options).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    let (pid, xid): (i32, String) =
+        sqlx::query_as("SELECT pg_backend_pid(), pg_current_xact_id()::text")
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+    // other tests' transactions may be older for a moment
+    app.eventually(30, "ours is the oldest open transaction", || async {
+        let oldest: String =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        oldest == xid
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let ready: Value = app.get("/ready", None, None).await.json().await.unwrap();
+    let named = &ready["checks"]["relay"]["held_back_by"];
+    let found = lokiz_infra::db::horizon_holder(&app.pool, Duration::from_secs(5))
+        .await
+        .unwrap();
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    let found = found.expect("a holder");
+    assert_eq!(found.pid, pid);
+    assert_eq!(found.application_name, "forgotten-session");
+    assert!(found.age_seconds >= 5.0);
+    // (once ours is the oldest, no older one can appear: xids only grow)
+    assert_eq!(named["pid"], pid, "{ready}");
+    assert_eq!(named["application_name"], "forgotten-session");
+    app.stop().await;
+}
