@@ -706,8 +706,24 @@ impl Bench {
         let (p50, p99) = (delta.quantile(0.50) * 1e3, delta.quantile(0.99) * 1e3);
         rows.push(Row {
             scenario: format!(
-                "projection lag, {}/s offered for {}s ({} events, {} errors)",
-                args.lag_rate, args.lag_seconds, offered.ok, offered.errors
+                "projection lag, {}/s offered for {}s ({} events, {} errors{})",
+                args.lag_rate,
+                args.lag_seconds,
+                offered.ok,
+                offered.errors,
+                if offered.kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": {}",
+                        offered
+                            .kinds
+                            .iter()
+                            .map(|(k, n)| format!("{n} × {k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ),
             ceiling: "—".into(),
             ours: format!(
@@ -1346,19 +1362,7 @@ async fn patch_once(
     token: &str,
     n: u64,
 ) -> anyhow::Result<bool> {
-    // alternate the value so every request records an event
-    let name = if n.is_multiple_of(2) {
-        "Glitch A"
-    } else {
-        "Glitch B"
-    };
-    let r = http
-        .patch(format!("{base}/v1/users/me"))
-        .bearer_auth(token)
-        .json(&json!({ "display_name": name }))
-        .send()
-        .await?;
-    Ok(r.status().is_success())
+    Ok(patch_outcome(http, base, token, n).await.is_none())
 }
 
 async fn http_append(
@@ -1439,6 +1443,39 @@ async fn direct_append(url: &str, clients: usize, secs: u64) -> anyhow::Result<T
 struct Offered {
     ok: u64,
     errors: u64,
+    /// Failed requests by kind: `HTTP <status> <code>`, `timeout`, `connect`, …
+    kinds: BTreeMap<String, u64>,
+}
+
+/// What one `PATCH /v1/users/me` came to (the value alternates with `n`, so
+/// every request records an event): `None` for 2xx, else the kind of failure.
+async fn patch_outcome(http: &reqwest::Client, base: &str, token: &str, n: u64) -> Option<String> {
+    let name = if n.is_multiple_of(2) {
+        "Glitch A"
+    } else {
+        "Glitch B"
+    };
+    let sent = http
+        .patch(format!("{base}/v1/users/me"))
+        .bearer_auth(token)
+        .json(&json!({ "display_name": name }))
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let code = body
+                .pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            Some(format!("HTTP {status} {code}"))
+        }
+        Err(e) if e.is_timeout() => Some("client timeout (30 s)".into()),
+        Err(e) if e.is_connect() => Some("connect".into()),
+        Err(_) => Some("transport".into()),
+    }
 }
 
 /// Open-loop load: one request every 1/rate s, whatever the responses do.
@@ -1450,7 +1487,7 @@ async fn offered_load(
     secs: u64,
 ) -> anyhow::Result<Offered> {
     let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let kinds: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let total = rate * secs;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = tokio::time::Instant::now();
@@ -1459,25 +1496,32 @@ async fn offered_load(
     let users = tokens.len() as u64;
     for i in 0..total {
         tokio::time::sleep_until(started + interval * i as u32).await;
-        let (http, base, token, ok, errors) = (
+        let (http, base, token, ok, kinds) = (
             http.clone(),
             base.to_owned(),
             tokens[i as usize % tokens.len()].clone(),
             ok.clone(),
-            errors.clone(),
+            kinds.clone(),
         );
         tasks.spawn(async move {
-            match patch_once(&http, &base, &token, i / users).await {
-                Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
-                _ => errors.fetch_add(1, Ordering::Relaxed),
-            };
+            match patch_outcome(&http, &base, &token, i / users).await {
+                None => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(kind) => {
+                    let mut k = kinds.lock().unwrap_or_else(|p| p.into_inner());
+                    *k.entry(kind).or_default() += 1;
+                }
+            }
         });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    let kinds = kinds.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(Offered {
         ok: ok.load(Ordering::Relaxed),
-        errors: errors.load(Ordering::Relaxed),
+        errors: kinds.values().sum(),
+        kinds,
     })
 }
 
