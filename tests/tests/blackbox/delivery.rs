@@ -425,3 +425,69 @@ async fn cancelled_statements_are_retried_not_parked() {
     assert!(parked(&app, "likes").await.is_empty());
     app.stop().await;
 }
+
+/// "Everything committed so far" is the newest event in commit order, not the
+/// highest position: a transaction that began earlier (lower xid) can insert
+/// later (higher position). Waiting for the highest position would call a
+/// projection current that has not seen the other event.
+#[tokio::test]
+async fn the_head_is_the_newest_event_in_commit_order() {
+    let app = spawn_app_with(Components::NONE, &[]).await;
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                  VALUES ('User', $1, 1, 'Probe', '1.0', '{}', '{}') RETURNING position";
+    let mut early = app.pool.begin().await.unwrap();
+    let early_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *early)
+        .await
+        .unwrap();
+    let mut late = app.pool.begin().await.unwrap();
+    let late_xid: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *late)
+        .await
+        .unwrap();
+    assert!(late_xid > early_xid);
+    let low: i64 = sqlx::query_scalar(insert)
+        .bind("late")
+        .fetch_one(&mut *late)
+        .await
+        .unwrap();
+    let high: i64 = sqlx::query_scalar(insert)
+        .bind("early")
+        .fetch_one(&mut *early)
+        .await
+        .unwrap();
+    assert!(high > low);
+    late.commit().await.unwrap();
+    early.commit().await.unwrap();
+
+    let users = lokiz_projections::by_name("users").unwrap();
+    let set_checkpoint = |xid: i64, position: i64| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (projection, last_xid, last_position)
+                 VALUES ('users', $1, $2)
+                 ON CONFLICT (projection) DO UPDATE SET last_xid = $1, last_position = $2",
+            )
+            .bind(xid)
+            .bind(position)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let projectors = [users.as_ref()];
+    let wait = || {
+        lokiz_projections::consistency::wait_for_head(
+            &app.pool,
+            &projectors,
+            Duration::from_millis(300),
+        )
+    };
+    // applied up to the highest position only: the other event is still ahead
+    set_checkpoint(early_xid, high).await;
+    assert!(wait().await.is_err(), "the later-committed event is missed");
+    set_checkpoint(late_xid, low).await;
+    wait().await.expect("the head in commit order is reached");
+    app.stop().await;
+}
