@@ -390,3 +390,16 @@ pub async fn stream_positions(nats_url: &str, stream: &str) -> Vec<StreamPositio
     }
     out
 }
+
+/// Every stored event's (xid, position), in commit order: what the stream
+/// must hold, in this order, each once.
+pub async fn store_positions(pool: &PgPool) -> Vec<StreamPosition> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT xid::text::bigint, position FROM events ORDER BY xid, position")
+            .fetch_all(pool)
+            .await
+            .expect("events in commit order");
+    rows.into_iter()
+        .map(|(xid, position)| StreamPosition { xid, position })
+        .collect()
+}

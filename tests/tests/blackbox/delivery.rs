@@ -16,7 +16,7 @@ use lokiz_infra::relay::Relay;
 use lokiz_infra::{StoredEvent, StreamPosition};
 use lokiz_projections::runtime::{ProjectionRunner, RuntimeOptions};
 use lokiz_projections::{ProjectionError, Projector};
-use lokiz_tests::cluster::stream_positions;
+use lokiz_tests::cluster::{store_positions, stream_positions};
 use lokiz_tests::{spawn_app, spawn_app_with, TestApp};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -203,15 +203,7 @@ async fn relay_cut_mid_batch_keeps_the_stream_in_order_and_once() {
         "the connection was cut while publishing ({cuts})"
     );
 
-    let in_store: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT xid::text::bigint, position FROM events ORDER BY xid, position")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    let in_store: Vec<StreamPosition> = in_store
-        .into_iter()
-        .map(|(xid, position)| StreamPosition { xid, position })
-        .collect();
+    let in_store = store_positions(&app.pool).await;
     let in_stream = stream_positions(&app.config.nats_url, &app.config.stream).await;
     assert_eq!(in_stream.len(), in_store.len(), "each event once");
     assert!(in_stream == in_store, "strictly in commit order");
