@@ -14,8 +14,9 @@
 //! event stored there (read from JetStream at start and after any failure);
 //! it resumes after that event (or after its Postgres checkpoint, whichever is
 //! later) and publishes each message with `Nats-Expected-Last-Sequence` = the
-//! sequence the message before it got. JetStream refuses a message whose
-//! predecessor is missing, so when a connection drops in the middle of a
+//! sequence the message before it got (and, after the first of a round,
+//! `Nats-Expected-Last-Msg-Id` = the message id of the one before it).
+//! JetStream refuses a message whose predecessor is missing, so when a connection drops in the middle of a
 //! pipelined batch, nothing after the lost message is stored; the relay reads
 //! the stream's tail again and goes on from there. Nothing is published twice
 //! (the resume point is what the stream holds, not the checkpoint) and nothing
@@ -190,11 +191,16 @@ impl Relay {
             let mut headers = HeaderMap::new();
             headers.insert("Lokiz-Event-Type", e.event_type.as_str());
             // headers first: `headers()` replaces the map the others write to
-            let publish = Publish::build()
+            let mut publish = Publish::build()
                 .headers(headers)
                 .message_id(e.message_id())
-                .expected_last_sequence(after + i as u64)
-                .payload(body.into());
+                .expected_last_sequence(after + i as u64);
+            if let Some(before) = i.checked_sub(1).and_then(|j| events.get(j)) {
+                // the exact predecessor, not just a count: a message whose
+                // predecessor was refused cannot slip in at its sequence
+                publish = publish.expected_last_message_id(before.message_id());
+            }
+            let publish = publish.payload(body.into());
             match self
                 .js
                 .send_publish(e.subject(&self.subject_prefix), publish)

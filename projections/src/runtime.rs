@@ -356,17 +356,22 @@ impl ProjectionRunner {
             // let the one-by-one path park the undecodable message
             return Err(ProjectionError::AggregateId("undecodable message".into()));
         }
-        let Some(last_seq) = incoming.last().map(|i| i.stream_sequence as i64) else {
-            return Ok(true);
-        };
         let name = self.projector.name();
-        let events: Vec<&StoredEvent> = incoming.iter().filter_map(|i| i.event.as_ref()).collect();
         let mut tx = self.pool.begin().await?;
         let checkpoint = lock_checkpoint(&mut tx, name).await?;
-        let applied: Vec<&StoredEvent> = events
-            .into_iter()
-            .filter(|e| e.stream_position() > checkpoint)
+        // (messages at or below the checkpoint were read twice: skipped)
+        let fresh: Vec<&Incoming> = incoming
+            .iter()
+            .filter(|i| {
+                i.event
+                    .as_ref()
+                    .is_some_and(|e| e.stream_position() > checkpoint)
+            })
             .collect();
+        let Some(last) = fresh.last().map(|i| i.stream_sequence as i64) else {
+            return Ok(true);
+        };
+        let applied: Vec<&StoredEvent> = fresh.iter().filter_map(|i| i.event.as_ref()).collect();
         let read: Vec<&StoredEvent> = applied.iter().copied().filter(|e| self.reads(e)).collect();
         let has_parked: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM parked_events WHERE projection = $1)")
@@ -389,7 +394,7 @@ impl ProjectionRunner {
             .last()
             .map(|e| e.stream_position())
             .unwrap_or(checkpoint);
-        advance_checkpoint(&mut tx, name, to, Some(last_seq), applied.len() as i64).await?;
+        advance_checkpoint(&mut tx, name, to, Some(last), applied.len() as i64).await?;
         tx.commit().await?;
         self.observe(&applied);
         Ok(true)
@@ -514,7 +519,7 @@ impl ProjectionRunner {
             stream_sequence = item.stream_sequence,
             "undecodable message parked"
         );
-        let mut tx = self.pool.begin().await?;
+        // (the checkpoint stays: a restart reads it again and parks it once)
         sqlx::query(
             "INSERT INTO parked_events (projection, position, xid, aggregate_type, aggregate_id,
                                         sequence, event_type, error, attempts)
@@ -524,17 +529,8 @@ impl ProjectionRunner {
         .bind(self.projector.name())
         .bind(-(item.stream_sequence as i64))
         .bind(item.raw_error.as_deref().unwrap_or("undecodable"))
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        sqlx::query(
-            "UPDATE projection_checkpoints SET stream_seq = greatest(stream_seq, $2)
-              WHERE projection = $1",
-        )
-        .bind(self.projector.name())
-        .bind(item.stream_sequence as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -62,11 +62,16 @@ async fn client_loop(
         .expect("client");
     let mut rng = XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut step = 0u64;
+    // at most one AI job per client every 10 s: a load the worker (2 at a
+    // time) keeps up with, so every job can end soon after the load stops
+    let mut next_job = Instant::now();
     while !stop.is_cancelled() {
         step += 1;
+        let job_allowed = Instant::now() >= next_job;
         let v = videos[rng.next(videos.len())];
         let u = users[rng.next(users.len())];
-        let req = match rng.next(200) {
+        let pick = rng.next(200);
+        let req = match pick {
             0..=49 => client.post(format!("{base}/v1/likes/videos/{v}")),
             50..=89 => client.delete(format!("{base}/v1/likes/videos/{v}")),
             90..=114 if u != me.id => client.post(format!("{base}/v1/follows/users/{u}")),
@@ -75,14 +80,17 @@ async fn client_loop(
                 .post(format!("{base}/v1/comments/videos/{v}"))
                 .json(&json!({"content": format!("fault {seed}-{step}")})),
             165..=196 => client.post(format!("{base}/v1/videos/{v}/view")),
-            197..=198 => client
+            197..=198 if job_allowed => client
                 .post(format!("{base}/v1/ai/capture-frame"))
                 .json(&json!({"video_id": v, "timestamp": 0.5})),
-            199 => client
+            199 if job_allowed => client
                 .post(format!("{base}/v1/ai/music"))
                 .json(&json!({"video_id": v, "start_time": 0, "end_time": 1, "preset": "arcade"})),
             _ => continue,
         };
+        if pick >= 197 {
+            next_job = Instant::now() + Duration::from_secs(10);
+        }
         tally.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(r) = req.bearer_auth(&me.access_token).send().await {
             if r.status().is_success() {
