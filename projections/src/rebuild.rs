@@ -206,17 +206,18 @@ pub async fn rebuild(
         sqlx::raw_sql(ddl).execute(&mut conn).await?;
     }
 
+    // what an earlier run may have left to retire
+    drop_giving_way(&mut conn, RETIRED_SCHEMA).await?;
+
     // the last stretch and the swap, in one transaction
     let mut tx = conn.begin().await?;
     for p in projectors {
         lock_checkpoint(&mut tx, p.name()).await?;
     }
     replay.run_in(&mut tx, None).await?;
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE; CREATE SCHEMA {RETIRED_SCHEMA};"
-    ))
-    .execute(&mut *tx)
-    .await?;
+    sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {RETIRED_SCHEMA};"))
+        .execute(&mut *tx)
+        .await?;
     lock_live_tables(&mut tx, &tables).await?;
     for t in &tables {
         sqlx::raw_sql(&format!(
@@ -250,11 +251,14 @@ pub async fn rebuild(
         park_event(&mut tx, f.projection, &f.event, &f.error, 1, &f.keys).await?;
     }
     tx.commit().await?;
-    sqlx::raw_sql(&format!(
-        "DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE;"
-    ))
-    .execute(&mut conn)
-    .await?;
+    // The swap is done; dropping the old tables is housekeeping. A reader
+    // that locked an old table before the swap may still want another one:
+    // give way to it rather than deadlock (the next run drops what is left).
+    for schema in [RETIRED_SCHEMA, REBUILD_SCHEMA] {
+        if let Err(e) = drop_giving_way(&mut conn, schema).await {
+            tracing::warn!(schema, error = %e, "old tables left for the next rebuild to drop");
+        }
+    }
     Ok(RebuildReport {
         projections: names,
         events: replay.applied,
@@ -277,6 +281,35 @@ const SWAP_LOCK_WAIT: &str = "100ms";
 /// with a short `lock_timeout` and, when it runs out, lets go of everything it
 /// took (a savepoint) and asks again: the swap always gives way, a reader
 /// never fails. The replay's writes in this transaction stay.
+/// `DROP SCHEMA … CASCADE`, asking for each lock at most [`SWAP_LOCK_WAIT`]
+/// and trying again (readers of the old tables finish meanwhile), so it never
+/// deadlocks with a reader.
+async fn drop_giving_way(conn: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+    let mut attempts = 0u32;
+    loop {
+        let mut tx = conn.begin().await?;
+        let dropped = sqlx::raw_sql(&format!(
+            "SET LOCAL lock_timeout = '{SWAP_LOCK_WAIT}'; DROP SCHEMA IF EXISTS {schema} CASCADE;"
+        ))
+        .execute(&mut *tx)
+        .await;
+        match dropped {
+            Ok(_) => return tx.commit().await,
+            Err(e)
+                if attempts < SWAP_LOCK_ATTEMPTS
+                    && e.as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|c| c == "55P03" || c == "40P01") =>
+            {
+                attempts += 1;
+                tx.rollback().await?;
+                tokio::time::sleep(Duration::from_millis(5 + u64::from(attempts % 7) * 5)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn lock_live_tables(
     tx: &mut sqlx::PgConnection,
     tables: &[&'static str],
