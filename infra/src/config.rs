@@ -59,6 +59,9 @@ pub struct Config {
     pub consistency_timeout: Duration,
     /// Connections in the Postgres pool.
     pub db_pool_size: u32,
+    /// How long a transaction must hold the relay's xmin horizon before
+    /// `/ready` names it (`LOKIZ_HORIZON_REPORT_MS`).
+    pub horizon_report_after: Duration,
     /// The server's public URL (`LOKIZ_PUBLIC_URL`, no trailing slash); when
     /// unset, `http://<bound address>`.
     pub public_url: Option<String>,
@@ -203,6 +206,13 @@ impl Config {
             120_000,
         )?);
         let db_pool_size = parse_num(&var, "LOKIZ_DB_POOL_SIZE", 20, 1, 500)? as u32;
+        let horizon_report_after = Duration::from_millis(parse_num(
+            &var,
+            "LOKIZ_HORIZON_REPORT_MS",
+            5_000,
+            0,
+            3_600_000,
+        )?);
 
         let jwt_secret = match var("LOKIZ_JWT_SECRET") {
             Some(s) if s.len() >= 32 => Secret::new(s),
@@ -237,6 +247,7 @@ impl Config {
             jwt_secret,
             consistency_timeout,
             db_pool_size,
+            horizon_report_after,
             public_url,
             blob,
             ai,

@@ -26,9 +26,6 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// A transaction holding the xmin horizon this long is named by `/ready`.
-const HORIZON_REPORT_AFTER: Duration = Duration::from_secs(5);
-
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses((status = 200, description = "Postgres and NATS reachable, relay and projections current"),
               (status = 503, description = "NOT_READY, with every check in details")))]
@@ -58,7 +55,7 @@ pub async fn ready(State(ctx): State<ApiContext>) -> Response {
         }
         // a transaction that holds the relay back names itself here
         if let Ok(Some(holder)) =
-            lokiz_infra::db::horizon_holder(&ctx.pool, HORIZON_REPORT_AFTER).await
+            lokiz_infra::db::horizon_holder(&ctx.pool, ctx.config.horizon_report_after).await
         {
             checks["relay"]["held_back_by"] = json!(holder);
         }
