@@ -358,7 +358,7 @@ impl ProjectionRunner {
         }
         let name = self.projector.name();
         let mut tx = self.pool.begin().await?;
-        let checkpoint = lock_checkpoint(&mut tx, name).await?;
+        let (checkpoint, has_parked) = lock_checkpoint_seeing_parked(&mut tx, name).await?;
         // (messages at or below the checkpoint were read twice: skipped)
         let fresh: Vec<&Incoming> = incoming
             .iter()
@@ -373,11 +373,6 @@ impl ProjectionRunner {
         };
         let applied: Vec<&StoredEvent> = fresh.iter().filter_map(|i| i.event.as_ref()).collect();
         let read: Vec<&StoredEvent> = applied.iter().copied().filter(|e| self.reads(e)).collect();
-        let has_parked: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM parked_events WHERE projection = $1)")
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
         if has_parked {
             let keys: Vec<String> = read
                 .iter()
@@ -598,23 +593,34 @@ pub async fn lock_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
 ) -> Result<StreamPosition, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
-        .bind(freeze_key(projection))
-        .execute(&mut *conn)
-        .await?;
+    Ok(lock_checkpoint_seeing_parked(conn, projection).await?.0)
+}
+
+/// [`lock_checkpoint`], and whether the projection has parked events, in two
+/// statements (a batch's fixed cost): the freeze lock is taken inside the
+/// `INSERT`, before the row is created or locked.
+async fn lock_checkpoint_seeing_parked(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<(StreamPosition, bool), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
+        "INSERT INTO projection_checkpoints (projection)
+         SELECT $1 FROM (SELECT pg_advisory_xact_lock_shared(hashtext($2))) AS frozen
+         ON CONFLICT DO NOTHING",
     )
     .bind(projection)
+    .bind(freeze_key(projection))
     .execute(&mut *conn)
     .await?;
-    let (xid, position): (i64, i64) = sqlx::query_as(
-        "SELECT last_xid, last_position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    let (xid, position, parked): (i64, i64, bool) = sqlx::query_as(
+        "SELECT last_xid, last_position,
+                EXISTS (SELECT 1 FROM parked_events p WHERE p.projection = $1)
+           FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
     )
     .bind(projection)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(StreamPosition { xid, position })
+    Ok((StreamPosition { xid, position }, parked))
 }
 
 /// Records `event` in `parked_events` for `projection` (once), with the
