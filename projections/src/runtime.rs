@@ -15,7 +15,9 @@
 //! **Gaps.** Consumer sequences must arrive as 1, 2, 3, …; on any jump, on a
 //! consumer error or a missed heartbeat, the runner commits what it has and
 //! starts again from its checkpoint. In flight per projection: one pull of at
-//! most `max_batch` messages (and `max_bytes`).
+//! most `max_batch` messages (and `max_bytes`), and at most `max_batch`
+//! decoded messages gathered by a reader task while the batch before them is
+//! applied (batches grow when the database is the slow part).
 //!
 //! **Applying.** A batch is applied and the checkpoint advanced in one
 //! transaction that first locks the checkpoint row (rebuild, verify and
@@ -250,7 +252,7 @@ impl ProjectionRunner {
         shutdown: &CancellationToken,
     ) -> Result<(), RuntimeError> {
         let name = self.projector.name();
-        let mut messages = consumer
+        let messages = consumer
             .stream()
             .max_messages_per_batch(self.options.max_batch)
             .max_bytes_per_batch(self.options.max_bytes)
@@ -259,51 +261,35 @@ impl ProjectionRunner {
             .messages()
             .await
             .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
-        let mut consumer_seq = 0u64;
+        // A reader task takes in and decodes what arrives while a batch is
+        // in the database, and hands over everything it has (up to
+        // `max_batch`) when the applier asks: batches grow when the database
+        // is the slow part, and stay small (low lag) when it keeps up.
+        let (ask, asked) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Delivery>>(1);
+        let reader = tokio::spawn(read_batches(
+            messages,
+            self.options.max_batch,
+            asked,
+            shutdown.clone(),
+        ));
+        let _abort = AbortOnDrop(reader);
         loop {
-            let first = tokio::select! {
+            let waiting = std::time::Instant::now();
+            let (reply, delivery) = tokio::sync::oneshot::channel();
+            let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                m = messages.next() => m,
+                d = async {
+                    ask.send(reply).await.ok()?;
+                    delivery.await.ok()
+                } => d,
             };
-            let mut batch = Vec::with_capacity(64);
-            let mut broken: Option<RuntimeError> = match first {
-                None => Some(RuntimeError::JetStream("message stream ended".into())),
-                Some(Err(e)) => Some(RuntimeError::JetStream(e.to_string())),
-                Some(Ok(m)) => {
-                    batch.push(m);
-                    None
+            let applying = std::time::Instant::now();
+            let Some(Delivery { incoming, broken }) = delivery else {
+                if shutdown.is_cancelled() {
+                    return Ok(());
                 }
+                return Err(RuntimeError::JetStream("the reader stopped".into()));
             };
-            while broken.is_none() && batch.len() < self.options.max_batch {
-                match messages.next().now_or_never() {
-                    Some(Some(Ok(m))) => batch.push(m),
-                    Some(Some(Err(e))) => broken = Some(RuntimeError::JetStream(e.to_string())),
-                    Some(None) => {
-                        broken = Some(RuntimeError::JetStream("message stream ended".into()))
-                    }
-                    None => break,
-                }
-            }
-            // only the gap-free prefix is applied
-            let mut incoming = Vec::with_capacity(batch.len());
-            for m in &batch {
-                let Ok(info) = m.info() else {
-                    broken = Some(RuntimeError::JetStream(
-                        "message without delivery info".into(),
-                    ));
-                    break;
-                };
-                if info.consumer_sequence != consumer_seq + 1 {
-                    broken = Some(RuntimeError::Gap {
-                        after: consumer_seq,
-                        got: info.consumer_sequence,
-                    });
-                    break;
-                }
-                consumer_seq = info.consumer_sequence;
-                incoming.push(decode_message(m, info.stream_sequence));
-            }
-            drop(batch);
             if !incoming.is_empty() {
                 // Retry until applied (or parked); only shutdown interrupts,
                 // and the next start reads the batch again.
@@ -323,6 +309,13 @@ impl ProjectionRunner {
                     }
                 }
             }
+            tracing::debug!(
+                projection = name,
+                messages = incoming.len(),
+                wait_ms = (applying - waiting).as_secs_f64() * 1e3,
+                apply_ms = applying.elapsed().as_secs_f64() * 1e3,
+                "projection batch"
+            );
             if let Some(e) = broken {
                 return Err(e);
             }
@@ -358,7 +351,7 @@ impl ProjectionRunner {
         }
         let name = self.projector.name();
         let mut tx = self.pool.begin().await?;
-        let (checkpoint, has_parked) = lock_checkpoint_seeing_parked(&mut tx, name).await?;
+        let (checkpoint, has_parked) = lock_checkpoint_seeing_parked(&mut tx, name, true).await?;
         // (messages at or below the checkpoint were read twice: skipped)
         let fresh: Vec<&Incoming> = incoming
             .iter()
@@ -574,6 +567,102 @@ fn decode_message(m: &jetstream::Message, stream_sequence: u64) -> Incoming {
     }
 }
 
+/// A gap-free run of decoded messages, and why delivery stopped after it,
+/// if it did.
+struct Delivery {
+    incoming: Vec<Incoming>,
+    broken: Option<RuntimeError>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads what the consumer delivers, checks that consumer sequences run 1,
+/// 2, 3, … and decodes each message as it arrives, until the applier asks
+/// (`asked`); then hands over what it has, at most `max_batch` messages (and
+/// stops reading while it holds that many). After a gap or a delivery error
+/// it hands over the gap-free prefix with the reason and stops: the runner
+/// starts again from its checkpoint.
+async fn read_batches(
+    mut messages: consumer::pull::Stream,
+    max_batch: usize,
+    mut asked: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<Delivery>>,
+    shutdown: CancellationToken,
+) {
+    let mut consumer_seq = 0u64;
+    let mut incoming: Vec<Incoming> = Vec::new();
+    let mut broken: Option<RuntimeError> = None;
+    let mut waiting: Option<tokio::sync::oneshot::Sender<Delivery>> = None;
+    loop {
+        if waiting.is_some() && (!incoming.is_empty() || broken.is_some()) {
+            // and whatever has arrived meanwhile, without waiting for more
+            while broken.is_none() && incoming.len() < max_batch {
+                match messages.next().now_or_never() {
+                    Some(m) => accept(m, &mut consumer_seq, &mut incoming, &mut broken),
+                    None => break,
+                }
+            }
+            let stop = broken.is_some();
+            let delivery = Delivery {
+                incoming: std::mem::take(&mut incoming),
+                broken: broken.take(),
+            };
+            let handed = waiting.take().is_some_and(|w| w.send(delivery).is_ok());
+            if !handed || stop {
+                return;
+            }
+            continue;
+        }
+        let reading = broken.is_none() && incoming.len() < max_batch;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            w = asked.recv(), if waiting.is_none() => match w {
+                Some(w) => waiting = Some(w),
+                None => return,
+            },
+            m = messages.next(), if reading => {
+                accept(m, &mut consumer_seq, &mut incoming, &mut broken)
+            }
+        }
+    }
+}
+
+/// Takes one delivered message (or the end or failure of delivery) into
+/// `incoming`, or records why delivery is broken.
+fn accept<E: std::fmt::Display>(
+    m: Option<Result<jetstream::Message, E>>,
+    consumer_seq: &mut u64,
+    incoming: &mut Vec<Incoming>,
+    broken: &mut Option<RuntimeError>,
+) {
+    match m {
+        None => *broken = Some(RuntimeError::JetStream("message stream ended".into())),
+        Some(Err(e)) => *broken = Some(RuntimeError::JetStream(e.to_string())),
+        Some(Ok(m)) => match m.info() {
+            Err(_) => {
+                *broken = Some(RuntimeError::JetStream(
+                    "message without delivery info".into(),
+                ))
+            }
+            Ok(info) if info.consumer_sequence != *consumer_seq + 1 => {
+                *broken = Some(RuntimeError::Gap {
+                    after: *consumer_seq,
+                    got: info.consumer_sequence,
+                })
+            }
+            Ok(info) => {
+                *consumer_seq = info.consumer_sequence;
+                incoming.push(decode_message(&m, info.stream_sequence));
+            }
+        },
+    }
+}
+
 fn into_sqlx(e: ProjectionError) -> sqlx::Error {
     match e {
         ProjectionError::Db(e) => e,
@@ -593,21 +682,38 @@ pub async fn lock_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
 ) -> Result<StreamPosition, sqlx::Error> {
-    Ok(lock_checkpoint_seeing_parked(conn, projection).await?.0)
+    Ok(lock_checkpoint_seeing_parked(conn, projection, false)
+        .await?
+        .0)
 }
 
 /// [`lock_checkpoint`], and whether the projection has parked events, in two
 /// statements (a batch's fixed cost): the freeze lock is taken inside the
 /// `INSERT`, before the row is created or locked.
+///
+/// `relaxed_commit` makes the transaction commit asynchronously
+/// (`synchronous_commit = off`, set in the same statement): its commit does
+/// not wait for the WAL flush. That is safe for a batch of the live runner,
+/// whose whole effect — read-model rows and checkpoint together — is
+/// recomputed from the stream: a database crash can only lose the last few
+/// such transactions atomically, and the runner then reads their messages
+/// again from the older checkpoint. Nothing outside the transaction depends
+/// on it being durable.
 async fn lock_checkpoint_seeing_parked(
     conn: &mut PgConnection,
     projection: &str,
+    relaxed_commit: bool,
 ) -> Result<(StreamPosition, bool), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(if relaxed_commit {
+        "INSERT INTO projection_checkpoints (projection)
+         SELECT $1 FROM (SELECT pg_advisory_xact_lock_shared(hashtext($2)),
+                                set_config('synchronous_commit', 'off', true)) AS frozen
+         ON CONFLICT DO NOTHING"
+    } else {
         "INSERT INTO projection_checkpoints (projection)
          SELECT $1 FROM (SELECT pg_advisory_xact_lock_shared(hashtext($2))) AS frozen
-         ON CONFLICT DO NOTHING",
-    )
+         ON CONFLICT DO NOTHING"
+    })
     .bind(projection)
     .bind(freeze_key(projection))
     .execute(&mut *conn)
