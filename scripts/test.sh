@@ -5,6 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh || exit 1
+# schemathesis and Chromium for the contract tests
+. scripts/contract-tools.sh || exit 1
 log="$(mktemp)"
 # the fault tests run `lokiz` as separate processes (tests/src/cluster.rs)
 cargo build --locked --bin lokiz || exit 1

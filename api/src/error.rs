@@ -92,8 +92,15 @@ pub struct ErrorEnvelope {
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `VALIDATION_FAILED`.
     pub code: String,
+    /// A sentence for people; may change, unlike `code`.
     pub message: String,
-    #[schema(value_type = Object)]
+    /// `null`, or an object that depends on `code`: `VALIDATION_FAILED` →
+    /// `{fields: [{field, code, message}]}`; `CONSISTENCY_TIMEOUT` →
+    /// `{min_position, waited_ms}`; `INSUFFICIENT_CREDITS` → `{needed,
+    /// balance}`; `JOB_FINISHED` → `{status}`; `TOO_LARGE` → `{limit}`;
+    /// `SIZE_MISMATCH` → `{expected, received}`; `CONTENT_TYPE_MISMATCH` →
+    /// `{expected}`.
+    #[schema(value_type = Option<Object>)]
     pub details: Value,
 }
 
@@ -279,6 +286,15 @@ impl From<lokiz_projections::consistency::ConsistencyError> for ApiError {
             C::Timeout { position, waited } => ApiError::ConsistencyTimeout {
                 position,
                 waited_ms: waited.as_millis(),
+            },
+            // 409, not 400: the header is well formed; it conflicts with
+            // what this store holds (another deployment's, or a reset's)
+            C::NeverIssued { position } => ApiError::Conflict {
+                code: "POSITION_NOT_ISSUED",
+                message: "X-Lokiz-Min-Position is beyond every position this server has issued; \
+                          send the X-Lokiz-Position a command answered with."
+                    .into(),
+                details: Some(json!({ "min_position": position })),
             },
             C::Db(e) => e.into(),
         }

@@ -145,7 +145,7 @@ impl<'a> Fields<'a> {
         let mut ids = Vec::with_capacity(list.len());
         let mut bad = Vec::new();
         for (i, v) in list.iter().enumerate() {
-            match v.as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+            match v.as_str().and_then(parse_id) {
                 Some(id) => {
                     if !ids.contains(&id) {
                         ids.push(id);
@@ -168,7 +168,7 @@ impl<'a> Fields<'a> {
     /// A required UUID.
     pub fn required_uuid(&mut self, name: &'static str) -> Option<Uuid> {
         let raw = self.required_str(name)?;
-        match Uuid::parse_str(raw) {
+        match parse_id(raw).ok_or(()) {
             Ok(id) => Some(id),
             Err(_) => {
                 self.errors
@@ -250,7 +250,7 @@ impl<'a> Fields<'a> {
     /// An optional UUID.
     pub fn optional_uuid(&mut self, name: &'static str) -> Option<Uuid> {
         let raw = self.optional_str(name)?;
-        match Uuid::parse_str(raw) {
+        match parse_id(raw).ok_or(()) {
             Ok(id) => Some(id),
             Err(_) => {
                 self.errors
@@ -423,10 +423,46 @@ impl<S: Send + Sync> FromRequestParts<S> for MinPosition {
     }
 }
 
+/// Documents the header on the operations that honour it (`params(MinPosition)`).
+impl utoipa::IntoParams for MinPosition {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        use utoipa::openapi::Required;
+        vec![ParameterBuilder::new()
+            .name("X-Lokiz-Min-Position")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Read your writes: wait (up to the consistency timeout, then 503 \
+                 `CONSISTENCY_TIMEOUT`) until the read models reach this position, \
+                 the `X-Lokiz-Position` a command answered with.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(0)),
+            ))
+            .build()]
+    }
+}
+
 /// Parses a path id, answering 404 for anything that is not a UUID (no
 /// resource can have such an id).
 pub fn path_uuid(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound { what })
+    parse_id(raw).ok_or(ApiError::NotFound { what })
 }
 
 pub use jwt::AccessClaims;
+
+/// An id as the API writes and documents it: a hyphenated UUID (36
+/// characters), not the other forms `Uuid::parse_str` also reads.
+pub fn parse_id(raw: &str) -> Option<Uuid> {
+    if raw.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(raw).ok()
+}

@@ -1,10 +1,11 @@
-//! OpenAPI document at `/openapi.json`, interactive docs at `/docs`.
+//! OpenAPI document at `/openapi.json`, interactive docs (Swagger UI, served
+//! from the binary) at `/docs`.
 
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
     admin, ai, auth, blobs, comments, credits, follows, glitch, likes, ops, studio, users, videos,
@@ -40,7 +41,7 @@ use crate::ApiContext;
         users::MyStats,
         videos::VideoResponse, videos::VideoUser, videos::VideoPage, videos::UploadUrlRequest,
         videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
-        videos::UpdateVideoRequest, videos::ViewResponse, videos::VideoCounts, videos::BatchMetadata,
+        videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
         follows::UserIds, follows::FollowingUsers,
@@ -50,11 +51,11 @@ use crate::ApiContext;
         ai::JobView, ai::Frame, ai::Frames, ai::Canceled, ai::JobStatusView, ai::BatchStatus, ai::CallbackReceived,
         credits::Balance, credits::CreditTransaction, credits::CreditHistory, credits::GlitchPresets,
         credits::PresetView, credits::Package, credits::Packages, credits::Purchase, credits::Plan,
-        credits::Plans, glitch::ChainVideo, glitch::ChainPage,
-        studio::Thumbnail, studio::Timeline, studio::Preview, studio::SelectedRange,
+        credits::Plans, credits::PurchaseRequest, glitch::ChainVideo, glitch::ChainPage,
+        studio::Thumbnail, studio::SelectRangeRequest, studio::Timeline, studio::Preview, studio::SelectedRange,
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Contract),
     tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"),
          (name = "follows"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
 )]
@@ -79,6 +80,214 @@ impl Modify for BearerAuth {
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
-        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .route("/openapi.json", get(|| async { Json(document().clone()) }))
+        // Swagger UI's files are compiled into the binary (the vendored
+        // `utoipa-swagger-ui-vendored` crate): `/docs` needs no network.
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+}
+
+/// The statuses every operation can answer because of what it takes, added
+/// where a route's own `responses(...)` does not list them, and the error
+/// envelope on every 4xx/5xx answer. One place derives them from the
+/// operation's shape (sign-in, body, path, query, read-your-writes header),
+/// so a new route is documented like the others without repeating them.
+struct Contract;
+
+/// Operations that touch no database (everything else may answer 503).
+const WITHOUT_DATABASE: &[&str] = &["/health", "/metrics"];
+
+impl Modify for Contract {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|reqs| {
+                    reqs.iter().any(|r| {
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_object().map(|o| !o.is_empty()))
+                            .unwrap_or(false)
+                    })
+                });
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.keys().any(|c| c == "application/json"));
+                let has = |kind: ParameterIn| params.iter().any(|p| p.parameter_in == kind);
+                let (path_params, query) = (has(ParameterIn::Path), has(ParameterIn::Query));
+                let min_position = params.iter().any(|p| p.name == "X-Lokiz-Min-Position");
+
+                let mut reasons: Vec<(&str, &str)> = Vec::new();
+                if secured {
+                    reasons.push((
+                        "401",
+                        "`UNAUTHENTICATED` (no bearer token where sign-in is required) or \
+                         `INVALID_TOKEN` (a token that is malformed, expired or not ours)",
+                    ));
+                }
+                if json_body {
+                    reasons.push((
+                        "400",
+                        "`INVALID_JSON` (the body is not JSON) or `INVALID_BODY` (unreadable)",
+                    ));
+                    reasons.push((
+                        "415",
+                        "`UNSUPPORTED_MEDIA_TYPE`: the body must be sent as `application/json`",
+                    ));
+                    reasons.push((
+                        "422",
+                        "`VALIDATION_FAILED`: `details.fields` lists every bad field \
+                         (`{field, code, message}`)",
+                    ));
+                }
+                if query {
+                    reasons.push((
+                        "400",
+                        "`INVALID_QUERY`: the query string cannot be parsed, or repeats a parameter",
+                    ));
+                    reasons.push((
+                        "422",
+                        "`VALIDATION_FAILED`: `details.fields` lists every bad query parameter",
+                    ));
+                }
+                if path_params {
+                    reasons.push((
+                        "404",
+                        "`NOT_FOUND`: no such resource (an id that is not a UUID names none)",
+                    ));
+                }
+                if min_position {
+                    reasons.push((
+                        "400",
+                        "`INVALID_MIN_POSITION`: `X-Lokiz-Min-Position` is not a non-negative integer",
+                    ));
+                    reasons.push((
+                        "409",
+                        "`POSITION_NOT_ISSUED`: `X-Lokiz-Min-Position` is beyond every position \
+                         this server has issued (`details: {min_position}`)",
+                    ));
+                    reasons.push((
+                        "503",
+                        "`CONSISTENCY_TIMEOUT`: the read models did not reach \
+                         `X-Lokiz-Min-Position` in time (`details: {min_position, waited_ms}`); \
+                         retry after `Retry-After`",
+                    ));
+                }
+                if !WITHOUT_DATABASE.contains(&path.as_str()) {
+                    reasons.push((
+                        "503",
+                        "`SERVICE_UNAVAILABLE`: the database or event store is unreachable; \
+                         retry after `Retry-After`",
+                    ));
+                }
+                let responses = &mut op.responses.responses;
+                for (status, reason) in reasons {
+                    match responses.get_mut(status) {
+                        Some(utoipa::openapi::RefOr::T(r)) => {
+                            if !r.description.contains(reason) {
+                                r.description = if r.description.is_empty() {
+                                    reason.to_owned()
+                                } else {
+                                    format!("{}; {reason}", r.description)
+                                };
+                            }
+                        }
+                        Some(utoipa::openapi::RefOr::Ref(_)) => {}
+                        None => {
+                            responses.insert(
+                                status.to_owned(),
+                                utoipa::openapi::RefOr::T(utoipa::openapi::Response::new(reason)),
+                            );
+                        }
+                    }
+                }
+                // every error answer is the envelope
+                for (status, r) in responses.iter_mut() {
+                    let utoipa::openapi::RefOr::T(r) = r else {
+                        continue;
+                    };
+                    let error = status.starts_with('4') || status.starts_with('5');
+                    if error && r.content.is_empty() {
+                        r.content.insert(
+                            "application/json".to_owned(),
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                    "ErrorEnvelope",
+                                )))
+                                .build(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The document as served: [`ApiDoc`] with the JSON-level rules utoipa's
+/// attributes cannot state, built once.
+pub fn document() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        strict_ids(&mut doc);
+        at_least_one_field(&mut doc, "UpdateProfileRequest");
+        at_least_one_field(&mut doc, "UpdateVideoRequest");
+        if let Some(p) = doc
+            .pointer_mut("/components/schemas/PurchaseRequest/properties/package_id")
+            .and_then(|p| p.as_object_mut())
+        {
+            let ids: Vec<&str> = credits::PACKAGES.iter().map(|p| p.id).collect();
+            p.insert("enum".into(), serde_json::json!(ids));
+        }
+        doc
+    })
+}
+
+/// How the server reads every id: a hyphenated UUID. (`format: uuid` alone
+/// is an annotation in JSON Schema 2020-12, which validators need not check.)
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+fn strict_ids(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.get("format").and_then(|f| f.as_str()) == Some("uuid") {
+                map.entry("pattern")
+                    .or_insert_with(|| serde_json::Value::from(UUID_PATTERN));
+            }
+            for child in map.values_mut() {
+                strict_ids(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strict_ids),
+        _ => {}
+    }
+}
+
+/// A PATCH body must change something: at least one of its properties.
+fn at_least_one_field(doc: &mut serde_json::Value, schema: &str) {
+    let Some(s) = doc
+        .pointer_mut(&format!("/components/schemas/{schema}"))
+        .and_then(|s| s.as_object_mut())
+    else {
+        return;
+    };
+    let names: Vec<String> = s
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let any_of: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| serde_json::json!({ "required": [n] }))
+        .collect();
+    s.insert("anyOf".into(), serde_json::Value::from(any_of));
 }

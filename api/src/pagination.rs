@@ -31,27 +31,38 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
-            .map(|Query(q)| Params(q))
             .map_err(|_| ApiError::BadRequest {
                 code: "INVALID_QUERY",
                 message: "The query string could not be parsed.".into(),
-            })
+            })?;
+        let mut map = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            // every parameter is a single value: a repeated one is refused,
+            // not silently read as its first or last copy
+            if map.insert(name, value).is_some() {
+                return Err(ApiError::BadRequest {
+                    code: "INVALID_QUERY",
+                    message: "A query parameter is repeated; send each at most once.".into(),
+                });
+            }
+        }
+        Ok(Params(map))
     }
 }
 
 impl Params {
+    /// A parameter's value as sent. An empty value is a value (`count=`
+    /// is not a number), not an absent parameter; only `cursor` reads empty
+    /// as "the first page".
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
+        self.0.get(name).map(String::as_str)
     }
 
     /// `cursor`, decoded into the page's sort key.
     pub fn cursor<T: DeserializeOwned>(&self, errors: &mut Vec<FieldError>) -> Option<T> {
-        let raw = self.get("cursor")?;
+        let raw = self.get("cursor").filter(|c| !c.is_empty())?;
         let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(raw)
             .ok()

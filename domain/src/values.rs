@@ -59,8 +59,9 @@ string_newtype!(ImageUrl);
 string_newtype!(Caption);
 string_newtype!(CommentBody);
 
-/// Trims `raw` and checks it as free text: `min..=max` characters, no control
-/// characters (line breaks only where `multiline`).
+/// Checks `raw` as free text and trims it: at most `max` characters as sent,
+/// at least `min` after trimming, no control characters anywhere (line
+/// breaks only where `multiline`).
 fn text(
     field: &'static str,
     raw: &str,
@@ -68,9 +69,12 @@ fn text(
     max: usize,
     multiline: bool,
 ) -> Result<String, FieldError> {
+    // the raw text is bounded (what the API documents: `maxLength` and a
+    // pattern on what is sent); what is kept is trimmed and not empty when
+    // `min` is 1
     let t = raw.trim();
     let len = t.chars().count();
-    if !(min..=max).contains(&len) {
+    if len < min || raw.chars().count() > max {
         let message = if min == 0 {
             format!("must be at most {max} characters")
         } else {
@@ -79,7 +83,7 @@ fn text(
         return Err(FieldError::new(field, "length", message));
     }
     let allowed = |c: char| multiline && (c == '\n' || c == '\r');
-    if t.chars().any(|c| c.is_control() && !allowed(c)) {
+    if raw.chars().any(|c| c.is_control() && !allowed(c)) {
         return Err(FieldError::new(
             field,
             "format",
@@ -192,15 +196,55 @@ impl ImageUrl {
             ));
         }
         match url::Url::parse(raw) {
-            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.has_host() => {
-                Ok(Self(u.to_string()))
-            }
+            Ok(u) if Self::documented_shape(raw) && u.has_host() => Ok(Self(u.to_string())),
             _ => Err(FieldError::new(
                 field,
                 "format",
                 "must be an absolute http(s) URL",
             )),
         }
+    }
+}
+
+impl ImageUrl {
+    /// The shape the API documents (`^https?://host(:port)?(/path)?$`):
+    /// lower-case scheme, a host of letters, digits, dots and hyphens whose
+    /// last label starts with a letter, a port of at most 4 digits, and a
+    /// path of URL-safe characters; no user info, query or fragment.
+    fn documented_shape(raw: &str) -> bool {
+        let Some(rest) = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://"))
+        else {
+            return false;
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        if port
+            .is_some_and(|p| p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return false;
+        }
+        let label_ok =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !host.split('.').all(label_ok) {
+            return false;
+        }
+        let last_starts_with_letter = host
+            .rsplit('.')
+            .next()
+            .and_then(|l| l.bytes().next())
+            .is_some_and(|b| b.is_ascii_alphabetic());
+        last_starts_with_letter
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~!$&'()*+,;=:@%/-".contains(&b))
     }
 }
 
@@ -387,6 +431,18 @@ mod tests {
         assert!(Bio::parse("b", &"x".repeat(501)).is_err());
         assert!(ImageUrl::parse("i", "ftp://x.y/a.png").is_err());
         assert!(ImageUrl::parse("i", "https://cdn.lokiz.dev/a.png").is_ok());
+        assert!(ImageUrl::parse("i", "http://localhost:8080/p/a-b_c.png").is_ok());
+        // what url::Url reads but the documented shape excludes
+        for other in [
+            "http://a*/x.png",
+            "HTTP://cdn.lokiz.dev/a.png",
+            "https://user@cdn.lokiz.dev/a.png",
+            "https://cdn.lokiz.dev/a.png?size=2",
+            "https://1.2.3.4/a.png",
+            "https://cdn.lokiz.dev:123456/a.png",
+        ] {
+            assert!(ImageUrl::parse("i", other).is_err(), "{other}");
+        }
         assert!(Password::parse("p", "short").is_err());
         assert_eq!(
             format!("{:?}", Password::parse("p", "longenough").unwrap()),

@@ -16,6 +16,11 @@ use crate::Projector;
 pub enum ConsistencyError {
     #[error("read models did not reach position {position} within {waited:?}")]
     Timeout { position: i64, waited: Duration },
+    /// No event is stored at or after `position`: it is not a position this
+    /// store handed out (a committed command's position is visible to every
+    /// later read), so waiting for it would only hold the request.
+    #[error("no event at or after position {position}")]
+    NeverIssued { position: i64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -71,13 +76,17 @@ async fn wait_until(
                 // the first event at or after `position` (a position whose
                 // insert rolled back never exists)
                 Target::Position(position) => {
-                    sqlx::query_as(
+                    let first = sqlx::query_as(
                         "SELECT xid::text::bigint, position FROM events WHERE position >= $1
                           ORDER BY position LIMIT 1",
                     )
                     .bind(position)
                     .fetch_optional(pool)
-                    .await?
+                    .await?;
+                    if first.is_none() {
+                        return Err(ConsistencyError::NeverIssued { position });
+                    }
+                    first
                 }
                 Target::Head => {
                     let head = sqlx::query_as(

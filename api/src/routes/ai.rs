@@ -401,8 +401,70 @@ async fn job_request(
     Ok(with_position(position, (StatusCode::ACCEPTED, Json(view))))
 }
 
+/// Body of `POST /v1/ai/capture-frame`. `timestamp` must lie inside the
+/// video (a rule against its duration, answered 422).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CaptureFrameRequest {
+    video_id: Uuid,
+    /// Seconds into the video.
+    #[schema(minimum = 0)]
+    timestamp: f64,
+}
+
+/// Body of `POST /v1/ai/capture-frames`: every timestamp inside the video.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CaptureFramesRequest {
+    video_id: Uuid,
+    /// Seconds into the video (none negative), 1–20 of them.
+    #[schema(min_items = 1, max_items = 20)]
+    timestamps: Vec<f64>,
+}
+
+/// Body of `POST /v1/ai/template`: `timestamp` inside the video.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TemplateRequest {
+    video_id: Uuid,
+    #[schema(minimum = 0)]
+    timestamp: f64,
+    /// Seconds of motion, 1–10 (default 5).
+    #[schema(minimum = 1, maximum = 10)]
+    duration: Option<f64>,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
+    prompt: Option<String>,
+}
+
+/// Body of the glitch and music jobs: a segment inside the video, `end_time`
+/// after `start_time` and at most 10 s after it, and a preset of the job's
+/// kind (GET /v1/presets/glitch, /v1/presets/music). These rules depend on
+/// the video and on each other: they are answered 422, naming the field.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SegmentJobRequest {
+    video_id: Uuid,
+    #[schema(minimum = 0)]
+    start_time: f64,
+    #[schema(exclusive_minimum = 0)]
+    end_time: f64,
+    #[schema(min_length = 1)]
+    preset: String,
+}
+
+/// Body of `POST /v1/ai/jobs/batch-status`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JobIds {
+    /// At most 50.
+    #[schema(max_items = 50)]
+    job_ids: Vec<Uuid>,
+}
+
 #[utoipa::path(post, path = "/v1/ai/capture-frame", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{video_id, timestamp}` (seconds into the video). Costs 0 credits."),
+    params(crate::extract::MinPosition),
+    request_body(content = CaptureFrameRequest, description = "Seconds into the video. Costs 0 credits."),
     responses((status = 202, body = JobView), (status = 401, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn capture_frame(
@@ -415,7 +477,8 @@ pub async fn capture_frame(
 }
 
 #[utoipa::path(post, path = "/v1/ai/template", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{video_id, timestamp, duration? (1–10 s, default 5), prompt?}`: a clip with motion from the frame at `timestamp`. Costs 20 credits."),
+    params(crate::extract::MinPosition),
+    request_body(content = TemplateRequest, description = "A clip with motion from the frame at `timestamp`. Costs 20 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn template(
@@ -428,7 +491,8 @@ pub async fn template(
 }
 
 #[utoipa::path(post, path = "/v1/ai/glitch/animate", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{video_id, start_time, end_time, preset}` (≤ 10 s; an `animate` preset of GET /v1/presets/glitch). Costs 30 credits."),
+    params(crate::extract::MinPosition),
+    request_body(content = SegmentJobRequest, description = "≤ 10 s; an `animate` preset of GET /v1/presets/glitch. Costs 30 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn glitch_animate(
@@ -441,7 +505,8 @@ pub async fn glitch_animate(
 }
 
 #[utoipa::path(post, path = "/v1/ai/glitch/replace", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{video_id, start_time, end_time, preset}` (≤ 10 s; a `replace` preset). Costs 30 credits."),
+    params(crate::extract::MinPosition),
+    request_body(content = SegmentJobRequest, description = "≤ 10 s; a `replace` preset. Costs 30 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn glitch_replace(
@@ -454,7 +519,8 @@ pub async fn glitch_replace(
 }
 
 #[utoipa::path(post, path = "/v1/ai/music", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{video_id, start_time, end_time, preset}` (≤ 10 s; a preset of GET /v1/presets/music). Costs 5 credits."),
+    params(crate::extract::MinPosition),
+    request_body(content = SegmentJobRequest, description = "≤ 10 s; a preset of GET /v1/presets/music. Costs 5 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn music(
@@ -483,7 +549,8 @@ pub struct Frames {
 }
 
 #[utoipa::path(post, path = "/v1/ai/capture-frames", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{video_id, timestamps: [seconds…]}` (1–20). One capture-frame job each; the answer waits (up to 20 s) for the frames."),
+    params(crate::extract::MinPosition),
+    request_body(content = CaptureFramesRequest, description = "One capture-frame job per timestamp; the answer waits (up to 20 s) for the frames."),
     responses((status = 200, body = Frames), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn capture_frames(
@@ -585,7 +652,7 @@ async fn load_job(ctx: &ApiContext, user: Uuid, job_id: Uuid) -> Result<Option<J
 }
 
 #[utoipa::path(get, path = "/v1/ai/jobs/{id}", tag = "ai", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 200, body = JobView), (status = 404, description = "No such job of yours", body = crate::error::ErrorEnvelope)))]
 pub async fn get_job(
     State(ctx): State<ApiContext>,
@@ -677,7 +744,8 @@ pub struct BatchStatus {
 }
 
 #[utoipa::path(post, path = "/v1/ai/jobs/batch-status", tag = "ai", security(("bearer" = [])),
-    request_body(content = Object, description = "`{job_ids: [...]}`, at most 50"),
+    params(crate::extract::MinPosition),
+    request_body(content = JobIds),
     responses((status = 200, body = BatchStatus),
               (status = 422, description = "more than 50 ids, or malformed ids (named)", body = crate::error::ErrorEnvelope)))]
 pub async fn batch_status(

@@ -57,12 +57,19 @@ pub struct AuthResponse {
 pub struct RegisterRequest {
     /// 3–30 letters, digits or underscores, starting with a letter; unique
     /// ignoring case.
+    #[schema(min_length = 3, max_length = 30, pattern = r"^[A-Za-z][A-Za-z0-9_]*$")]
     username: String,
     /// Unique ignoring case.
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// 8–128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
-    /// Defaults to the username.
+    /// Defaults to the username (also when null). 1–50 characters, one line.
+    #[schema(
+        max_length = 50,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     display_name: Option<String>,
 }
 
@@ -287,7 +294,7 @@ pub async fn login(
 }
 
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),
-    params(("X-Lokiz-Min-Position" = Option<i64>, Header, description = "Wait until the read models reach this position")),
+    params(crate::extract::MinPosition),
     responses((status = 200, body = MeView), (status = 401, body = crate::error::ErrorEnvelope),
               (status = 503, description = "CONSISTENCY_TIMEOUT", body = crate::error::ErrorEnvelope)))]
 pub async fn me(

@@ -80,7 +80,7 @@ fn unix_now() -> u64 {
 }
 
 #[utoipa::path(put, path = "/v1/blobs/{key}", tag = "videos",
-    params(("key" = String, Path, description = "Object key, e.g. videos/<id>.mp4"),
+    params(("key" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,199})*$", max_length = 512, description = "Object key, e.g. videos/<id>.mp4"),
            ("expires" = u64, Query), ("ct" = String, Query), ("size" = u64, Query), ("sig" = String, Query)),
     request_body(content = Vec<u8>, content_type = "video/mp4", description = "Exactly `size` bytes with Content-Type `ct` (the URL from /v1/videos/upload-url)"),
     responses((status = 200, description = "Stored; ETag is the SHA-256"),
@@ -143,7 +143,7 @@ pub async fn put_blob(
 }
 
 #[utoipa::path(get, path = "/v1/blobs/{key}", tag = "videos",
-    params(("key" = String, Path), ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023")),
+    params(("key" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,199})*$", max_length = 512), ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023")),
     responses((status = 200, description = "The object"), (status = 206, description = "A range of it"),
               (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn get_blob(

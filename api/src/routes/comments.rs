@@ -59,7 +59,11 @@ fn actor(user: Uuid) -> HashMap<String, String> {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct PostCommentRequest {
-    /// 1–1000 characters.
+    /// 1–1000 characters, not only spaces; line breaks allowed.
+    #[schema(
+        max_length = 1000,
+        pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )]
     content: String,
     /// Reply to this comment (on the same video).
     parent_id: Option<Uuid>,
@@ -76,7 +80,7 @@ pub struct Posted {
 }
 
 #[utoipa::path(post, path = "/v1/comments/videos/{id}", tag = "comments", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), request_body = PostCommentRequest,
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)), request_body = PostCommentRequest,
     responses((status = 201, body = Posted), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn post_comment(
@@ -219,10 +223,10 @@ pub struct CommentPage {
 const COMMENT_COLUMNS: &str = "c.id, c.video_id, c.parent_id, c.body AS content, c.reply_count,
     c.created_at, c.edited_at, c.author_id, u.username, u.display_name, u.profile_image_url";
 
-#[utoipa::path(get, path = "/v1/comments/videos/{id}", tag = "comments",
-    params(("id" = Uuid, Path),
+#[utoipa::path(get, path = "/v1/comments/videos/{id}", tag = "comments", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path),
            ("parent_id" = Option<Uuid>, Query, description = "List this comment's replies (oldest first) instead of the top level (newest first)"),
-           ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = CommentPage), (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
@@ -335,6 +339,11 @@ pub async fn list(
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EditCommentRequest {
+    /// 1–1000 characters, not only spaces; line breaks allowed.
+    #[schema(
+        max_length = 1000,
+        pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )]
     content: String,
 }
 
@@ -380,7 +389,7 @@ pub async fn edit(
 }
 
 #[utoipa::path(delete, path = "/v1/comments/{id}", tag = "comments", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted, by its author or the video's owner"),
               (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope)))]

@@ -49,6 +49,7 @@ pub struct Balance {
 }
 
 #[utoipa::path(get, path = "/v1/credits/balance", tag = "credits", security(("bearer" = [])),
+    params(crate::extract::MinPosition),
     responses((status = 200, body = Balance), (status = 401, body = crate::error::ErrorEnvelope)))]
 pub async fn balance(
     State(ctx): State<ApiContext>,
@@ -98,7 +99,7 @@ pub struct CreditHistory {
 }
 
 #[utoipa::path(get, path = "/v1/credits/history", tag = "credits", security(("bearer" = [])),
-    params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1–50, default 20")),
+    params(crate::extract::MinPosition, ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = CreditHistory, description = "Newest first"),
               (status = 401, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn history(
@@ -259,8 +260,16 @@ pub struct Purchase {
     pub status: String,
 }
 
+/// Body of `POST /v1/credits/purchase`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PurchaseRequest {
+    /// One of GET /v1/credits/packages (the document lists them).
+    package_id: String,
+}
+
 #[utoipa::path(post, path = "/v1/credits/purchase", tag = "credits", security(("bearer" = [])),
-    request_body(content = Object, description = "`{package_id}` (see GET /v1/credits/packages). Send an `Idempotency-Key`: a retried purchase is charged once."),
+    request_body(content = PurchaseRequest, description = "Send an `Idempotency-Key`: a retried purchase is charged once."),
     responses((status = 201, body = Purchase), (status = 401, body = crate::error::ErrorEnvelope),
               (status = 402, description = "PAYMENT_DECLINED", body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]

@@ -105,7 +105,7 @@ async fn set_follow(
 }
 
 #[utoipa::path(post, path = "/v1/follows/users/{id}", tag = "follows", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 200, body = FollowState), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, description = "following yourself", body = crate::error::ErrorEnvelope)))]
 pub async fn follow(
@@ -118,7 +118,7 @@ pub async fn follow(
 }
 
 #[utoipa::path(delete, path = "/v1/follows/users/{id}", tag = "follows", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200, body = FollowState)))]
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)), responses((status = 200, body = FollowState)))]
 pub async fn unfollow(
     State(ctx): State<ApiContext>,
     me: AuthUser,
@@ -193,7 +193,7 @@ async fn follow_page(
 }
 
 #[utoipa::path(get, path = "/v1/follows/users/{id}/followers", tag = "follows",
-    params(("id" = Uuid, Path), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = FollowPage)))]
 pub async fn followers(
     State(ctx): State<ApiContext>,
@@ -205,7 +205,7 @@ pub async fn followers(
 }
 
 #[utoipa::path(get, path = "/v1/follows/users/{id}/following", tag = "follows",
-    params(("id" = Uuid, Path), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = FollowPage)))]
 pub async fn following(
     State(ctx): State<ApiContext>,
@@ -223,7 +223,7 @@ pub struct FollowCheck {
 }
 
 #[utoipa::path(get, path = "/v1/follows/users/{id}/check", tag = "follows", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200, body = FollowCheck)))]
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)), responses((status = 200, body = FollowCheck)))]
 pub async fn check_one(
     State(ctx): State<ApiContext>,
     me: AuthUser,
@@ -247,6 +247,7 @@ pub async fn check_one(
 #[allow(dead_code)]
 pub struct UserIds {
     /// At most 100.
+    #[schema(max_items = 100)]
     user_ids: Vec<Uuid>,
 }
 
@@ -257,6 +258,7 @@ pub struct FollowingUsers {
 }
 
 #[utoipa::path(post, path = "/v1/follows/check-batch", tag = "follows", security(("bearer" = [])),
+    params(crate::extract::MinPosition),
     request_body = UserIds,
     responses((status = 200, body = FollowingUsers),
               (status = 422, description = "more than 100 ids, or malformed ids (named)", body = crate::error::ErrorEnvelope)))]

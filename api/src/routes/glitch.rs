@@ -58,8 +58,8 @@ struct GlitchCursor {
     id: Uuid,
 }
 
-#[utoipa::path(get, path = "/v1/glitch/videos/{id}/glitches", tag = "glitch",
-    params(("id" = Uuid, Path), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1–50, default 20")),
+#[utoipa::path(get, path = "/v1/glitch/videos/{id}/glitches", tag = "glitch", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = ChainPage, description = "Every glitch made from the video, directly or from its glitches, newest first"),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn glitches(
@@ -117,8 +117,8 @@ pub async fn glitches(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/glitch/videos/{id}/source", tag = "glitch",
-    params(("id" = Uuid, Path), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1–50, default 20")),
+#[utoipa::path(get, path = "/v1/glitch/videos/{id}/source", tag = "glitch", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = ChainPage, description = "The video's sources: its direct source first, up to the original (deleted or hidden ones left out)"),
               (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn source(

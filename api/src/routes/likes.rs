@@ -83,7 +83,7 @@ async fn set_like(
 }
 
 #[utoipa::path(post, path = "/v1/likes/videos/{id}", tag = "likes", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 200, body = LikeState, description = "Liked (liking twice is not an error: `changed` is false)"),
               (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn like(
@@ -96,7 +96,7 @@ pub async fn like(
 }
 
 #[utoipa::path(delete, path = "/v1/likes/videos/{id}", tag = "likes", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 200, body = LikeState, description = "Not liked (unliking what is not liked: `changed` is false)"),
               (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn unlike(
@@ -115,7 +115,7 @@ pub struct LikeCheck {
 }
 
 #[utoipa::path(get, path = "/v1/likes/videos/{id}/check", tag = "likes", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), responses((status = 200, body = LikeCheck)))]
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)), responses((status = 200, body = LikeCheck)))]
 pub async fn check(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -139,6 +139,7 @@ pub async fn check(
 #[allow(dead_code)]
 pub struct VideoIds {
     /// At most 100.
+    #[schema(max_items = 100)]
     video_ids: Vec<Uuid>,
 }
 
@@ -149,6 +150,7 @@ pub struct LikedVideos {
 }
 
 #[utoipa::path(post, path = "/v1/likes/check-batch", tag = "likes", security(("bearer" = [])),
+    params(crate::extract::MinPosition),
     request_body = VideoIds,
     responses((status = 200, body = LikedVideos),
               (status = 422, description = "more than 100 ids, or malformed ids (named)", body = crate::error::ErrorEnvelope)))]

@@ -120,10 +120,10 @@ pub struct Timeline {
     pub thumbnails: Vec<Thumbnail>,
 }
 
-#[utoipa::path(get, path = "/v1/studio/videos/{id}/timeline", tag = "studio",
-    params(("id" = Uuid, Path),
-           ("interval" = Option<i64>, Query, description = "Seconds between thumbnails, 1–60 (default: about 10 over the video)"),
-           ("width" = Option<i64>, Query, description = "Thumbnail width in pixels, 32–640 (default 160)")),
+#[utoipa::path(get, path = "/v1/studio/videos/{id}/timeline", tag = "studio", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path),
+           ("interval" = Option<i64>, Query, minimum = 1, maximum = 60, description = "Seconds between thumbnails, 1–60 (default: about 10 over the video)"),
+           ("width" = Option<i64>, Query, minimum = 32, maximum = 640, description = "Thumbnail width in pixels, 32–640 (default 160)")),
     responses((status = 200, body = Timeline), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn timeline(
@@ -260,9 +260,9 @@ pub struct Preview {
     pub preview_url: String,
 }
 
-#[utoipa::path(get, path = "/v1/studio/videos/{id}/preview", tag = "studio",
-    params(("id" = Uuid, Path), ("start_time" = f64, Query), ("end_time" = f64, Query, description = "At most 10 s after start_time"),
-           ("width" = Option<i64>, Query, description = "32–720 (default 360)")),
+#[utoipa::path(get, path = "/v1/studio/videos/{id}/preview", tag = "studio", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("start_time" = f64, Query), ("end_time" = f64, Query, description = "At most 10 s after start_time"),
+           ("width" = Option<i64>, Query, minimum = 32, maximum = 720, description = "32–720 (default 360)")),
     responses((status = 200, body = Preview), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn preview(
@@ -336,9 +336,21 @@ pub struct SelectedRange {
     pub costs: serde_json::Value,
 }
 
-#[utoipa::path(post, path = "/v1/studio/videos/{id}/select-range", tag = "studio",
-    params(("id" = Uuid, Path)),
-    request_body(content = Object, description = "`{start_time, end_time}`: at most 10 s, inside the video"),
+/// Body of `POST /v1/studio/videos/{id}/select-range`: inside the video,
+/// `end_time` after `start_time` and at most 10 s after it (rules against
+/// the video and between the fields, answered 422).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SelectRangeRequest {
+    #[schema(minimum = 0)]
+    start_time: f64,
+    #[schema(exclusive_minimum = 0)]
+    end_time: f64,
+}
+
+#[utoipa::path(post, path = "/v1/studio/videos/{id}/select-range", tag = "studio", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
+    request_body(content = SelectRangeRequest, description = "At most 10 s, inside the video"),
     responses((status = 200, body = SelectedRange), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn select_range(

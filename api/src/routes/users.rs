@@ -98,8 +98,7 @@ pub async fn load_me_settled(ctx: &ApiContext, user_id: Uuid) -> Result<MeView, 
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
-    params(("id" = Uuid, Path, description = "User id"),
-           ("X-Lokiz-Min-Position" = Option<i64>, Header, description = "Wait until the read models reach this position")),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path, description = "User id")),
     responses((status = 200, body = PublicUser), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 503, description = "CONSISTENCY_TIMEOUT", body = crate::error::ErrorEnvelope)))]
 pub async fn get_user(
@@ -125,7 +124,7 @@ pub async fn get_user(
 }
 
 #[utoipa::path(get, path = "/v1/users/me/stats", tag = "users", security(("bearer" = [])),
-    params(("X-Lokiz-Min-Position" = Option<i64>, Header)),
+    params(crate::extract::MinPosition),
     responses((status = 200, body = MyStats), (status = 401, body = crate::error::ErrorEnvelope)))]
 pub async fn my_stats(
     State(ctx): State<ApiContext>,
@@ -156,11 +155,24 @@ pub async fn my_stats(
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct UpdateProfileRequest {
-    /// 1–50 characters.
+    /// 1–50 characters, one line.
+    #[schema(
+        nullable = false,
+        max_length = 50,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     display_name: Option<String>,
     /// At most 500 characters; null clears.
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )]
     bio: Option<String>,
     /// Absolute http(s) URL; null clears.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{1,4})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+    )]
     profile_image_url: Option<String>,
 }
 

@@ -228,11 +228,23 @@ fn actor(user: Uuid) -> HashMap<String, String> {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct UploadUrlRequest {
+    /// 1–255 characters, not only spaces.
+    #[schema(
+        max_length = 255,
+        pattern = r"[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     filename: String,
     /// `video/mp4`, `video/quicktime` or `video/webm`.
+    #[schema(value_type = String, pattern = r"^video/(mp4|quicktime|webm)$")]
     content_type: String,
     /// Bytes, at most 500 MiB. The upload must be exactly this size.
+    #[schema(minimum = 1, maximum = 524288000)]
     file_size: u64,
+    /// At most 2200 characters.
+    #[schema(
+        max_length = 2200,
+        pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )]
     caption: Option<String>,
 }
 
@@ -285,7 +297,12 @@ pub async fn upload_url(
                 .push(FieldError::new("file_size", "required", "is required"));
             None
         }
-        Some(v) => match v.as_u64() {
+        // a whole number, also when written `1000.0` (JSON does not tell them apart)
+        Some(v) => match v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n <= u64::MAX as f64)
+                .map(|n| n as u64)
+        }) {
             Some(n) if (1..=MAX_UPLOAD_BYTES).contains(&n) => Some(n),
             Some(_) => {
                 f.errors.push(FieldError::new(
@@ -353,9 +370,12 @@ pub async fn upload_url(
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CompleteRequest {
+    #[schema(minimum = 1, maximum = 8192)]
     width: u32,
+    #[schema(minimum = 1, maximum = 8192)]
     height: u32,
-    /// Seconds.
+    /// Seconds, more than 0 and at most 600.
+    #[schema(exclusive_minimum = 0, maximum = 600)]
     actual_duration: f64,
 }
 
@@ -367,7 +387,7 @@ pub struct CompleteResponse {
 }
 
 #[utoipa::path(post, path = "/v1/videos/{id}/complete", tag = "videos", security(("bearer" = [])),
-    params(("id" = Uuid, Path)), request_body = CompleteRequest,
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)), request_body = CompleteRequest,
     responses((status = 200, body = CompleteResponse),
               (status = 403, body = crate::error::ErrorEnvelope),
               (status = 409, description = "UPLOAD_NOT_FOUND, SIZE_MISMATCH or ALREADY_COMPLETED", body = crate::error::ErrorEnvelope),
@@ -481,8 +501,8 @@ async fn load_video(ctx: &ApiContext, id: Uuid) -> Result<Option<VideoRow>, ApiE
     .await?)
 }
 
-#[utoipa::path(get, path = "/v1/videos/{id}", tag = "videos",
-    params(("id" = Uuid, Path), ("X-Lokiz-Min-Position" = Option<i64>, Header)),
+#[utoipa::path(get, path = "/v1/videos/{id}", tag = "videos", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 200, body = VideoResponse), (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn get_video(
     State(ctx): State<ApiContext>,
@@ -511,8 +531,13 @@ pub async fn get_video(
 #[allow(dead_code)]
 pub struct UpdateVideoRequest {
     /// At most 2200 characters; null clears.
+    #[schema(
+        max_length = 2200,
+        pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+    )]
     caption: Option<String>,
     /// `public` or `private`.
+    #[schema(nullable = false, pattern = r"^(public|private)$")]
     visibility: Option<String>,
 }
 
@@ -619,8 +644,8 @@ fn anonymous_key(ctx: &ApiContext, addr: &SocketAddr) -> ViewerKey {
     ViewerKey::anonymous(&hex)
 }
 
-#[utoipa::path(post, path = "/v1/videos/{id}/view", tag = "videos",
-    params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/videos/{id}/view", tag = "videos", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     responses((status = 200, body = ViewResponse), (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn view(
     State(ctx): State<ApiContext>,
@@ -680,6 +705,7 @@ pub struct BatchMetadata {
 }
 
 #[utoipa::path(post, path = "/v1/videos/batch-metadata", tag = "videos",
+    params(crate::extract::MinPosition),
     request_body = crate::routes::likes::VideoIds,
     responses((status = 200, body = BatchMetadata),
               (status = 422, description = "more than 100 ids, or malformed ids (named)", body = crate::error::ErrorEnvelope)))]
@@ -745,8 +771,11 @@ pub struct VideoPage {
     pub has_more: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Algorithm {
+/// Which feed: `latest` (default), `trending`, `following` (sign-in),
+/// `personalized`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ToSchema)]
+#[schema(as = FeedAlgorithm, rename_all = "lowercase")]
+pub enum Algorithm {
     Latest,
     Trending,
     Following,
@@ -901,7 +930,7 @@ async fn feed_page(
 }
 
 #[utoipa::path(get, path = "/v1/videos/", tag = "videos",
-    params(("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1–50, default 20")),
+    params(crate::extract::MinPosition, ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = VideoPage, description = "Newest first"), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn list_latest(
     State(ctx): State<ApiContext>,
@@ -918,9 +947,9 @@ pub async fn list_latest(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/videos/feed", tag = "videos",
-    params(("algorithm" = Option<String>, Query, description = "latest (default), trending, following (sign-in), personalized"),
-           ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+#[utoipa::path(get, path = "/v1/videos/feed", tag = "videos", security((), ("bearer" = [])),
+    params(crate::extract::MinPosition, ("algorithm" = Option<Algorithm>, Query, description = "latest (default), trending, following (sign-in), personalized"),
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = VideoPage), (status = 401, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn feed(
@@ -967,7 +996,7 @@ pub async fn feed(
 }
 
 #[utoipa::path(get, path = "/v1/videos/prefetch", tag = "videos",
-    params(("cursor" = Option<String>, Query), ("count" = Option<i64>, Query, description = "1–10, default 5")),
+    params(("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("count" = Option<i64>, Query, minimum = 1, maximum = 10, description = "1–10, default 5")),
     responses((status = 200, body = VideoPage, description = "The next videos of the latest feed, to preload")))]
 pub async fn prefetch(
     State(ctx): State<ApiContext>,

@@ -23,6 +23,8 @@ pub const MAX_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Longest object key accepted.
 pub const MAX_KEY_LEN: usize = 512;
+/// Longest segment (between slashes) of a key.
+pub const MAX_SEGMENT_LEN: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -149,10 +151,11 @@ pub fn validate_key(key: &str) -> Result<(), BlobError> {
     {
         return Err(invalid());
     }
-    if key
-        .split('/')
-        .any(|segment| segment.is_empty() || segment.starts_with('.'))
-    {
+    if key.split('/').any(|segment| {
+        // a segment is a file name in the local store: 255 bytes is the
+        // usual file-system limit
+        segment.is_empty() || segment.starts_with('.') || segment.len() > MAX_SEGMENT_LEN
+    }) {
         return Err(invalid());
     }
     Ok(())
@@ -231,6 +234,7 @@ mod tests {
             "back\\slash",
             "ü",
             &"k".repeat(MAX_KEY_LEN + 1),
+            &format!("videos/{}", "0".repeat(MAX_SEGMENT_LEN + 1)),
         ] {
             assert!(
                 matches!(validate_key(bad), Err(BlobError::InvalidKey { .. })),

@@ -121,12 +121,25 @@ async fn register_me_update_and_read_your_write() {
 
 #[tokio::test]
 async fn consistency_timeout_is_503() {
+    // no projections run: the registration is stored but never projected
     let app = lokiz_tests::spawn_app_with(
-        lokiz_api::Components::ALL,
+        lokiz_api::Components {
+            projections: false,
+            ..lokiz_api::Components::ALL
+        },
         &[("LOKIZ_CONSISTENCY_TIMEOUT_MS", "300")],
     )
     .await;
     let u = app.register("waiter").await;
+    let resp = app
+        .get(&format!("/v1/users/{}", u.id), None, Some(u.position))
+        .await;
+    assert!(resp.headers().contains_key("retry-after"));
+    let err = expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "CONSISTENCY_TIMEOUT").await;
+    assert_eq!(err["details"]["min_position"], u.position);
+
+    // a position never handed out is refused at once, not waited for
+    let started = std::time::Instant::now();
     let resp = app
         .get(
             &format!("/v1/users/{}", u.id),
@@ -134,9 +147,12 @@ async fn consistency_timeout_is_503() {
             Some(u.position + 1_000_000),
         )
         .await;
-    assert!(resp.headers().contains_key("retry-after"));
-    let err = expect_error(resp, StatusCode::SERVICE_UNAVAILABLE, "CONSISTENCY_TIMEOUT").await;
+    let err = expect_error(resp, StatusCode::CONFLICT, "POSITION_NOT_ISSUED").await;
     assert_eq!(err["details"]["min_position"], u.position + 1_000_000);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(300),
+        "answered without waiting for the consistency timeout"
+    );
     expect_error(
         app.client
             .get(app.url(&format!("/v1/users/{}", u.id)))

@@ -5,6 +5,7 @@ mod admin;
 mod ai;
 mod auth;
 mod blobs;
+mod contract;
 mod delivery;
 mod faults;
 mod idempotency;
