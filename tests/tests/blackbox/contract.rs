@@ -71,8 +71,13 @@ async fn schemathesis_finds_nothing_in_any_operation() {
         .expect("schemathesis finished within 10 minutes")
         .expect("schemathesis runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    // the summary for the CI log
     println!("{stdout}");
+    // the summary, for the CI log (scripts/test.sh prints it)
+    let summary = stdout
+        .find("SUMMARY")
+        .map(|i| stdout[i..].to_owned())
+        .unwrap_or_else(|| stdout.to_string());
+    std::fs::write(artifacts().join("schemathesis-summary.txt"), summary).expect("summary written");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success(),
@@ -184,6 +189,17 @@ async fn docs_render_in_chromium_with_no_request_leaving_the_server() {
         println!("  {u}");
     }
     println!("Chromium's own background requests (not the page's): {background:?}");
+    std::fs::write(
+        artifacts().join("docs-requests.txt"),
+        format!(
+            "requests made by /docs ({}), all to {}:\n{}\nChromium's own background requests (not the page's): {}\n",
+            requested.len(),
+            app.address,
+            requested.iter().map(|u| format!("  {u}")).collect::<Vec<_>>().join("\n"),
+            background.len()
+        ),
+    )
+    .expect("request log written");
     assert!(
         requested.iter().any(|u| u.ends_with("/openapi.json")),
         "the page loaded the OpenAPI document: {requested:?}"
