@@ -240,6 +240,7 @@ pub fn document() -> &'static serde_json::Value {
         strict_ids(&mut doc);
         at_least_one_field(&mut doc, "UpdateProfileRequest");
         at_least_one_field(&mut doc, "UpdateVideoRequest");
+        links(&mut doc);
         if let Some(p) = doc
             .pointer_mut("/components/schemas/PurchaseRequest/properties/package_id")
             .and_then(|p| p.as_object_mut())
@@ -290,4 +291,50 @@ fn at_least_one_field(doc: &mut serde_json::Value, schema: &str) {
         .map(|n| serde_json::json!({ "required": [n] }))
         .collect();
     s.insert("anyOf".into(), serde_json::Value::from(any_of));
+}
+
+/// OpenAPI links: how a client goes on from an answer (and how schemathesis'
+/// stateful phase chains calls). Reads that follow a command carry its
+/// `X-Lokiz-Position` as `X-Lokiz-Min-Position` (read your writes).
+fn links(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let video = "$response.body#/video_id";
+    let position = "$response.header.X-Lokiz-Position";
+    let add = |doc: &mut serde_json::Value, path: &str, method: &str, status: &str, links| {
+        if let Some(r) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(|r| r.as_object_mut())
+        {
+            r.insert("links".into(), links);
+        }
+    };
+    add(
+        doc,
+        "/v1/videos/upload-url",
+        "post",
+        "200",
+        json!({
+            "CompleteUpload": {"operationId": "complete_upload", "parameters": {"path.id": video}},
+            "GetVideo": {"operationId": "get_video",
+                         "parameters": {"path.id": video, "header.X-Lokiz-Min-Position": position}},
+            "LikeVideo": {"operationId": "like", "parameters": {"path.id": video}},
+            "UpdateVideo": {"operationId": "update_video", "parameters": {"path.id": video}},
+            "DeleteVideo": {"operationId": "delete_video", "parameters": {"path.id": video}},
+        }),
+    );
+    add(
+        doc,
+        "/v1/likes/videos/{id}",
+        "post",
+        "200",
+        json!({
+            "CheckLike": {"operationId": "check", "parameters": {"path.id": video}},
+            "BatchMetadata": {"operationId": "batch_metadata",
+                              "requestBody": {"video_ids": [video]}},
+            "Unlike": {"operationId": "unlike", "parameters": {"path.id": video}},
+        }),
+    );
 }
