@@ -86,10 +86,20 @@ pub async fn load_me(ctx: &ApiContext, user_id: Uuid) -> Result<Option<MeView>, 
 }
 
 /// The user's own view; a user whose registration the read models have not
-/// caught up with yet is waited for (bounded), not reported missing.
+/// caught up with yet is waited for (bounded), not reported missing. The
+/// `users` and `wallets` projections run apart: a user row whose wallet
+/// (the signup grant) is not projected yet would show 0 credits, so that is
+/// waited for too.
 pub async fn load_me_settled(ctx: &ApiContext, user_id: Uuid) -> Result<MeView, ApiError> {
     if let Some(me) = load_me(ctx, user_id).await? {
-        return Ok(me);
+        let has_wallet: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM wallets WHERE user_id = $1)")
+                .bind(user_id)
+                .fetch_one(&ctx.pool)
+                .await?;
+        if has_wallet {
+            return Ok(me);
+        }
     }
     ctx.wait_for_head(ME_READS).await?;
     load_me(ctx, user_id)
