@@ -26,7 +26,7 @@ use lokiz_infra::ai::provider::{LocalProvider, Provider};
 use lokiz_infra::ai::remote::ReplicateProvider;
 use lokiz_infra::ai::replicate::ReplicateClient;
 use lokiz_infra::ai::worker::{Worker, WorkerOptions};
-use lokiz_infra::config::AiConfig;
+use lokiz_infra::config::{AiConfig, PaymentsConfig};
 use lokiz_infra::event_store::EventStore;
 use lokiz_infra::relay::Relay;
 use lokiz_infra::Config;
@@ -54,7 +54,7 @@ pub struct ApiContext {
     /// The same store when it is the local one (it takes uploads and serves
     /// files at `/v1/blobs/{key}`); `None` with S3.
     pub local_blobs: Option<Arc<lokiz_infra::blob::LocalBlobStore>>,
-    /// Charges for credit purchases (the test provider by default).
+    /// Charges for credit purchases (`LOKIZ_PAYMENTS`).
     pub payments: Arc<dyn lokiz_infra::payments::PaymentProvider>,
 }
 
@@ -194,6 +194,13 @@ impl Application {
                 Duration::from_secs(5),
             )?),
         };
+        let payments: Arc<dyn lokiz_infra::payments::PaymentProvider> = match &config.payments {
+            PaymentsConfig::Test => Arc::new(lokiz_infra::payments::TestPayments),
+            PaymentsConfig::Stripe(s) => Arc::new(
+                lokiz_infra::payments::StripePayments::new(s)
+                    .context("LOKIZ_PAYMENTS: HTTP client")?,
+            ),
+        };
         let ctx = ApiContext {
             blobs,
             local_blobs,
@@ -204,7 +211,7 @@ impl Application {
             nats,
             js,
             projectors: Arc::new(lokiz_projections::all()),
-            payments: Arc::new(lokiz_infra::payments::TestPayments),
+            payments,
         };
         Ok(Self {
             listener,

@@ -8,7 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, comments, credits, follows, glitch, likes, ops, studio, users, videos,
+    admin, ai, auth, blobs, comments, credits, follows, glitch, likes, ops, payments, studio,
+    users, videos,
 };
 use crate::ApiContext;
 
@@ -31,7 +32,7 @@ use crate::ApiContext;
         ai::capture_frame, ai::capture_frames, ai::template, ai::glitch_animate, ai::glitch_replace,
         ai::music, ai::get_job, ai::cancel_job, ai::batch_status, ai::callback,
         credits::balance, credits::history, credits::glitch_presets, credits::music_presets,
-        credits::purchase, credits::packages, credits::plans,
+        credits::purchase, credits::packages, credits::plans, payments::webhook,
         glitch::glitches, glitch::source, studio::timeline, studio::preview, studio::select_range,
         ops::health, ops::ready, ops::metrics_text,
     ),
@@ -51,7 +52,7 @@ use crate::ApiContext;
         ai::JobView, ai::Frame, ai::Frames, ai::Canceled, ai::JobStatusView, ai::BatchStatus, ai::CallbackReceived,
         credits::Balance, credits::CreditTransaction, credits::CreditHistory, credits::GlitchPresets,
         credits::PresetView, credits::Package, credits::Packages, credits::Purchase, credits::Plan,
-        credits::Plans, credits::PurchaseRequest, glitch::ChainVideo, glitch::ChainPage,
+        credits::Plans, credits::PurchaseRequest, payments::WebhookReceived, glitch::ChainVideo, glitch::ChainPage,
         studio::Thumbnail, studio::SelectRangeRequest, studio::Timeline, studio::Preview, studio::SelectedRange,
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),

@@ -8,6 +8,7 @@ pub mod ai_job;
 pub mod comment;
 pub mod follow;
 pub mod like;
+pub mod payment;
 pub mod upcast;
 pub mod user;
 pub mod values;
@@ -26,4 +27,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     follow::Follow::TYPE_NAME,
     comment::Comment::TYPE_NAME,
     ai_job::AiJob::TYPE_NAME,
+    payment::Payment::TYPE_NAME,
 ];

@@ -69,6 +69,77 @@ pub struct Config {
     pub blob: BlobConfig,
     /// Who runs AI jobs (`LOKIZ_AI_PROVIDER`).
     pub ai: AiConfig,
+    /// Who charges credit purchases (`LOKIZ_PAYMENTS`).
+    pub payments: PaymentsConfig,
+}
+
+/// `LOKIZ_PAYMENTS`: `test` (every charge succeeds at once, no money moves;
+/// the default in development, refused in production) or `stripe` (a
+/// Stripe-compatible API; required in production).
+#[derive(Debug, Clone)]
+pub enum PaymentsConfig {
+    Test,
+    Stripe(Box<StripeConfig>),
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    /// `LOKIZ_STRIPE_URL` (default `https://api.stripe.com`).
+    pub base_url: url::Url,
+    /// `LOKIZ_STRIPE_SECRET_KEY` (`sk_…`).
+    pub secret_key: Secret,
+    /// `LOKIZ_STRIPE_WEBHOOK_SECRET` (`whsec_…`): verifies
+    /// `POST /v1/payments/webhook`.
+    pub webhook_secret: Secret,
+}
+
+fn parse_payments_config(
+    var: &impl Fn(&str) -> Option<String>,
+    env: Environment,
+) -> Result<PaymentsConfig, ConfigError> {
+    let required = |k: &'static str| {
+        var(k).ok_or_else(|| ConfigError::Invalid {
+            var: k,
+            message: "is required when LOKIZ_PAYMENTS=stripe".into(),
+        })
+    };
+    match (var("LOKIZ_PAYMENTS").as_deref().map(str::trim), env) {
+        (None, Environment::Production) => Err(ConfigError::Invalid {
+            var: "LOKIZ_PAYMENTS",
+            message: "is required when LOKIZ_ENV=production (stripe)".into(),
+        }),
+        (Some("test"), Environment::Production) => Err(ConfigError::Invalid {
+            var: "LOKIZ_PAYMENTS",
+            message: "the test provider grants credits without payment; \
+                      it is refused when LOKIZ_ENV=production"
+                .into(),
+        }),
+        (None | Some("test"), Environment::Development) => Ok(PaymentsConfig::Test),
+        (Some("stripe"), _) => {
+            let raw = var("LOKIZ_STRIPE_URL").unwrap_or_else(|| "https://api.stripe.com".into());
+            let base_url = parse_base_url("LOKIZ_STRIPE_URL", &raw)?;
+            let base_url =
+                url::Url::parse(&format!("{base_url}/")).map_err(|e| ConfigError::Invalid {
+                    var: "LOKIZ_STRIPE_URL",
+                    message: e.to_string(),
+                })?;
+            if env == Environment::Production && base_url.scheme() != "https" {
+                return Err(ConfigError::Invalid {
+                    var: "LOKIZ_STRIPE_URL",
+                    message: "must be https when LOKIZ_ENV=production".into(),
+                });
+            }
+            Ok(PaymentsConfig::Stripe(Box::new(StripeConfig {
+                base_url,
+                secret_key: Secret::new(required("LOKIZ_STRIPE_SECRET_KEY")?),
+                webhook_secret: Secret::new(required("LOKIZ_STRIPE_WEBHOOK_SECRET")?),
+            })))
+        }
+        (Some(other), _) => Err(ConfigError::Invalid {
+            var: "LOKIZ_PAYMENTS",
+            message: format!("unknown provider {other:?} (test|stripe)"),
+        }),
+    }
 }
 
 /// `LOKIZ_AI_PROVIDER`: `local` (ffmpeg on the worker's machine, the
@@ -236,6 +307,7 @@ impl Config {
             .transpose()?;
         let blob = parse_blob_config(&var)?;
         let ai = parse_ai_config(&var)?;
+        let payments = parse_payments_config(&var, env)?;
 
         Ok(Self {
             env,
@@ -251,6 +323,7 @@ impl Config {
             public_url,
             blob,
             ai,
+            payments,
         })
     }
 
@@ -581,6 +654,44 @@ mod tests {
             let err = cfg(&pairs).unwrap_err();
             assert_eq!(var_of(err), var);
         }
+    }
+
+    #[test]
+    fn payments_provider_is_chosen_and_the_test_one_refused_in_production() {
+        let s = "s".repeat(40);
+        let c = cfg(&[("LOKIZ_JWT_SECRET", &s)]).unwrap();
+        assert!(matches!(c.payments, PaymentsConfig::Test));
+        let prod = [
+            ("LOKIZ_ENV", "production"),
+            ("LOKIZ_JWT_SECRET", s.as_str()),
+        ];
+        // production without a provider, or with the test one: refused
+        assert_eq!(var_of(cfg(&prod).unwrap_err()), "LOKIZ_PAYMENTS");
+        let mut test = prod.to_vec();
+        test.push(("LOKIZ_PAYMENTS", "test"));
+        assert_eq!(var_of(cfg(&test).unwrap_err()), "LOKIZ_PAYMENTS");
+        let mut stripe = prod.to_vec();
+        stripe.push(("LOKIZ_PAYMENTS", "stripe"));
+        assert_eq!(var_of(cfg(&stripe).unwrap_err()), "LOKIZ_STRIPE_SECRET_KEY");
+        stripe.push(("LOKIZ_STRIPE_SECRET_KEY", "sk_live_x"));
+        assert_eq!(
+            var_of(cfg(&stripe).unwrap_err()),
+            "LOKIZ_STRIPE_WEBHOOK_SECRET"
+        );
+        stripe.push(("LOKIZ_STRIPE_WEBHOOK_SECRET", "whsec_x"));
+        let c = cfg(&stripe).unwrap();
+        let PaymentsConfig::Stripe(p) = &c.payments else {
+            panic!("stripe expected")
+        };
+        assert_eq!(p.base_url.as_str(), "https://api.stripe.com/");
+        assert!(!format!("{c:?}").contains("sk_live_x"));
+        // money over plain http in production: refused
+        stripe.push(("LOKIZ_STRIPE_URL", "http://stripe.internal"));
+        assert_eq!(var_of(cfg(&stripe).unwrap_err()), "LOKIZ_STRIPE_URL");
+        assert_eq!(
+            var_of(cfg(&[("LOKIZ_JWT_SECRET", &s), ("LOKIZ_PAYMENTS", "paypal")]).unwrap_err()),
+            "LOKIZ_PAYMENTS"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use lokiz_domain::ai_job::AiJob;
 use lokiz_domain::comment::Comment;
 use lokiz_domain::follow::Follow;
 use lokiz_domain::like::Like;
+use lokiz_domain::payment::Payment;
 use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
 use lokiz_domain::user::User;
 use lokiz_domain::video::Video;
@@ -225,6 +226,7 @@ pub struct EventStore {
     pub follows: Commands<Follow>,
     pub comments: Commands<Comment>,
     pub ai_jobs: Commands<AiJob>,
+    pub payments: Commands<Payment>,
 }
 
 impl EventStore {
@@ -239,7 +241,8 @@ impl EventStore {
             likes: Commands::new(pool.clone(), signal.clone()),
             follows: Commands::new(pool.clone(), signal.clone()),
             comments: Commands::new(pool.clone(), signal.clone()),
-            ai_jobs: Commands::new(pool.clone(), signal),
+            ai_jobs: Commands::new(pool.clone(), signal.clone()),
+            payments: Commands::new(pool.clone(), signal),
             pool,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fake_replicate;
+pub mod fake_stripe;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -355,6 +356,14 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .expect("count")
+    }
+
+    /// The store's newest position (0 when empty).
+    pub async fn head(&self) -> i64 {
+        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("head")
     }
 
     /// Waits until `cond` holds (polling), failing the test after `secs`.

@@ -1,12 +1,13 @@
 //! `/v1/credits`: the caller's balance and credits history (the `wallets`
-//! projection) and credit purchases (a `PaymentProvider` charge, then a
-//! `GrantCredits` referencing the payment); `/v1/subscriptions/plans`; and
+//! projection) and credit purchases (a Payment aggregate per purchase, a
+//! `PaymentProvider` charge, then a `GrantCredits` referencing the payment;
+//! `payments.rs` takes the provider's webhook); `/v1/subscriptions/plans`; and
 //! `/v1/presets`: the glitch and music presets the AI providers use.
 
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,8 +17,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use lokiz_domain::wallet::{GrantReason, WalletCommand, WalletError};
-use lokiz_infra::payments::{ChargeRequest, ChargeStatus, PaymentError};
+use lokiz_domain::payment::{PaymentCommand, PaymentError, PaymentOutcome};
+use lokiz_infra::payments::{self, ChargeError, ChargeRequest, ChargeStatus, SettleError};
 
 use crate::error::{command_error, ApiError};
 use crate::extract::{AuthUser, Fields, JsonObject, MinPosition};
@@ -251,13 +252,22 @@ pub async fn packages() -> Json<Packages> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Purchase {
+    /// The purchase: the same `Idempotency-Key` from the same user names
+    /// the same purchase (and the same charge).
+    pub purchase_id: Uuid,
+    /// The provider's payment id.
     pub payment_id: String,
     pub package_id: String,
     pub credits: i64,
     pub price_cents: i64,
     pub currency: String,
-    /// `succeeded`: the credits are granted.
+    /// `succeeded`: the credits are granted. `pending`: they are granted
+    /// when the provider confirms the payment (its webhook); the client may
+    /// have to confirm it first with `client_secret`.
+    #[schema(pattern = "^(succeeded|pending)$")]
     pub status: String,
+    /// For a pending payment: what the client confirms it with (Stripe.js).
+    pub client_secret: Option<String>,
 }
 
 /// Body of `POST /v1/credits/purchase`.
@@ -266,16 +276,22 @@ pub struct Purchase {
 pub struct PurchaseRequest {
     /// One of GET /v1/credits/packages (the document lists them).
     package_id: String,
+    /// The provider's payment method to charge now (Stripe: `pm_…`);
+    /// without it the payment stays pending until the client confirms it.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[A-Za-z0-9_]+$")]
+    payment_method: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/credits/purchase", tag = "credits", security(("bearer" = [])),
-    request_body(content = PurchaseRequest, description = "Send an `Idempotency-Key`: a retried purchase is charged once."),
+    request_body(content = PurchaseRequest, description = "Send an `Idempotency-Key`: a retried purchase (also after a 5xx) is the same purchase and is charged once."),
     responses((status = 201, body = Purchase), (status = 401, body = crate::error::ErrorEnvelope),
               (status = 402, description = "PAYMENT_DECLINED", body = crate::error::ErrorEnvelope),
+              (status = 409, description = "PURCHASE_CONFLICT: this Idempotency-Key was used for another package", body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn purchase(
     State(ctx): State<ApiContext>,
     user: AuthUser,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let mut f = Fields::new(&body);
@@ -289,50 +305,109 @@ pub async fn purchase(
             format!("must be one of {}", ids.join(", ")),
         );
     }
+    let payment_method = f.optional_str("payment_method");
+    if let Some(pm) = payment_method {
+        if pm.is_empty()
+            || pm.len() > 255
+            || !pm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            f.reject(
+                "payment_method",
+                "invalid",
+                "must be 1-255 letters, digits or '_' (a provider payment method id)",
+            );
+        }
+    }
     f.finish()?;
     let package = package.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no package")))?;
-    let charge = ctx
+    let key = headers
+        .get(crate::idempotency::IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok());
+    let purchase_id = payments::purchase_id(user.user_id, key);
+    let metadata = HashMap::from([("actor".to_owned(), user.user_id.to_string())]);
+    ctx.store
+        .payments
+        .execute(
+            &purchase_id.to_string(),
+            PaymentCommand::StartPayment {
+                user_id: user.user_id,
+                package_id: package.id.to_owned(),
+                credits: package.credits,
+                amount_cents: package.price_cents,
+                currency: package.currency.to_owned(),
+                provider: ctx.payments.name().to_owned(),
+                at: crate::now(),
+            },
+            metadata,
+        )
+        .await
+        .map_err(|e| {
+            command_error(e, |e| match e {
+                PaymentError::TermsDiffer => ApiError::Conflict {
+                    code: "PURCHASE_CONFLICT",
+                    message: "This Idempotency-Key names a purchase of another package.".into(),
+                    details: None,
+                },
+                other => ApiError::Internal(anyhow::anyhow!(other)),
+            })
+        })?;
+    let charged = ctx
         .payments
         .charge(&ChargeRequest {
+            purchase_id,
             user_id: user.user_id,
             item: package.id.to_owned(),
             amount_cents: package.price_cents,
             currency: package.currency,
+            payment_method: payment_method.map(str::to_owned),
         })
-        .await
-        .map_err(|e| match e {
-            PaymentError::Declined => ApiError::PaymentDeclined,
-            PaymentError::Unavailable(cause) => {
-                tracing::warn!(%cause, "payment provider unavailable");
-                ApiError::Unavailable("The payment provider")
+        .await;
+    let charge = match charged {
+        Ok(charge) => charge,
+        Err(ChargeError::Declined { code, payment_id }) => {
+            if let Some(payment_id) = payment_id {
+                let failed = payments::settle(
+                    &ctx.store,
+                    purchase_id,
+                    &payment_id,
+                    PaymentOutcome::Failed { code },
+                    package.price_cents,
+                    package.currency,
+                    crate::now(),
+                )
+                .await;
+                if let Err(e) = failed {
+                    tracing::warn!(%purchase_id, error = %e, "declined payment not recorded");
+                }
             }
-        })?;
+            return Err(ApiError::PaymentDeclined);
+        }
+        Err(ChargeError::Unavailable(cause)) => {
+            tracing::warn!(%cause, "payment provider unavailable");
+            return Err(ApiError::Unavailable("The payment provider"));
+        }
+    };
     let mut position = None;
     if charge.status == ChargeStatus::Succeeded {
-        let written = ctx
-            .store
-            .wallets
-            .execute(
-                &user.user_id.to_string(),
-                WalletCommand::GrantCredits {
-                    amount: package.credits,
-                    reason: GrantReason::Purchase,
-                    reference: charge.payment_id.clone(),
-                    at: crate::now(),
-                },
-                HashMap::from([("actor".to_owned(), user.user_id.to_string())]),
-            )
-            .await
-            .map_err(|e| {
-                command_error(e, |e: WalletError| ApiError::Internal(anyhow::anyhow!(e)))
-            })?;
-        position = written.position;
+        let settled = payments::settle(
+            &ctx.store,
+            purchase_id,
+            &charge.payment_id,
+            PaymentOutcome::Succeeded,
+            charge.amount_cents,
+            &charge.currency,
+            crate::now(),
+        )
+        .await
+        .map_err(settle_error)?;
+        position = settled.position;
     }
     Ok(with_position(
         position,
         (
             StatusCode::CREATED,
             Json(Purchase {
+                purchase_id,
                 payment_id: charge.payment_id,
                 package_id: package.id.to_owned(),
                 credits: package.credits,
@@ -343,9 +418,25 @@ pub async fn purchase(
                     ChargeStatus::Pending => "pending",
                 }
                 .to_owned(),
+                client_secret: match charge.status {
+                    ChargeStatus::Succeeded => None,
+                    ChargeStatus::Pending => charge.client_secret,
+                },
             }),
         ),
     ))
+}
+
+/// A verdict that does not fit its purchase grants nothing; it is the
+/// provider's fault (or an attack), logged, and answered as unavailable.
+pub fn settle_error(e: SettleError) -> ApiError {
+    match e {
+        SettleError::Refused(reason) => {
+            tracing::error!(%reason, "payment verdict refused; nothing granted");
+            ApiError::Unavailable("The payment provider")
+        }
+        SettleError::Store(cause) => ApiError::Internal(anyhow::anyhow!(cause)),
+    }
 }
 
 /// A subscription plan (subscribing is not offered yet; the plans are).

@@ -11,6 +11,7 @@ pub mod follows;
 pub mod glitch;
 pub mod likes;
 pub mod ops;
+pub mod payments;
 pub mod studio;
 pub mod users;
 pub mod videos;
@@ -38,6 +39,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(admin::router())
         .merge(ai::router())
         .merge(credits::router())
+        .merge(payments::router())
         .merge(glitch::router())
         .merge(studio::router())
         .merge(users::router())

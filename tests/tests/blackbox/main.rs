@@ -10,6 +10,7 @@ mod delivery;
 mod faults;
 mod idempotency;
 mod ops;
+mod payments;
 mod rebuild;
 mod replicate;
 mod seed;

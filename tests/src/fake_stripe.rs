@@ -1,0 +1,229 @@
+//! An in-process fake of Stripe's PaymentIntents API for tests, with Stripe's
+//! idempotency: a request repeating an `Idempotency-Key` gets the first
+//! answer back and charges nothing more; the same key with other parameters
+//! is refused (400).
+//!
+//! Payment methods: `pm_card_visa` succeeds at once, `pm_card_chargeDeclined`
+//! is declined (402 `card_declined`), none leaves the intent waiting for the
+//! client (`requires_payment_method`) until the test confirms it
+//! ([`FakeStripe::confirm`]) and delivers the webhook ([`FakeStripe::event`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+pub const SECRET_KEY: &str = "sk_test_fake";
+pub const WEBHOOK_SECRET: &str = "whsec_fake_stripe_secret";
+
+/// The first answer to an idempotency key: its parameters, status and body.
+type FirstAnswer = (Vec<(String, String)>, StatusCode, Value);
+
+#[derive(Default)]
+struct Inner {
+    intents: HashMap<String, Value>,
+    /// Idempotency-Key → (parameters, status, body) of the first answer.
+    by_key: HashMap<String, FirstAnswer>,
+    /// Money actually taken: intents that reached `succeeded`.
+    charges: usize,
+    /// Requests to create an intent, replays included.
+    requests: usize,
+    /// Charge the next successful intent but answer 500 (the answer is lost
+    /// on the way, as when a network drops after the charge).
+    lose_next_answer: bool,
+    next_id: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeStripe {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    handle: Arc<JoinHandle<()>>,
+}
+
+impl FakeStripe {
+    pub async fn start() -> FakeStripe {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/v1/payment_intents", post(create_intent))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake stripe binds");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let handle = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeStripe {
+            url,
+            inner,
+            handle: Arc::new(handle),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration that points LOKIZ at this fake.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LOKIZ_PAYMENTS", "stripe".into()),
+            ("LOKIZ_STRIPE_URL", self.url.clone()),
+            ("LOKIZ_STRIPE_SECRET_KEY", SECRET_KEY.into()),
+            ("LOKIZ_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+        ]
+    }
+
+    /// Intents that took money.
+    pub fn charges(&self) -> usize {
+        self.lock().charges
+    }
+
+    pub fn requests(&self) -> usize {
+        self.lock().requests
+    }
+
+    pub fn lose_next_answer(&self) {
+        self.lock().lose_next_answer = true;
+    }
+
+    pub fn intent(&self, id: &str) -> Option<Value> {
+        self.lock().intents.get(id).cloned()
+    }
+
+    /// The client confirmed a waiting intent (Stripe.js): it succeeds.
+    pub fn confirm(&self, id: &str) -> Value {
+        let mut inner = self.lock();
+        let intent = inner.intents.get_mut(id).expect("intent exists");
+        intent["status"] = json!("succeeded");
+        let intent = intent.clone();
+        inner.charges += 1;
+        intent
+    }
+
+    /// A webhook event about `intent` (`payment_intent.succeeded`, …).
+    pub fn event(&self, kind: &str, intent: &Value) -> Value {
+        json!({
+            "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            "object": "event",
+            "type": kind,
+            "data": {"object": intent},
+        })
+    }
+
+    /// The `Stripe-Signature` header for `body` signed at `t`.
+    pub fn sign(body: &[u8], t: i64) -> String {
+        lokiz_infra::payments::sign_webhook(WEBHOOK_SECRET, t, body)
+    }
+}
+
+impl Drop for FakeStripe {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.handle) == 1 {
+            self.handle.abort();
+        }
+    }
+}
+
+async fn create_intent(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Form(params): Form<Vec<(String, String)>>,
+) -> Response {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {SECRET_KEY}"));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key"}})),
+        )
+            .into_response();
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+    inner.requests += 1;
+    if let Some(key) = &key {
+        if let Some((first, status, body)) = inner.by_key.get(key) {
+            if *first != params {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": {"type": "idempotency_error",
+                        "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})),
+                )
+                    .into_response();
+            }
+            return (*status, Json(body.clone())).into_response();
+        }
+    }
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let metadata: serde_json::Map<String, Value> = params
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect();
+    inner.next_id += 1;
+    let id = format!("pi_fake{:06}", inner.next_id);
+    let amount: i64 = get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let mut intent = json!({
+        "id": id,
+        "object": "payment_intent",
+        "amount": amount,
+        "currency": get("currency").unwrap_or_default(),
+        "client_secret": format!("{id}_secret_fake"),
+        "metadata": metadata,
+        "status": "requires_payment_method",
+        "last_payment_error": null,
+    });
+    let (status, body) = match get("payment_method").as_deref() {
+        Some("pm_card_chargeDeclined") => {
+            let error = json!({"type": "card_error", "code": "card_declined",
+                "decline_code": "generic_decline", "message": "Your card was declined."});
+            intent["last_payment_error"] = error.clone();
+            let mut error = error;
+            error["payment_intent"] = intent.clone();
+            (StatusCode::PAYMENT_REQUIRED, json!({ "error": error }))
+        }
+        Some(_) => {
+            intent["status"] = json!("succeeded");
+            intent["client_secret"] = json!(format!("{id}_secret_fake"));
+            inner.charges += 1;
+            (StatusCode::OK, intent.clone())
+        }
+        None => (StatusCode::OK, intent.clone()),
+    };
+    inner.intents.insert(id, intent);
+    if let Some(key) = key {
+        inner
+            .by_key
+            .insert(key, (params.clone(), status, body.clone()));
+    }
+    if status == StatusCode::OK && inner.lose_next_answer {
+        inner.lose_next_answer = false;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"type": "api_error"}})),
+        )
+            .into_response();
+    }
+    (status, Json(body)).into_response()
+}
