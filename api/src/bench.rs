@@ -48,7 +48,7 @@ use crate::seed::{SeedArgs, SeedReport};
 
 /// Scenario names `--only` accepts.
 pub const SCENARIOS: &[&str] = &[
-    "append", "lag", "likes", "views", "batch", "feed", "rebuild", "jobs",
+    "append", "lag", "likes", "limits", "views", "batch", "feed", "rebuild", "jobs",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ pub struct BenchArgs {
     /// Capture-frame jobs offered at once in the jobs scenario.
     #[arg(long, default_value_t = 200)]
     pub jobs: usize,
-    /// Only these scenarios, comma-separated: append, lag, likes, views, batch, feed, rebuild, jobs.
+    /// Only these scenarios, comma-separated: append, lag, likes, limits, views, batch, feed, rebuild, jobs.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Also write the table as Markdown to this file (e.g. docs/BENCHMARKS.md).
@@ -195,7 +195,11 @@ async fn scenarios(
     lokiz_infra::db::ensure_database(bench_url).await?;
 
     // 1. the raw ceiling of the write scenarios
-    let ceiling = if args.wants("append") || args.wants("likes") || args.wants("views") {
+    let ceiling = if args.wants("append")
+        || args.wants("likes")
+        || args.wants("limits")
+        || args.wants("views")
+    {
         eprintln!(
             "bench: raw insert ceiling, {} clients, {}s",
             args.clients, args.duration
@@ -259,30 +263,15 @@ async fn scenarios(
     };
 
     // the server under test, as its own process
-    let port = free_port()?;
-    let exe = std::env::current_exe()?;
+    let server = Server {
+        bench_url: bench_url.to_owned(),
+        nats_url: config.nats_url.clone(),
+        stream: stream.to_owned(),
+        data_dir: data_dir.to_owned(),
+    };
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(exe)
-        .arg("all")
-        .env("DATABASE_URL", bench_url)
-        .env("NATS_URL", &config.nats_url)
-        .env("LOKIZ_BIND", format!("127.0.0.1:{port}"))
-        .env("LOKIZ_STREAM", stream)
-        .env("LOKIZ_DATA_DIR", data_dir)
-        .env("LOKIZ_BLOB_STORE", "local")
-        .env(
-            "LOKIZ_JWT_SECRET",
-            "bench-secret-bench-secret-bench-secret-0",
-        )
-        .env("LOKIZ_DB_POOL_SIZE", "32")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start the server")?;
+    let (mut child, base) = server.spawn("all", &[])?;
     let pid = child.id().unwrap_or(0);
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients.max(args.read_clients) * 4)
         .timeout(Duration::from_secs(30))
@@ -294,6 +283,7 @@ async fn scenarios(
         bench_url: bench_url.to_owned(),
         pool,
         ceiling,
+        server,
     };
     let outcome = b
         .server_scenarios(args, seeded, started, pid, rows, notes)
@@ -312,10 +302,64 @@ async fn bench_pool(url: &str, connections: u32) -> anyhow::Result<PgPool> {
         .await?)
 }
 
+/// How the bench starts `lokiz` processes on its database and stream.
+struct Server {
+    bench_url: String,
+    nats_url: String,
+    stream: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl Server {
+    /// `lokiz <role>` on a free port, with `extra` settings; its base URL.
+    ///
+    /// Rate limits are on, as in production, with budgets no bench client
+    /// reaches: per user 1,500 per 2 s (the default's lease size, 30, so the
+    /// limiter does the work it does in production), the others far above
+    /// what the bench sends from its one address.
+    fn spawn(
+        &self,
+        role: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(tokio::process::Child, String)> {
+        let port = free_port()?;
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.arg(role)
+            .env("DATABASE_URL", &self.bench_url)
+            .env("NATS_URL", &self.nats_url)
+            .env("LOKIZ_BIND", format!("127.0.0.1:{port}"))
+            .env("LOKIZ_STREAM", &self.stream)
+            .env("LOKIZ_DATA_DIR", &self.data_dir)
+            .env("LOKIZ_BLOB_STORE", "local")
+            .env(
+                "LOKIZ_JWT_SECRET",
+                "bench-secret-bench-secret-bench-secret-0",
+            )
+            .env("LOKIZ_DB_POOL_SIZE", "32")
+            .env("LOKIZ_RATE_LIMIT_USER", "1500/2s")
+            .env("LOKIZ_RATE_LIMIT_ANONYMOUS", "10000000/1h")
+            .env("LOKIZ_RATE_LIMIT_SIGNUP", "10000000/1h")
+            .env("LOKIZ_RATE_LIMIT_LOGIN_IP", "10000000/1h")
+            .env("LOKIZ_RATE_LIMIT_VIEWS", "10000000/1h")
+            .env("RUST_LOG", "warn");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the server")?;
+        Ok((child, format!("http://127.0.0.1:{port}")))
+    }
+}
+
 struct Bench {
     http: reqwest::Client,
     base: String,
     bench_url: String,
+    server: Server,
     /// Straight to the bench database, for raw queries and look-ups.
     pool: PgPool,
     ceiling: Option<Throughput>,
@@ -385,6 +429,9 @@ impl Bench {
         }
         if args.wants("likes") {
             self.likes(args, &tokens, rows).await?;
+        }
+        if args.wants("limits") {
+            self.limits(args, &tokens, rows).await?;
         }
         if args.wants("views") {
             self.views(args, &tokens, &videos, rows).await?;
@@ -756,34 +803,7 @@ impl Bench {
             "bench: POST/DELETE /v1/likes/videos/{{id}}, {} clients, {}s",
             args.clients, args.duration
         );
-        let (http, base, tokens, videos) = (
-            http.clone(),
-            base.to_owned(),
-            Arc::new(tokens.to_vec()),
-            Arc::new(videos),
-        );
-        let ours = closed_loop(args.clients, args.duration, move |client, n| {
-            let (http, base, tokens, videos) =
-                (http.clone(), base.clone(), tokens.clone(), videos.clone());
-            async move {
-                let token = &tokens[client % tokens.len()];
-                // someone else's video; consecutive requests alternate
-                let video = videos[(client + 1) % videos.len()];
-                let url = format!("{base}/v1/likes/videos/{video}");
-                let req = if n % 2 == 1 {
-                    http.post(url)
-                } else {
-                    http.delete(url)
-                };
-                let r = req.bearer_auth(token).send().await?;
-                if !r.status().is_success() {
-                    return Ok(false);
-                }
-                let body: Value = r.json().await?;
-                Ok(body["changed"] == true)
-            }
-        })
-        .await?;
+        let ours = like_loop(http, base, tokens, &videos, args).await?;
         rows.push(self.write_row(
             format!(
                 "like/unlike via HTTP (POST/DELETE /likes/videos/{{id}}), {} clients",
@@ -792,6 +812,73 @@ impl Bench {
             &ours,
             " commands/s",
         )?);
+        Ok(())
+    }
+
+    /// What the rate limiter costs: like/unlike against two `lokiz serve`
+    /// processes on the same database, identical but for
+    /// `LOKIZ_RATE_LIMITS`, taken in turns (on, off, on, off) so drift in
+    /// the database hits both alike.
+    async fn limits(
+        &self,
+        args: &BenchArgs,
+        tokens: &[String],
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        let (mut on_proc, on) = self.server.spawn("serve", &[])?;
+        let (mut off_proc, off) = self
+            .server
+            .spawn("serve", &[("LOKIZ_RATE_LIMITS", "off")])?;
+        wait_healthy(&self.http, &on).await?;
+        wait_healthy(&self.http, &off).await?;
+        let mut videos = Vec::new();
+        for token in tokens {
+            videos.push(upload_video(&self.http, &self.base, token).await?);
+        }
+        settle(&self.http, &self.base).await?;
+        let (mut on_total, mut off_total) = (Vec::new(), Vec::new());
+        for round in 0..4 {
+            let (base, label) = if round % 2 == 0 {
+                (&on, "on")
+            } else {
+                (&off, "off")
+            };
+            eprintln!(
+                "bench: like/unlike with rate limits {label}, {} clients, {}s",
+                args.clients, args.duration
+            );
+            let t = like_loop(&self.http, base, tokens, &videos, args).await?;
+            if round % 2 == 0 {
+                on_total.push(t);
+            } else {
+                off_total.push(t);
+            }
+        }
+        let _ = on_proc.start_kill();
+        let _ = off_proc.start_kill();
+        let _ = on_proc.wait().await;
+        let _ = off_proc.wait().await;
+        let rate = |ts: &[Throughput]| ts.iter().map(|t| t.per_sec).sum::<f64>() / ts.len() as f64;
+        let errors: u64 = on_total.iter().chain(&off_total).map(|t| t.errors).sum();
+        let (on_rate, off_rate) = (rate(&on_total), rate(&off_total));
+        let ratio = on_rate / off_rate;
+        eprintln!(
+            "bench: rate limits on {on_rate:.0}/s, off {off_rate:.0}/s ({:.1} %), {errors} errors",
+            ratio * 100.0
+        );
+        rows.push(Row {
+            scenario: format!(
+                "like/unlike with rate limits on (1,500 per user per window, lease 30) vs off, {} clients, `lokiz serve` ×2, alternating",
+                args.clients
+            ),
+            ceiling: format!("{off_rate:.0}/s (off)"),
+            ours: format!("{on_rate:.0} commands/s (on)"),
+            ratio: Some(ratio),
+            p50_ms: on_total.first().map(|t| t.p50_ms),
+            p99_ms: on_total.first().map(|t| t.p99_ms),
+            target: "≥ 95 % of off".into(),
+            pass: ratio >= 0.95 && errors == 0,
+        });
         Ok(())
     }
 
@@ -1199,6 +1286,45 @@ async fn upload_video(http: &reqwest::Client, base: &str, token: &str) -> anyhow
         .await?
         .error_for_status()?;
     Ok(id)
+}
+
+/// Each client likes and unlikes someone else's video in turn for
+/// `args.duration` seconds.
+async fn like_loop(
+    http: &reqwest::Client,
+    base: &str,
+    tokens: &[String],
+    videos: &[Uuid],
+    args: &BenchArgs,
+) -> anyhow::Result<Throughput> {
+    let (http, base, tokens, videos) = (
+        http.clone(),
+        base.to_owned(),
+        Arc::new(tokens.to_vec()),
+        Arc::new(videos.to_vec()),
+    );
+    closed_loop(args.clients, args.duration, move |client, n| {
+        let (http, base, tokens, videos) =
+            (http.clone(), base.clone(), tokens.clone(), videos.clone());
+        async move {
+            let token = &tokens[client % tokens.len()];
+            // someone else's video; consecutive requests alternate
+            let video = videos[(client + 1) % videos.len()];
+            let url = format!("{base}/v1/likes/videos/{video}");
+            let req = if n % 2 == 1 {
+                http.post(url)
+            } else {
+                http.delete(url)
+            };
+            let r = req.bearer_auth(token).send().await?;
+            if !r.status().is_success() {
+                return Ok(false);
+            }
+            let body: Value = r.json().await?;
+            Ok(body["changed"] == true)
+        }
+    })
+    .await
 }
 
 struct Throughput {

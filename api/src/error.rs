@@ -58,6 +58,9 @@ pub enum ApiError {
     /// 503: the read models did not catch up in time.
     #[error("consistency timeout")]
     ConsistencyTimeout { position: i64, waited_ms: u128 },
+    /// 503: the request ran past `LOKIZ_REQUEST_TIMEOUT_MS`.
+    #[error("request timeout")]
+    RequestTimeout,
     /// 503: a dependency is down.
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
@@ -77,6 +80,14 @@ pub enum ApiError {
     /// 409: the job already finished (completed, failed or canceled).
     #[error("job finished")]
     JobFinished { status: &'static str },
+    /// 429: too many requests (`RATE_LIMIT_EXCEEDED`) or the day's quota
+    /// is spent (`QUOTA_DAILY_EXCEEDED`); `Retry-After` says when to retry.
+    #[error("too many requests")]
+    TooManyRequests {
+        code: &'static str,
+        message: &'static str,
+        retry_after: u64,
+    },
     /// 500: logged, never shown.
     #[error("internal: {0}")]
     Internal(#[from] anyhow::Error),
@@ -99,7 +110,8 @@ pub struct ErrorBody {
     /// `{min_position, waited_ms}`; `INSUFFICIENT_CREDITS` → `{needed,
     /// balance}`; `JOB_FINISHED` → `{status}`; `TOO_LARGE` → `{limit}`;
     /// `SIZE_MISMATCH` → `{expected, received}`; `CONTENT_TYPE_MISMATCH` →
-    /// `{expected}`.
+    /// `{expected}`; `RATE_LIMIT_EXCEEDED`, `QUOTA_DAILY_EXCEEDED` →
+    /// `{retry_after}`.
     #[schema(value_type = Option<Object>)]
     pub details: Value,
 }
@@ -200,6 +212,12 @@ impl ApiError {
                     .into(),
                 json!({ "min_position": position, "waited_ms": waited_ms }),
             ),
+            ApiError::RequestTimeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "REQUEST_TIMEOUT",
+                "The request took too long to answer; retry shortly.".into(),
+                Value::Null,
+            ),
             ApiError::Unavailable(what) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVICE_UNAVAILABLE",
@@ -238,6 +256,16 @@ impl ApiError {
                 format!("The job is already {status}."),
                 json!({ "status": status }),
             ),
+            ApiError::TooManyRequests {
+                code,
+                message,
+                retry_after,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                code,
+                (*message).into(),
+                json!({ "retry_after": retry_after }),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_ERROR",
@@ -253,6 +281,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = ?e, "internal error");
         }
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let (status, code, message, details) = self.parts();
         let mut resp = (
             status,
@@ -262,6 +294,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -287,8 +323,11 @@ impl From<lokiz_projections::consistency::ConsistencyError> for ApiError {
                 position,
                 waited_ms: waited.as_millis(),
             },
-            // 409, not 400: the header is well formed; it conflicts with
-            // what this store holds (another deployment's, or a reset's)
+            // answered at once: waiting for a position no command has issued
+            // would hold a connection for the whole timeout. 409, not 400:
+            // the header is well formed (any non-negative integer is, and
+            // the document cannot know this store's head); it conflicts
+            // with what this store holds (another deployment's, a reset's)
             C::NeverIssued { position } => ApiError::Conflict {
                 code: "POSITION_NOT_ISSUED",
                 message: "X-Lokiz-Min-Position is beyond every position this server has issued; \

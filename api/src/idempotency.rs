@@ -1,9 +1,8 @@
 //! `Idempotency-Key` on command POSTs under `/v1` (ARCHITECTURE.md,
 //! "Idempotent commands").
 //!
-//! A POST carrying `Idempotency-Key: <1–255 visible ASCII chars>` claims the
-//! key in `idempotency_keys` (per caller: the access token's user, or one
-//! anonymous scope) before its handler runs. The handler's answer (status,
+//! A signed-in POST carrying `Idempotency-Key: <1–255 visible ASCII chars>`
+//! claims the key in `idempotency_keys` (per user) before its handler runs. The handler's answer (status,
 //! `Content-Type`, `X-Lokiz-Position`, `Location`, body) is stored with the
 //! key; a retry within 24 hours with the same method, path and body gets that
 //! answer back with `Idempotent-Replayed: true`, and no handler runs, so no
@@ -11,9 +10,13 @@
 //! `422 IDEMPOTENCY_KEY_REUSED`; while the first request still runs,
 //! `409 IDEMPOTENCY_IN_PROGRESS` with `Retry-After: 1`.
 //!
-//! Not stored (the key is released, a retry runs again): 5xx answers,
-//! answers larger than [`MAX_STORED_BODY`], and handler panics. Requests
-//! without the header, and the routes of [`is_excluded`], pass untouched.
+//! Not stored (the key is released, a retry runs again): 5xx answers;
+//! answers about the request itself rather than the state it met (400, 401,
+//! 403, 413, 415, 422, 429: a corrected retry under the same key runs);
+//! answers larger than [`MAX_STORED_BODY`]; handler panics. Requests without
+//! the header or without a valid token (anonymous keys would be one shared,
+//! guessable namespace anybody could fill), and the routes of
+//! [`is_excluded`], pass untouched.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -44,10 +47,9 @@ pub const MAX_KEY_LEN: usize = 255;
 /// A keyed request's body is read (and hashed) up to this size: axum's
 /// default body limit, so the handlers would refuse anything larger anyway.
 pub const MAX_REQUEST_BODY: usize = 2 * 1024 * 1024;
-/// Answers larger than this are passed on but not stored.
-pub const MAX_STORED_BODY: usize = 1024 * 1024;
-/// The scope of requests without an `Authorization` header.
-pub const ANONYMOUS_SCOPE: &str = "anonymous";
+/// Answers larger than this are passed on but not stored (command answers
+/// are small; this bounds what one user can make the table hold per key).
+pub const MAX_STORED_BODY: usize = 64 * 1024;
 
 /// How long a key holds its answer.
 const RETENTION: &str = "24 hours";
@@ -153,7 +155,7 @@ pub async fn idempotency(State(state): State<Idempotency>, req: Request, next: N
         Err(e) => return e.into_response(),
     };
     let Some(scope) = scope_of(&state.ctx, req.headers()) else {
-        // a bad token: the handler answers 401, nothing to remember
+        // anonymous, or a bad token (the handler answers 401): not keyed
         return next.run(req).await;
     };
     state.maybe_sweep();
@@ -191,12 +193,9 @@ fn parse_key(headers: &HeaderMap) -> Result<String, ApiError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| invalid("The Idempotency-Key is not ASCII."))
 }
 
-/// Whose key it is: the access token's user, [`ANONYMOUS_SCOPE`] without an
-/// `Authorization` header, `None` when the header is not a valid token.
+/// Whose key it is: the access token's user; `None` without a valid token.
 fn scope_of(ctx: &ApiContext, headers: &HeaderMap) -> Option<String> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Some(ANONYMOUS_SCOPE.to_owned());
-    };
+    let value = headers.get(AUTHORIZATION)?;
     let token = value
         .to_str()
         .ok()
@@ -425,7 +424,7 @@ async fn run_and_store(claim: Claim, req: Request, next: Next) -> Response {
                 return ApiError::internal(anyhow::anyhow!("handler panicked")).into_response();
             }
         };
-        if resp.status().is_server_error() {
+        if resp.status().is_server_error() || about_the_request(resp.status()) {
             claim.release().await;
             return resp;
         }
@@ -451,6 +450,21 @@ async fn run_and_store(claim: Claim, req: Request, next: Next) -> Response {
             ApiError::internal(anyhow::anyhow!("idempotent request task: {e}")).into_response()
         }
     }
+}
+
+/// Refusals of the request itself (its form, its caller's standing or
+/// rate), not decisions on the state it met: not remembered.
+fn about_the_request(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::TOO_MANY_REQUESTS
+    )
 }
 
 /// The whole body if it is at most `limit` bytes; otherwise a body that

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
+pub mod rate_limit;
 pub mod routes;
 pub mod seed;
 pub mod telemetry;
@@ -56,6 +57,10 @@ pub struct ApiContext {
     pub local_blobs: Option<Arc<lokiz_infra::blob::LocalBlobStore>>,
     /// Charges for credit purchases (`LOKIZ_PAYMENTS`).
     pub payments: Arc<dyn lokiz_infra::payments::PaymentProvider>,
+    /// Places for requests waiting on `X-Lokiz-Min-Position`.
+    pub waiters: Arc<tokio::sync::Semaphore>,
+    /// Request limits shared with the other API processes (`rate_limit.rs`).
+    pub rate_limiter: lokiz_infra::rate_limit::RateLimiter,
 }
 
 impl ApiContext {
@@ -66,6 +71,7 @@ impl ApiContext {
             return Ok(());
         };
         let wanted = self.projectors_named(projections)?;
+        let _waiter = self.waiter()?;
         lokiz_projections::consistency::wait_for(
             &self.pool,
             position,
@@ -80,6 +86,7 @@ impl ApiContext {
     /// far (the newest event in commit order).
     pub async fn wait_for_head(&self, projections: &[&str]) -> Result<(), ApiError> {
         let wanted = self.projectors_named(projections)?;
+        let _waiter = self.waiter()?;
         lokiz_projections::consistency::wait_for_head(
             &self.pool,
             &wanted,
@@ -87,6 +94,16 @@ impl ApiContext {
         )
         .await?;
         Ok(())
+    }
+
+    /// A place among the requests waiting for the read models; at most
+    /// `LOKIZ_CONSISTENCY_WAITERS` wait at once (each polls the database
+    /// now and then), the others are answered 503 at once.
+    fn waiter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.waiters.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("lokiz_consistency_waiters_refused_total").increment(1);
+            ApiError::Unavailable("Read-your-writes waiting")
+        })
     }
 
     fn projectors_named(&self, projections: &[&str]) -> Result<Vec<&dyn Projector>, ApiError> {
@@ -206,6 +223,8 @@ impl Application {
             local_blobs,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose().as_bytes())),
             store: Arc::new(EventStore::new(pool.clone())),
+            rate_limiter: lokiz_infra::rate_limit::RateLimiter::new(pool.clone()),
+            waiters: Arc::new(tokio::sync::Semaphore::new(config.consistency_waiters)),
             config: Arc::new(config),
             pool,
             nats,

@@ -173,7 +173,8 @@ impl Modify for Contract {
                     reasons.push((
                         "409",
                         "`POSITION_NOT_ISSUED`: `X-Lokiz-Min-Position` is beyond every position \
-                         this server has issued (`details: {min_position}`)",
+                         this server has issued (answered at once, never waited for; \
+                         `details: {min_position}`)",
                     ));
                     reasons.push((
                         "503",
@@ -182,11 +183,27 @@ impl Modify for Contract {
                          retry after `Retry-After`",
                     ));
                 }
+                let limited = crate::rate_limit::is_limited(path);
+                if limited {
+                    reasons.push((
+                        "429",
+                        "`RATE_LIMIT_EXCEEDED`: too many requests from this user (or, without \
+                         a token, this address); retry after `Retry-After` seconds \
+                         (`details: {retry_after}`)",
+                    ));
+                }
                 if !WITHOUT_DATABASE.contains(&path.as_str()) {
                     reasons.push((
                         "503",
                         "`SERVICE_UNAVAILABLE`: the database or event store is unreachable; \
                          retry after `Retry-After`",
+                    ));
+                }
+                if path.starts_with("/v1/") {
+                    reasons.push((
+                        "503",
+                        "`REQUEST_TIMEOUT`: no answer within the server's request timeout \
+                         (`LOKIZ_REQUEST_TIMEOUT_MS`)",
                     ));
                 }
                 let responses = &mut op.responses.responses;
@@ -210,6 +227,11 @@ impl Modify for Contract {
                         }
                     }
                 }
+                if limited {
+                    if let Some(utoipa::openapi::RefOr::T(r)) = responses.get_mut("429") {
+                        rate_limit_headers(r, true);
+                    }
+                }
                 // every error answer is the envelope
                 for (status, r) in responses.iter_mut() {
                     let utoipa::openapi::RefOr::T(r) = r else {
@@ -230,6 +252,37 @@ impl Modify for Contract {
             }
         }
     }
+}
+
+/// `Retry-After` (on 429) and the `X-RateLimit-*` headers.
+fn rate_limit_headers(r: &mut utoipa::openapi::Response, retry_after: bool) {
+    use utoipa::openapi::{header::HeaderBuilder, ObjectBuilder, Type};
+    let int = |description: &str| {
+        HeaderBuilder::new()
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .description(Some(description))
+            .build()
+    };
+    if retry_after {
+        r.headers
+            .insert("Retry-After".into(), int("Seconds until the window ends"));
+    }
+    r.headers.insert(
+        "X-RateLimit-Limit".into(),
+        int("Requests allowed in the window"),
+    );
+    r.headers.insert(
+        "X-RateLimit-Remaining".into(),
+        int("Requests left in the window"),
+    );
+    r.headers.insert(
+        "X-RateLimit-Reset".into(),
+        int("Unix time (seconds) when the window ends"),
+    );
 }
 
 /// The document as served: [`ApiDoc`] with the JSON-level rules utoipa's

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use rand::RngCore;
 
+pub use crate::rate_limit::Limit;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var}: {message}")]
@@ -71,6 +73,103 @@ pub struct Config {
     pub ai: AiConfig,
     /// Who charges credit purchases (`LOKIZ_PAYMENTS`).
     pub payments: PaymentsConfig,
+    /// Request rate limits (`LOKIZ_RATE_LIMIT_*`).
+    pub rate_limits: RateLimits,
+    /// Longest a request may take to answer (`LOKIZ_REQUEST_TIMEOUT_MS`,
+    /// uploads excepted).
+    pub request_timeout: Duration,
+    /// Requests of one process that may wait on `X-Lokiz-Min-Position` at
+    /// once (`LOKIZ_CONSISTENCY_WAITERS`); more are answered 503 at once.
+    pub consistency_waiters: usize,
+}
+
+/// Request limits, Mastodon's defaults; each `LOKIZ_RATE_LIMIT_<NAME>` is
+/// `<count>/<window>` with the window in `s`, `m` or `h` (at most `24h`),
+/// e.g. `300/5m`. `LOKIZ_RATE_LIMITS=off` turns them all off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub enabled: bool,
+    /// Requests without a valid token, per IP (IPv6: per /64).
+    pub anonymous: Limit,
+    /// Requests with a valid token, per user.
+    pub user: Limit,
+    /// `POST /v1/auth/login` per IP.
+    pub login_ip: Limit,
+    /// `POST /v1/auth/login` per account (the email or username tried).
+    pub login_account: Limit,
+    /// `POST /v1/auth/register` per IP.
+    pub signup_ip: Limit,
+    /// `POST /v1/videos/{id}/view` per IP and video.
+    pub views: Limit,
+    /// `LOKIZ_TRUSTED_PROXIES` (default 0): how many proxies in front of the
+    /// server append to `X-Forwarded-For`; the client is the address that
+    /// many entries from the right. 0: the TCP peer, the header is ignored.
+    pub trusted_proxies: u8,
+}
+
+impl RateLimits {
+    pub const DEFAULT: RateLimits = RateLimits {
+        enabled: true,
+        anonymous: Limit::new(300, 300),
+        user: Limit::new(1_500, 300),
+        login_ip: Limit::new(25, 300),
+        login_account: Limit::new(10, 300),
+        signup_ip: Limit::new(5, 1_800),
+        views: Limit::new(10, 3_600),
+        trusted_proxies: 0,
+    };
+}
+
+fn parse_rate_limits(var: &impl Fn(&str) -> Option<String>) -> Result<RateLimits, ConfigError> {
+    let d = RateLimits::DEFAULT;
+    let enabled = match var("LOKIZ_RATE_LIMITS").as_deref().map(str::trim) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                var: "LOKIZ_RATE_LIMITS",
+                message: format!("{other:?}: on or off"),
+            })
+        }
+    };
+    let limit = |name: &'static str, default: Limit| -> Result<Limit, ConfigError> {
+        let Some(raw) = var(name) else {
+            return Ok(default);
+        };
+        parse_limit(raw.trim()).ok_or_else(|| ConfigError::Invalid {
+            var: name,
+            message: format!(
+                "{raw:?} is not <count>/<window>, e.g. 300/5m (count 1-10000000, window 1s-24h)"
+            ),
+        })
+    };
+    Ok(RateLimits {
+        enabled,
+        anonymous: limit("LOKIZ_RATE_LIMIT_ANONYMOUS", d.anonymous)?,
+        user: limit("LOKIZ_RATE_LIMIT_USER", d.user)?,
+        login_ip: limit("LOKIZ_RATE_LIMIT_LOGIN_IP", d.login_ip)?,
+        login_account: limit("LOKIZ_RATE_LIMIT_LOGIN_ACCOUNT", d.login_account)?,
+        signup_ip: limit("LOKIZ_RATE_LIMIT_SIGNUP", d.signup_ip)?,
+        views: limit("LOKIZ_RATE_LIMIT_VIEWS", d.views)?,
+        trusted_proxies: parse_num(var, "LOKIZ_TRUSTED_PROXIES", 0, 0, 5)? as u8,
+    })
+}
+
+/// `300/5m` → 300 per 300 s.
+fn parse_limit(raw: &str) -> Option<Limit> {
+    let (count, window) = raw.split_once('/')?;
+    let count: u32 = count.trim().parse().ok()?;
+    let window = window.trim();
+    let (n, unit) = window.split_at(window.len().checked_sub(1)?);
+    let n: u64 = if n.is_empty() { 1 } else { n.parse().ok()? };
+    let secs = n.checked_mul(match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        _ => return None,
+    })?;
+    ((1..=10_000_000).contains(&count) && (1..=86_400).contains(&secs))
+        .then_some(Limit::new(count, secs))
 }
 
 /// `LOKIZ_PAYMENTS`: `test` (every charge succeeds at once, no money moves;
@@ -308,6 +407,16 @@ impl Config {
         let blob = parse_blob_config(&var)?;
         let ai = parse_ai_config(&var)?;
         let payments = parse_payments_config(&var, env)?;
+        let rate_limits = parse_rate_limits(&var)?;
+        let request_timeout = Duration::from_millis(parse_num(
+            &var,
+            "LOKIZ_REQUEST_TIMEOUT_MS",
+            30_000,
+            100,
+            600_000,
+        )?);
+        let consistency_waiters =
+            parse_num(&var, "LOKIZ_CONSISTENCY_WAITERS", 256, 1, 100_000)? as usize;
 
         Ok(Self {
             env,
@@ -324,6 +433,9 @@ impl Config {
             blob,
             ai,
             payments,
+            rate_limits,
+            request_timeout,
+            consistency_waiters,
         })
     }
 

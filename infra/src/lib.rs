@@ -9,6 +9,7 @@ pub mod db;
 pub mod event_store;
 pub mod nats;
 pub mod payments;
+pub mod rate_limit;
 pub mod relay;
 pub mod repository;
 pub mod stored_event;

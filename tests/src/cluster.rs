@@ -186,6 +186,12 @@ impl Cluster {
             ("LOKIZ_DB_POOL_SIZE".into(), "8".into()),
             ("RUST_LOG".into(), "info".into()),
         ];
+        let mut env = env;
+        env.extend(
+            crate::TEST_RATE_LIMITS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let bin = lokiz_bin();
         let mut cluster = Cluster {
             api: Api::new(format!("http://127.0.0.1:{http_port}")),
@@ -402,4 +408,47 @@ pub async fn store_positions(pool: &PgPool) -> Vec<StreamPosition> {
     rows.into_iter()
         .map(|(xid, position)| StreamPosition { xid, position })
         .collect()
+}
+
+/// A `lokiz serve` OS process of its own on an app's database and stream
+/// (another API process beside the test's), with `extra` settings.
+pub struct ServeProcess {
+    pub api: Api,
+    child: Child,
+}
+
+impl ServeProcess {
+    pub async fn start(config: &Config, extra: &[(&str, &str)]) -> ServeProcess {
+        let port = free_port();
+        let data_dir = std::env::temp_dir().join("lokiz-tests");
+        let mut cmd = Command::new(lokiz_bin());
+        cmd.arg("serve")
+            .env("DATABASE_URL", &config.database_url)
+            .env("NATS_URL", &config.nats_url)
+            .env("LOKIZ_STREAM", &config.stream)
+            .env("LOKIZ_BIND", format!("127.0.0.1:{port}"))
+            .env("LOKIZ_DATA_DIR", &data_dir)
+            .env("LOKIZ_JWT_SECRET", crate::TEST_SECRET)
+            .env("LOKIZ_DB_POOL_SIZE", "4")
+            .env("RUST_LOG", "warn");
+        for (k, v) in crate::TEST_RATE_LIMITS.iter().chain(extra) {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lokiz serve starts");
+        wait_for_port(port, Duration::from_secs(20)).await;
+        ServeProcess {
+            api: Api::new(format!("http://127.0.0.1:{port}")),
+            child,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }

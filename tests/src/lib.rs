@@ -47,6 +47,18 @@ pub struct Registered {
     pub body: Value,
 }
 
+/// Rate limits for tests: on (every request goes through the limiter), but
+/// far above what any test sends from its one address, except the tests of
+/// the limits themselves, which set their own.
+pub const TEST_RATE_LIMITS: &[(&str, &str)] = &[
+    ("LOKIZ_RATE_LIMIT_ANONYMOUS", "10000000/1h"),
+    ("LOKIZ_RATE_LIMIT_USER", "10000000/1h"),
+    ("LOKIZ_RATE_LIMIT_LOGIN_IP", "10000000/1h"),
+    ("LOKIZ_RATE_LIMIT_LOGIN_ACCOUNT", "10000000/1h"),
+    ("LOKIZ_RATE_LIMIT_SIGNUP", "10000000/1h"),
+    ("LOKIZ_RATE_LIMIT_VIEWS", "10000000/1h"),
+];
+
 /// A configuration with a unique database and stream.
 pub fn test_config(extra: &[(&str, &str)]) -> Config {
     let tag = Uuid::new_v4().simple().to_string();
@@ -71,6 +83,9 @@ pub fn test_config(extra: &[(&str, &str)]) -> Config {
     ]);
     if let Ok(n) = std::env::var("NATS_URL") {
         vars.insert("NATS_URL".into(), n);
+    }
+    for (k, v) in TEST_RATE_LIMITS {
+        vars.insert((*k).into(), (*v).into());
     }
     for (k, v) in extra {
         vars.insert((*k).into(), (*v).into());

@@ -264,7 +264,7 @@ const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized {
 pub async fn login(
     State(ctx): State<ApiContext>,
     JsonObject(body): JsonObject,
-) -> Result<Json<AuthResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut f = Fields::new(&body);
     let email = f.required_str("email");
     let password = f.required_str("password");
@@ -274,6 +274,18 @@ pub async fn login(
             "validated fields missing"
         )));
     };
+    // guessing one account's password from many addresses: limited per
+    // account (the key is a hash: no address is kept in the limits table)
+    let account = hex_sha256(email.trim().to_ascii_lowercase().as_bytes());
+    if let Err(refused) = crate::rate_limit::check(
+        &ctx,
+        &format!("login-account:{account}"),
+        ctx.config.rate_limits.login_account,
+    )
+    .await
+    {
+        return Ok(refused);
+    }
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT user_id, password_hash FROM identities WHERE email_key = $1")
             .bind(email.trim().to_ascii_lowercase())
@@ -290,7 +302,13 @@ pub async fn login(
         return Err(BAD_CREDENTIALS);
     };
     let user = load_me_settled(&ctx, user_id).await?;
-    Ok(Json(tokens_for(&ctx, user, None).await?))
+    Ok(Json(tokens_for(&ctx, user, None).await?).into_response())
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])),

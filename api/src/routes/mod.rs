@@ -18,7 +18,7 @@ pub mod videos;
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +66,11 @@ pub fn router(ctx: ApiContext) -> Router {
                 }})),
             )
         })
+        .layer(middleware::from_fn_with_state(ctx.clone(), deadline))
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::rate_limit::rate_limit,
+        ))
         .layer(middleware::from_fn(track))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
@@ -80,6 +85,26 @@ pub fn router(ctx: ApiContext) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(ctx)
+}
+
+/// Every request under `/v1` gets `LOKIZ_REQUEST_TIMEOUT_MS` to produce its answer
+/// (its headers; a body may stream on), except uploads, which stream in for
+/// as long as the client sends. Past it: `503 REQUEST_TIMEOUT`. Commands are
+/// atomic, so a cut request leaves nothing half-written; a reservation whose
+/// job was never recorded is released by the reservation sweeper.
+async fn deadline(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let upload = req.method() == axum::http::Method::PUT && path.starts_with("/v1/blobs/");
+    if upload || !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(ctx.config.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            metrics::counter!("lokiz_http_request_timeouts_total").increment(1);
+            ApiError::RequestTimeout.into_response()
+        }
+    }
 }
 
 /// Request metrics by route template (never by raw path: ids would explode

@@ -192,9 +192,9 @@ impl VideoRow {
 fn video_error(e: VideoError) -> ApiError {
     match e {
         VideoError::NotFound => ApiError::NotFound { what: "Video" },
-        VideoError::NotOwner => ApiError::Forbidden {
-            message: "Only the video's owner may do this.",
-        },
+        // another user's video answers as if it did not exist, private or
+        // not: a 403 would confirm that the id names a video
+        VideoError::NotOwner => ApiError::NotFound { what: "Video" },
         VideoError::AlreadyRequested => ApiError::Conflict {
             code: "ALREADY_EXISTS",
             message: "This video already exists.".into(),
@@ -389,7 +389,6 @@ pub struct CompleteResponse {
 #[utoipa::path(post, path = "/v1/videos/{id}/complete", tag = "videos", security(("bearer" = [])),
     params(crate::extract::MinPosition, ("id" = Uuid, Path)), request_body = CompleteRequest,
     responses((status = 200, body = CompleteResponse),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 409, description = "UPLOAD_NOT_FOUND, SIZE_MISMATCH or ALREADY_COMPLETED", body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn complete_upload(
@@ -544,7 +543,6 @@ pub struct UpdateVideoRequest {
 #[utoipa::path(patch, path = "/v1/videos/{id}", tag = "videos", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = UpdateVideoRequest,
     responses((status = 200, description = "`{video_id, position}`"),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn update_video(
@@ -594,7 +592,6 @@ pub async fn update_video(
 #[utoipa::path(delete, path = "/v1/videos/{id}", tag = "videos", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 204, description = "Deleted (soft: gone from every read)"),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope)))]
 pub async fn delete_video(
     State(ctx): State<ApiContext>,
@@ -631,14 +628,14 @@ pub struct ViewResponse {
 /// Anonymous viewers are keyed by a salted SHA-256 of their address; the
 /// salt derives from the server secret, so the hash cannot be reversed by
 /// trying addresses without it. The address itself is never stored.
-fn anonymous_key(ctx: &ApiContext, addr: &SocketAddr) -> ViewerKey {
+fn anonymous_key(ctx: &ApiContext, ip: std::net::IpAddr) -> ViewerKey {
     let salt = Sha256::digest(format!(
         "lokiz-view-salt:{}",
         ctx.config.jwt_secret.expose()
     ));
     let mut h = Sha256::new();
     h.update(salt);
-    h.update(addr.ip().to_string().as_bytes());
+    h.update(crate::rate_limit::ip_bucket(ip).as_bytes());
     let digest = h.finalize();
     let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     ViewerKey::anonymous(&hex)
@@ -652,15 +649,22 @@ pub async fn view(
     MaybeAuthUser(user): MaybeAuthUser,
     MinPosition(min): MinPosition,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let video_id = path_uuid(&id, "Video")?;
+    let ip = crate::rate_limit::client_ip(
+        &headers,
+        Some(addr.ip()),
+        ctx.config.rate_limits.trusted_proxies,
+    )
+    .unwrap_or(addr.ip());
     ctx.wait_for(min, &["videos"]).await?;
     let viewer_id = user.map(|u| u.user_id);
     let video = live_video(&ctx, video_id, viewer_id).await?;
     let viewer = match viewer_id {
         Some(id) => ViewerKey::user(id),
-        None => anonymous_key(&ctx, &addr),
+        None => anonymous_key(&ctx, ip),
     };
     let written = ctx
         .store
@@ -700,31 +704,40 @@ pub struct VideoCounts {
 
 #[derive(Serialize, ToSchema)]
 pub struct BatchMetadata {
-    /// Unknown ids: all zeros. Deleted videos: left out.
+    /// Unknown ids, and videos the caller may not see (another user's
+    /// private or unfinished video): all zeros. Deleted videos: left out.
     pub videos: BTreeMap<Uuid, VideoCounts>,
 }
 
-#[utoipa::path(post, path = "/v1/videos/batch-metadata", tag = "videos",
+#[utoipa::path(post, path = "/v1/videos/batch-metadata", tag = "videos", security((), ("bearer" = [])),
     params(crate::extract::MinPosition),
     request_body = crate::routes::likes::VideoIds,
     responses((status = 200, body = BatchMetadata),
               (status = 422, description = "more than 100 ids, or malformed ids (named)", body = crate::error::ErrorEnvelope)))]
 pub async fn batch_metadata(
     State(ctx): State<ApiContext>,
+    MaybeAuthUser(user): MaybeAuthUser,
     MinPosition(min): MinPosition,
     JsonObject(body): JsonObject,
 ) -> Result<Json<BatchMetadata>, ApiError> {
+    let viewer = user.map(|u| u.user_id);
     let mut f = Fields::new(&body);
     let ids = f.uuid_list("video_ids", crate::routes::likes::BATCH_MAX);
     f.finish()?;
     let ids = ids.unwrap_or_default();
     ctx.wait_for(min, &["videos"]).await?;
+    // what the caller may not see answers like an unknown id (zeros)
     let rows: Vec<(Uuid, bool, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT id, status = 'deleted', view_count, like_count, comment_count, remix_count,
                 glitch_count
-           FROM videos WHERE id = ANY($1)",
+           FROM videos
+          WHERE id = ANY($1)
+            AND (status = 'deleted'
+                 OR (status = 'completed' AND visibility = 'public')
+                 OR owner_id = $2)",
     )
     .bind(&ids)
+    .bind(viewer)
     .fetch_all(&ctx.pool)
     .await?;
     let mut videos: BTreeMap<Uuid, VideoCounts> = ids

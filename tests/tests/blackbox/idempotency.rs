@@ -245,26 +245,42 @@ async fn idempotency_key_misuse_and_scopes() {
 }
 
 #[tokio::test]
-async fn idempotency_client_errors_are_replayed() {
+async fn idempotency_remembers_neither_validation_errors_nor_anonymous_keys() {
     let app = spawn_app().await;
     let user = app.register("badrequester").await;
     let token = Some(user.access_token.as_str());
-    let body = json!({"filename": "", "content_type": "image/png", "file_size": -1});
+    let bad = json!({"filename": "", "content_type": "image/png", "file_size": -1});
     let before = app.event_count().await;
-    let first = post_keyed(&app, "/v1/videos/upload-url", &body, token, "bad-upload").await;
+    let first = post_keyed(&app, "/v1/videos/upload-url", &bad, token, "bad-upload").await;
     assert!(!replayed(&first));
-    let first_err =
-        expect_error(first, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
-    let second = post_keyed(&app, "/v1/videos/upload-url", &body, token, "bad-upload").await;
-    assert!(replayed(&second));
-    let second_err = expect_error(
-        second,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "VALIDATION_FAILED",
-    )
-    .await;
-    assert_eq!(second_err, first_err);
+    expect_error(first, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     assert_eq!(app.event_count().await, before);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "a refused request is not remembered");
+    // the corrected request under the same key runs, and is remembered
+    let good = json!({"filename": "a.mp4", "content_type": "video/mp4", "file_size": 64});
+    let second = post_keyed(&app, "/v1/videos/upload-url", &good, token, "bad-upload").await;
+    assert!(!replayed(&second));
+    assert_eq!(second.status(), StatusCode::OK);
+    let third = post_keyed(&app, "/v1/videos/upload-url", &good, token, "bad-upload").await;
+    assert!(replayed(&third));
+    // anonymous requests are not keyed: nothing stored, nothing replayed
+    let (video, _) = app.upload_video(&user, None).await;
+    let path = format!("/v1/videos/{video}/view");
+    for _ in 0..2 {
+        let r = post_keyed(&app, &path, &json!({}), None, "anon-key").await;
+        assert!(!replayed(&r));
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let anonymous: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = 'anon-key'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(anonymous, 0);
     app.stop().await;
 }
 

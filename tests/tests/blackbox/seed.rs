@@ -206,7 +206,7 @@ async fn seeded_data_is_projected_and_commandable() {
     // one unlike, one like
     assert_eq!(v["like_count"].as_i64().unwrap(), seeded_likes);
 
-    // the video's owner (from its snapshot) may delete it, nobody else
+    // the video's owner (from its snapshot) may delete it; to anybody else it is not there
     let r = app
         .client
         .delete(app.url(&format!("/v1/videos/{video}")))
@@ -214,7 +214,7 @@ async fn seeded_data_is_projected_and_commandable() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = app
         .client
         .delete(app.url(&format!("/v1/videos/{video}")))

@@ -116,8 +116,8 @@ async fn upload_flow_and_ownership() {
             Some(&other.access_token),
         )
         .await,
-        StatusCode::FORBIDDEN,
-        "FORBIDDEN",
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
     )
     .await;
     expect_error(
@@ -170,8 +170,8 @@ async fn upload_flow_and_ownership() {
             &other.access_token,
         )
         .await,
-        StatusCode::FORBIDDEN,
-        "FORBIDDEN",
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
     )
     .await;
     let r = app
@@ -181,7 +181,7 @@ async fn upload_flow_and_ownership() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = app
         .patch(
             &format!("/v1/videos/{id}"),
