@@ -341,6 +341,8 @@ impl Server {
             .env("LOKIZ_RATE_LIMIT_SIGNUP", "10000000/1h")
             .env("LOKIZ_RATE_LIMIT_LOGIN_IP", "10000000/1h")
             .env("LOKIZ_RATE_LIMIT_VIEWS", "10000000/1h")
+            .env("LOKIZ_JOBS_MAX_ACTIVE_FREE", "1000")
+            .env("LOKIZ_JOBS_FREE_PER_DAY", "1000000")
             .env("RUST_LOG", "warn");
         for (k, v) in extra {
             cmd.env(k, v);

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use lokiz_infra::ai::credits::CreditsSaga;
 use lokiz_infra::ai::provider::{LocalProvider, Provider};
 use lokiz_infra::ai::remote::ReplicateProvider;
@@ -308,6 +309,12 @@ impl Application {
                 }
                 Ok(())
             });
+            let sweeper = lokiz_infra::ai::sweeper::ReservationSweeper::new(
+                ctx.pool.clone(),
+                ctx.store.clone(),
+                ctx.config.jobs.orphan_after,
+            );
+            tasks.spawn(sweeper.run(shutdown.clone()).map(Ok));
             let saga = CreditsSaga::new(
                 ctx.pool.clone(),
                 ctx.js.clone(),

@@ -81,6 +81,33 @@ pub struct Config {
     /// Requests of one process that may wait on `X-Lokiz-Min-Position` at
     /// once (`LOKIZ_CONSISTENCY_WAITERS`); more are answered 503 at once.
     pub consistency_waiters: usize,
+    /// Per-user AI job limits and the reservation sweeper (`LOKIZ_JOBS_*`).
+    pub jobs: JobsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobsConfig {
+    /// `LOKIZ_JOBS_MAX_ACTIVE` (3): paid jobs one user may have open.
+    pub max_active: u32,
+    /// `LOKIZ_JOBS_MAX_ACTIVE_FREE` (20, one full capture-frames batch):
+    /// free jobs one user may have open (their own slots: free jobs never
+    /// keep paid ones out).
+    pub max_active_free: u32,
+    /// `LOKIZ_JOBS_FREE_PER_DAY` (500): free jobs per user and UTC day.
+    pub free_per_day: u32,
+    /// `LOKIZ_JOBS_ORPHAN_AFTER_SECS` (600): a reservation whose job was
+    /// never recorded is released by the sweeper after this long.
+    pub orphan_after: Duration,
+}
+
+impl JobsConfig {
+    pub fn limits(&self) -> lokiz_domain::wallet::JobLimits {
+        lokiz_domain::wallet::JobLimits {
+            max_active: self.max_active,
+            max_active_free: self.max_active_free,
+            free_per_day: self.free_per_day,
+        }
+    }
 }
 
 /// Request limits, Mastodon's defaults; each `LOKIZ_RATE_LIMIT_<NAME>` is
@@ -417,6 +444,18 @@ impl Config {
         )?);
         let consistency_waiters =
             parse_num(&var, "LOKIZ_CONSISTENCY_WAITERS", 256, 1, 100_000)? as usize;
+        let jobs = JobsConfig {
+            max_active: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE", 3, 1, 1_000)? as u32,
+            max_active_free: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE_FREE", 20, 1, 1_000)? as u32,
+            free_per_day: parse_num(&var, "LOKIZ_JOBS_FREE_PER_DAY", 500, 0, 1_000_000)? as u32,
+            orphan_after: Duration::from_secs(parse_num(
+                &var,
+                "LOKIZ_JOBS_ORPHAN_AFTER_SECS",
+                600,
+                1,
+                86_400,
+            )?),
+        };
 
         Ok(Self {
             env,
@@ -436,6 +475,7 @@ impl Config {
             rate_limits,
             request_timeout,
             consistency_waiters,
+            jobs,
         })
     }
 

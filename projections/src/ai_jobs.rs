@@ -102,6 +102,8 @@ impl Projector for AiJobsProjector {
             )
             .bind(id)
             .bind(canceled_at),
+            // never requested: no row
+            AiJobEvent::JobAbandoned { .. } => return Ok(()),
         };
         query.execute(conn).await?;
         Ok(())

@@ -65,6 +65,10 @@ impl Projector for WalletsProjector {
                 refunded_at,
                 ..
             } => (*amount, -amount, 0, 0, *refunded_at),
+            // free job slots move no credits: not in the balance or history
+            WalletEvent::FreeJobAdmitted { .. } | WalletEvent::FreeJobReleased { .. } => {
+                return Ok(())
+            }
         };
         sqlx::query(
             "INSERT INTO wallets AS w (user_id, balance, reserved, spent, granted, updated_at)
@@ -142,6 +146,9 @@ impl Projector for WalletsProjector {
                 reference: None,
                 job_id: Some(*job_id),
             },
+            WalletEvent::FreeJobAdmitted { .. } | WalletEvent::FreeJobReleased { .. } => {
+                return Ok(())
+            }
         };
         sqlx::query(
             "INSERT INTO credit_transactions

@@ -185,6 +185,9 @@ impl Cluster {
             ("LOKIZ_JWT_SECRET".into(), crate::TEST_SECRET.into()),
             ("LOKIZ_DB_POOL_SIZE".into(), "8".into()),
             ("RUST_LOG".into(), "info".into()),
+            // the fault tests check that reservations left by a killed API
+            // are released
+            ("LOKIZ_JOBS_ORPHAN_AFTER_SECS".into(), "3".into()),
         ];
         let mut env = env;
         env.extend(

@@ -47,9 +47,10 @@ pub struct Registered {
     pub body: Value,
 }
 
-/// Rate limits for tests: on (every request goes through the limiter), but
-/// far above what any test sends from its one address, except the tests of
-/// the limits themselves, which set their own.
+/// Rate limits and job limits for tests: on (every request goes through the
+/// limiter and every job through admission), but far above what any test
+/// sends from its one address, except the tests of the limits themselves,
+/// which set their own.
 pub const TEST_RATE_LIMITS: &[(&str, &str)] = &[
     ("LOKIZ_RATE_LIMIT_ANONYMOUS", "10000000/1h"),
     ("LOKIZ_RATE_LIMIT_USER", "10000000/1h"),
@@ -57,6 +58,9 @@ pub const TEST_RATE_LIMITS: &[(&str, &str)] = &[
     ("LOKIZ_RATE_LIMIT_LOGIN_ACCOUNT", "10000000/1h"),
     ("LOKIZ_RATE_LIMIT_SIGNUP", "10000000/1h"),
     ("LOKIZ_RATE_LIMIT_VIEWS", "10000000/1h"),
+    ("LOKIZ_JOBS_MAX_ACTIVE", "1000"),
+    ("LOKIZ_JOBS_MAX_ACTIVE_FREE", "1000"),
+    ("LOKIZ_JOBS_FREE_PER_DAY", "1000000"),
 ];
 
 /// A configuration with a unique database and stream.

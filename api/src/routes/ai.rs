@@ -309,28 +309,38 @@ async fn request_job(
     let job_id = Uuid::now_v7();
     let at = crate::now();
     let metadata = HashMap::from([("actor".to_owned(), user.to_string())]);
-    if cost > 0 {
-        ctx.store
-            .wallets
-            .execute(
-                &user.to_string(),
-                WalletCommand::ReserveCredits {
-                    job_id,
-                    amount: cost,
-                    at,
+    // admission: the owner's job limits, and the cost reserved
+    ctx.store
+        .wallets
+        .execute(
+            &user.to_string(),
+            WalletCommand::AdmitJob {
+                job_id,
+                cost,
+                limits: ctx.config.jobs.limits(),
+                at,
+            },
+            metadata.clone(),
+        )
+        .await
+        .map_err(|e| {
+            command_error(e, |e| match e {
+                WalletError::InsufficientCredits { needed, balance } => {
+                    ApiError::InsufficientCredits { needed, balance }
+                }
+                WalletError::TooManyActiveJobs { .. } => ApiError::TooManyRequests {
+                    code: "RATE_LIMIT_EXCEEDED",
+                    message: "Too many of your jobs are running; retry when one has finished.",
+                    retry_after: 5,
                 },
-                metadata.clone(),
-            )
-            .await
-            .map_err(|e| {
-                command_error(e, |e| match e {
-                    WalletError::InsufficientCredits { needed, balance } => {
-                        ApiError::InsufficientCredits { needed, balance }
-                    }
-                    other => ApiError::Internal(anyhow::anyhow!(other)),
-                })
-            })?;
-    }
+                WalletError::DailyQuotaExceeded { .. } => ApiError::TooManyRequests {
+                    code: "QUOTA_DAILY_EXCEEDED",
+                    message: "Today's free jobs are used up; retry tomorrow (UTC).",
+                    retry_after: seconds_until_utc_midnight(at),
+                },
+                other => ApiError::Internal(anyhow::anyhow!(other)),
+            })
+        })?;
     let requested = ctx
         .store
         .ai_jobs
@@ -348,25 +358,35 @@ async fn request_job(
         .await;
     let written = match requested {
         Ok(w) => w,
-        Err(e) => {
-            // no job: give the reservation back
-            if cost > 0 {
-                let refund = ctx
-                    .store
-                    .wallets
-                    .execute(
-                        &user.to_string(),
-                        WalletCommand::RefundCredits { job_id, at },
-                        metadata,
-                    )
-                    .await;
-                if let Err(r) = refund {
-                    tracing::error!(%job_id, error = %r, "reservation of an unrecorded job not refunded");
-                }
+        // refused by the job itself: certainly not recorded, give the slot back
+        Err(cqrs_es::AggregateError::UserError(e)) => {
+            let release = if cost > 0 {
+                WalletCommand::RefundCredits { job_id, at }
+            } else {
+                WalletCommand::ReleaseFreeJob { job_id, at }
+            };
+            if let Err(r) = ctx
+                .store
+                .wallets
+                .execute(&user.to_string(), release, metadata)
+                .await
+            {
+                tracing::warn!(%job_id, error = %r, "slot of a refused job not released; the sweeper will");
             }
+            return Err(match e {
+                // the sweeper closed this job id: the request took longer
+                // than LOKIZ_JOBS_ORPHAN_AFTER_SECS; a retry is a new job
+                JobError::AlreadyRequested => ApiError::Unavailable("The job queue"),
+                other => ApiError::Internal(anyhow::anyhow!(other)),
+            });
+        }
+        // the job may have been recorded (a commit whose answer was lost):
+        // never refunded blindly; the reservation sweeper decides, fenced
+        // by the job aggregate (`AbandonRequest`)
+        Err(e) => {
             return Err(command_error(e, |e: JobError| {
                 ApiError::Internal(anyhow::anyhow!(e))
-            }));
+            }))
         }
     };
     let view = JobView {
@@ -386,6 +406,16 @@ async fn request_job(
         finished_at: None,
     };
     Ok((view, written.position))
+}
+
+fn seconds_until_utc_midnight(at: chrono::DateTime<Utc>) -> u64 {
+    let tomorrow = at
+        .date_naive()
+        .succ_opt()
+        .and_then(|d| d.and_hms_opt(0, 0, 0));
+    tomorrow
+        .map(|t| (t.and_utc() - at).num_seconds().max(1) as u64)
+        .unwrap_or(86_400)
 }
 
 async fn job_request(
@@ -466,7 +496,8 @@ pub struct JobIds {
     params(crate::extract::MinPosition),
     request_body(content = CaptureFrameRequest, description = "Seconds into the video. Costs 0 credits."),
     responses((status = 202, body = JobView), (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, description = "`RATE_LIMIT_EXCEEDED`: too many of your jobs are open (`LOKIZ_JOBS_MAX_ACTIVE` paid, `LOKIZ_JOBS_MAX_ACTIVE_FREE` free); `QUOTA_DAILY_EXCEEDED`: today's free jobs are used up (`LOKIZ_JOBS_FREE_PER_DAY`; `Retry-After` runs to midnight UTC)", body = crate::error::ErrorEnvelope)))]
 pub async fn capture_frame(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -480,7 +511,8 @@ pub async fn capture_frame(
     params(crate::extract::MinPosition),
     request_body(content = TemplateRequest, description = "A clip with motion from the frame at `timestamp`. Costs 20 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
-              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, description = "`RATE_LIMIT_EXCEEDED`: too many of your jobs are open (`LOKIZ_JOBS_MAX_ACTIVE` paid, `LOKIZ_JOBS_MAX_ACTIVE_FREE` free); `QUOTA_DAILY_EXCEEDED`: today's free jobs are used up (`LOKIZ_JOBS_FREE_PER_DAY`; `Retry-After` runs to midnight UTC)", body = crate::error::ErrorEnvelope)))]
 pub async fn template(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -494,7 +526,8 @@ pub async fn template(
     params(crate::extract::MinPosition),
     request_body(content = SegmentJobRequest, description = "≤ 10 s; an `animate` preset of GET /v1/presets/glitch. Costs 30 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
-              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, description = "`RATE_LIMIT_EXCEEDED`: too many of your jobs are open (`LOKIZ_JOBS_MAX_ACTIVE` paid, `LOKIZ_JOBS_MAX_ACTIVE_FREE` free); `QUOTA_DAILY_EXCEEDED`: today's free jobs are used up (`LOKIZ_JOBS_FREE_PER_DAY`; `Retry-After` runs to midnight UTC)", body = crate::error::ErrorEnvelope)))]
 pub async fn glitch_animate(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -508,7 +541,8 @@ pub async fn glitch_animate(
     params(crate::extract::MinPosition),
     request_body(content = SegmentJobRequest, description = "≤ 10 s; a `replace` preset. Costs 30 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
-              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, description = "`RATE_LIMIT_EXCEEDED`: too many of your jobs are open (`LOKIZ_JOBS_MAX_ACTIVE` paid, `LOKIZ_JOBS_MAX_ACTIVE_FREE` free); `QUOTA_DAILY_EXCEEDED`: today's free jobs are used up (`LOKIZ_JOBS_FREE_PER_DAY`; `Retry-After` runs to midnight UTC)", body = crate::error::ErrorEnvelope)))]
 pub async fn glitch_replace(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -522,7 +556,8 @@ pub async fn glitch_replace(
     params(crate::extract::MinPosition),
     request_body(content = SegmentJobRequest, description = "≤ 10 s; a preset of GET /v1/presets/music. Costs 5 credits."),
     responses((status = 202, body = JobView), (status = 402, description = "INSUFFICIENT_CREDITS", body = crate::error::ErrorEnvelope),
-              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 404, body = crate::error::ErrorEnvelope), (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, description = "`RATE_LIMIT_EXCEEDED`: too many of your jobs are open (`LOKIZ_JOBS_MAX_ACTIVE` paid, `LOKIZ_JOBS_MAX_ACTIVE_FREE` free); `QUOTA_DAILY_EXCEEDED`: today's free jobs are used up (`LOKIZ_JOBS_FREE_PER_DAY`; `Retry-After` runs to midnight UTC)", body = crate::error::ErrorEnvelope)))]
 pub async fn music(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -552,7 +587,8 @@ pub struct Frames {
     params(crate::extract::MinPosition),
     request_body(content = CaptureFramesRequest, description = "One capture-frame job per timestamp; the answer waits (up to 20 s) for the frames."),
     responses((status = 200, body = Frames), (status = 404, body = crate::error::ErrorEnvelope),
-              (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, description = "`RATE_LIMIT_EXCEEDED`: too many of your jobs are open (`LOKIZ_JOBS_MAX_ACTIVE` paid, `LOKIZ_JOBS_MAX_ACTIVE_FREE` free); `QUOTA_DAILY_EXCEEDED`: today's free jobs are used up (`LOKIZ_JOBS_FREE_PER_DAY`; `Retry-After` runs to midnight UTC)", body = crate::error::ErrorEnvelope)))]
 pub async fn capture_frames(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -591,16 +627,41 @@ pub async fn capture_frames(
             ),
         ]));
     }
-    let mut jobs = Vec::with_capacity(timestamps.len());
+    let mut jobs: Vec<(f64, Uuid)> = Vec::with_capacity(timestamps.len());
     let mut last = None;
     for &at_secs in &timestamps {
-        let (view, position) = request_job(
+        let requested = request_job(
             &ctx,
             user.user_id,
             video_id,
             JobParams::CaptureFrame { at_secs },
         )
-        .await?;
+        .await;
+        let (view, position) = match requested {
+            Ok(r) => r,
+            Err(e) => {
+                // all or nothing: the frames already requested are canceled
+                // (their slots come back through the credits saga)
+                for (_, job_id) in &jobs {
+                    let canceled = ctx
+                        .store
+                        .ai_jobs
+                        .execute(
+                            &job_id.to_string(),
+                            AiJobCommand::CancelJob {
+                                actor: user.user_id,
+                                at: crate::now(),
+                            },
+                            HashMap::from([("actor".to_owned(), user.user_id.to_string())]),
+                        )
+                        .await;
+                    if let Err(c) = canceled {
+                        tracing::debug!(%job_id, error = %c, "frame job of a refused batch not canceled");
+                    }
+                }
+                return Err(e);
+            }
+        };
         last = position.or(last);
         jobs.push((at_secs, view.job_id));
     }

@@ -24,13 +24,15 @@ pub enum JobStatus {
     Completed,
     Failed,
     Canceled,
+    /// Never requested; its id is closed (`JobAbandoned`).
+    Abandoned,
 }
 
 impl JobStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled | JobStatus::Abandoned
         )
     }
 }
@@ -97,7 +99,7 @@ impl AiJob {
 
     fn refuse_terminal(&self) -> Result<(), JobError> {
         match self.status {
-            JobStatus::None => Err(JobError::NotFound),
+            JobStatus::None | JobStatus::Abandoned => Err(JobError::NotFound),
             JobStatus::Canceled => Err(JobError::Canceled),
             JobStatus::Completed | JobStatus::Failed => Err(JobError::Finished),
             JobStatus::Queued | JobStatus::Processing => Ok(()),
@@ -237,6 +239,11 @@ impl Aggregate for AiJob {
                 self.refuse_terminal()?;
                 AiJobEvent::JobCanceled { canceled_at: at }
             }
+            AiJobCommand::AbandonRequest { at } => match self.status {
+                JobStatus::None => AiJobEvent::JobAbandoned { abandoned_at: at },
+                JobStatus::Abandoned => return Ok(()),
+                _ => return Err(JobError::AlreadyRequested),
+            },
         };
         sink.write(event, self).await;
         Ok(())
@@ -286,6 +293,7 @@ impl Aggregate for AiJob {
             }
             AiJobEvent::JobFailed { .. } => self.status = JobStatus::Failed,
             AiJobEvent::JobCanceled { .. } => self.status = JobStatus::Canceled,
+            AiJobEvent::JobAbandoned { .. } => self.status = JobStatus::Abandoned,
         }
     }
 }
@@ -401,6 +409,44 @@ mod tests {
                 at: t(0),
             })
             .then_expect_events(vec![requested()]);
+    }
+
+    fn abandoned() -> AiJobEvent {
+        AiJobEvent::JobAbandoned { abandoned_at: t(9) }
+    }
+
+    #[test]
+    fn an_unrequested_job_is_abandoned_once_and_never_requested_after() {
+        JobTest::with(())
+            .given_no_previous_events()
+            .when(AiJobCommand::AbandonRequest { at: t(9) })
+            .then_expect_events(vec![abandoned()]);
+        JobTest::with(())
+            .given(vec![abandoned()])
+            .when(AiJobCommand::AbandonRequest { at: t(9) })
+            .then_expect_events(vec![]);
+        JobTest::with(())
+            .given(vec![abandoned()])
+            .when(AiJobCommand::RequestJob {
+                job_id: Uuid::from_u128(9),
+                owner_id: owner(),
+                source_video_id: video(),
+                params: params(),
+                at: t(0),
+            })
+            .then_expect_error(JobError::AlreadyRequested);
+        JobTest::with(())
+            .given(vec![abandoned()])
+            .when(cancel(owner()))
+            .then_expect_error(JobError::NotOwner);
+    }
+
+    #[test]
+    fn a_requested_job_is_not_abandoned() {
+        JobTest::with(())
+            .given(vec![requested()])
+            .when(AiJobCommand::AbandonRequest { at: t(9) })
+            .then_expect_error(JobError::AlreadyRequested);
     }
 
     #[test]

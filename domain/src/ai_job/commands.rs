@@ -46,4 +46,10 @@ pub enum AiJobCommand {
         actor: Uuid,
         at: DateTime<Utc>,
     },
+    /// Closes a job id that was reserved for but never requested (the
+    /// reservation sweeper, before it refunds): refused once the job is
+    /// requested, so a reservation is never refunded under a live job.
+    AbandonRequest {
+        at: DateTime<Utc>,
+    },
 }

@@ -149,6 +149,12 @@ pub enum AiJobEvent {
     JobCanceled {
         canceled_at: DateTime<Utc>,
     },
+    /// The job was never requested and never will be: its reservation was
+    /// released by the sweeper (the request that reserved it died before
+    /// recording the job). A late `RequestJob` is refused.
+    JobAbandoned {
+        abandoned_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for AiJobEvent {
@@ -160,6 +166,7 @@ impl DomainEvent for AiJobEvent {
             AiJobEvent::JobCompleted { .. } => "JobCompleted",
             AiJobEvent::JobFailed { .. } => "JobFailed",
             AiJobEvent::JobCanceled { .. } => "JobCanceled",
+            AiJobEvent::JobAbandoned { .. } => "JobAbandoned",
         }
         .to_owned()
     }

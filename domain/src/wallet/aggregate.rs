@@ -1,4 +1,6 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::NaiveDate;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -21,6 +23,14 @@ pub struct Wallet {
     /// Jobs whose reservation was captured or refunded.
     #[serde(default)]
     settled: HashSet<Uuid>,
+    /// Free jobs holding a slot.
+    #[serde(default)]
+    free_active: BTreeSet<Uuid>,
+    /// Free jobs admitted on `free_day` (UTC).
+    #[serde(default)]
+    free_day: Option<NaiveDate>,
+    #[serde(default)]
+    free_today: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +43,10 @@ pub enum WalletError {
     NoReservation,
     #[error("this job's reservation is already settled")]
     AlreadySettled,
+    #[error("{limit} jobs of this kind are already running")]
+    TooManyActiveJobs { limit: u32 },
+    #[error("today's {limit} free jobs are used up")]
+    DailyQuotaExceeded { limit: u32 },
 }
 
 impl Wallet {
@@ -114,6 +128,75 @@ impl Aggregate for Wallet {
                 sink.write(event, self).await;
                 Ok(())
             }
+            WalletCommand::AdmitJob {
+                job_id,
+                cost,
+                limits,
+                at,
+            } => {
+                if cost < 0 {
+                    return Err(WalletError::NonPositiveAmount);
+                }
+                if self.reserved.contains_key(&job_id) || self.free_active.contains(&job_id) {
+                    return Ok(());
+                }
+                if self.settled.contains(&job_id) {
+                    return Err(WalletError::AlreadySettled);
+                }
+                let event = if cost == 0 {
+                    if self.free_active.len() >= limits.max_active_free as usize {
+                        return Err(WalletError::TooManyActiveJobs {
+                            limit: limits.max_active_free,
+                        });
+                    }
+                    let today = at.date_naive();
+                    let used = if self.free_day == Some(today) {
+                        self.free_today
+                    } else {
+                        0
+                    };
+                    if used >= limits.free_per_day {
+                        return Err(WalletError::DailyQuotaExceeded {
+                            limit: limits.free_per_day,
+                        });
+                    }
+                    WalletEvent::FreeJobAdmitted {
+                        job_id,
+                        admitted_at: at,
+                    }
+                } else {
+                    if self.reserved.len() >= limits.max_active as usize {
+                        return Err(WalletError::TooManyActiveJobs {
+                            limit: limits.max_active,
+                        });
+                    }
+                    if self.balance < cost {
+                        return Err(WalletError::InsufficientCredits {
+                            needed: cost,
+                            balance: self.balance,
+                        });
+                    }
+                    WalletEvent::CreditsReserved {
+                        job_id,
+                        amount: cost,
+                        balance_after: self.balance - cost,
+                        reserved_at: at,
+                    }
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            WalletCommand::ReleaseFreeJob { job_id, at } => {
+                if !self.free_active.contains(&job_id) {
+                    return Ok(());
+                }
+                let event = WalletEvent::FreeJobReleased {
+                    job_id,
+                    released_at: at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
             WalletCommand::CaptureCredits { job_id, at } => {
                 let Some(&amount) = self.reserved.get(&job_id) else {
                     return self.already_settled_or_missing(job_id);
@@ -161,6 +244,23 @@ impl Aggregate for Wallet {
             WalletEvent::CreditsRefunded { job_id, amount, .. } => {
                 self.balance += amount;
                 self.reserved.remove(&job_id);
+                self.settled.insert(job_id);
+            }
+            WalletEvent::FreeJobAdmitted {
+                job_id,
+                admitted_at,
+            } => {
+                self.free_active.insert(job_id);
+                let day = admitted_at.date_naive();
+                if self.free_day == Some(day) {
+                    self.free_today += 1;
+                } else {
+                    self.free_day = Some(day);
+                    self.free_today = 1;
+                }
+            }
+            WalletEvent::FreeJobReleased { job_id, .. } => {
+                self.free_active.remove(&job_id);
                 self.settled.insert(job_id);
             }
         }
@@ -381,6 +481,164 @@ mod tests {
             .given(vec![granted(100, "signup", 100)])
             .when(refund())
             .then_expect_error(WalletError::NoReservation);
+    }
+
+    const LIMITS: crate::wallet::JobLimits = crate::wallet::JobLimits {
+        max_active: 2,
+        max_active_free: 1,
+        free_per_day: 2,
+    };
+
+    fn admit(job: u128, cost: i64, hour: u32) -> WalletCommand {
+        WalletCommand::AdmitJob {
+            job_id: Uuid::from_u128(job),
+            cost,
+            limits: LIMITS,
+            at: Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap(),
+        }
+    }
+
+    fn free_admitted(job: u128, hour: u32) -> WalletEvent {
+        WalletEvent::FreeJobAdmitted {
+            job_id: Uuid::from_u128(job),
+            admitted_at: Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap(),
+        }
+    }
+
+    fn free_released(job: u128) -> WalletEvent {
+        WalletEvent::FreeJobReleased {
+            job_id: Uuid::from_u128(job),
+            released_at: at(),
+        }
+    }
+
+    fn paid(job: u128, amount: i64, balance_after: i64) -> WalletEvent {
+        WalletEvent::CreditsReserved {
+            job_id: Uuid::from_u128(job),
+            amount,
+            balance_after,
+            reserved_at: Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_paid_job_is_admitted_by_reserving_its_cost() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100)])
+            .when(admit(1, 30, 1))
+            .then_expect_events(vec![paid(1, 30, 70)]);
+        // again: nothing
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), paid(1, 30, 70)])
+            .when(admit(1, 30, 1))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn paid_jobs_beyond_the_active_limit_are_refused() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![
+                granted(100, "signup", 100),
+                paid(1, 10, 90),
+                paid(2, 10, 80),
+            ])
+            .when(admit(3, 10, 1))
+            .then_expect_error(WalletError::TooManyActiveJobs { limit: 2 });
+    }
+
+    #[test]
+    fn a_paid_job_without_the_credits_is_refused() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(20, "signup", 20)])
+            .when(admit(1, 30, 1))
+            .then_expect_error(WalletError::InsufficientCredits {
+                needed: 30,
+                balance: 20,
+            });
+    }
+
+    #[test]
+    fn a_settled_job_is_not_admitted_again() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![
+                granted(100, "signup", 100),
+                free_admitted(5, 1),
+                free_released(5),
+            ])
+            .when(admit(5, 0, 2))
+            .then_expect_error(WalletError::AlreadySettled);
+    }
+
+    #[test]
+    fn a_negative_cost_is_refused() {
+        TestFramework::<Wallet>::with(())
+            .given_no_previous_events()
+            .when(admit(1, -1, 1))
+            .then_expect_error(WalletError::NonPositiveAmount);
+    }
+
+    #[test]
+    fn free_jobs_have_their_own_slots_and_do_not_keep_paid_ones_out() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100)])
+            .when(admit(1, 0, 1))
+            .then_expect_events(vec![free_admitted(1, 1)]);
+        // the free slot is taken: another free job waits…
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), free_admitted(1, 1)])
+            .when(admit(2, 0, 1))
+            .then_expect_error(WalletError::TooManyActiveJobs { limit: 1 });
+        // …a paid one does not
+        TestFramework::<Wallet>::with(())
+            .given(vec![granted(100, "signup", 100), free_admitted(1, 1)])
+            .when(admit(3, 30, 1))
+            .then_expect_events(vec![paid(3, 30, 70)]);
+    }
+
+    #[test]
+    fn free_jobs_are_counted_per_day() {
+        let two_today = vec![
+            granted(100, "signup", 100),
+            free_admitted(1, 1),
+            free_released(1),
+            free_admitted(2, 2),
+            free_released(2),
+        ];
+        TestFramework::<Wallet>::with(())
+            .given(two_today.clone())
+            .when(admit(3, 0, 3))
+            .then_expect_error(WalletError::DailyQuotaExceeded { limit: 2 });
+        // the next day starts afresh
+        TestFramework::<Wallet>::with(())
+            .given(two_today)
+            .when(WalletCommand::AdmitJob {
+                job_id: Uuid::from_u128(3),
+                cost: 0,
+                limits: LIMITS,
+                at: Utc.with_ymd_and_hms(2026, 11, 24, 0, 5, 0).unwrap(),
+            })
+            .then_expect_events(vec![WalletEvent::FreeJobAdmitted {
+                job_id: Uuid::from_u128(3),
+                admitted_at: Utc.with_ymd_and_hms(2026, 11, 24, 0, 5, 0).unwrap(),
+            }]);
+    }
+
+    #[test]
+    fn a_free_slot_is_released_once() {
+        TestFramework::<Wallet>::with(())
+            .given(vec![free_admitted(1, 1)])
+            .when(WalletCommand::ReleaseFreeJob {
+                job_id: Uuid::from_u128(1),
+                at: at(),
+            })
+            .then_expect_events(vec![free_released(1)]);
+        TestFramework::<Wallet>::with(())
+            .given(vec![free_admitted(1, 1), free_released(1)])
+            .when(WalletCommand::ReleaseFreeJob {
+                job_id: Uuid::from_u128(1),
+                at: at(),
+            })
+            .then_expect_events(vec![]);
     }
 
     #[test]

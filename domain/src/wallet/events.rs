@@ -47,6 +47,15 @@ pub enum WalletEvent {
         balance_after: i64,
         refunded_at: DateTime<Utc>,
     },
+    /// A free (0-credit) job took one of the owner's free slots.
+    FreeJobAdmitted {
+        job_id: Uuid,
+        admitted_at: DateTime<Utc>,
+    },
+    FreeJobReleased {
+        job_id: Uuid,
+        released_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for WalletEvent {
@@ -56,6 +65,8 @@ impl DomainEvent for WalletEvent {
             WalletEvent::CreditsReserved { .. } => "CreditsReserved",
             WalletEvent::CreditsCaptured { .. } => "CreditsCaptured",
             WalletEvent::CreditsRefunded { .. } => "CreditsRefunded",
+            WalletEvent::FreeJobAdmitted { .. } => "FreeJobAdmitted",
+            WalletEvent::FreeJobReleased { .. } => "FreeJobReleased",
         }
         .to_owned()
     }

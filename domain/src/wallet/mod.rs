@@ -6,5 +6,5 @@ mod commands;
 mod events;
 
 pub use aggregate::{Wallet, WalletError, SIGNUP_CREDITS};
-pub use commands::WalletCommand;
+pub use commands::{JobLimits, WalletCommand};
 pub use events::{GrantReason, WalletEvent};

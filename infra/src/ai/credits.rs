@@ -98,10 +98,23 @@ impl CreditsSaga {
         else {
             return Ok(Settlement::Nothing);
         };
-        if cost == 0 {
-            return Ok(Settlement::Nothing);
-        }
         let at = event.recorded_at;
+        if cost == 0 {
+            // a free job gives its slot back (nothing recorded if it held none)
+            return match self
+                .store
+                .wallets
+                .execute(
+                    &owner_id.to_string(),
+                    WalletCommand::ReleaseFreeJob { job_id, at },
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(_) => Ok(Settlement::Nothing),
+                Err(e) => Err(SagaError::Command(e.to_string())),
+            };
+        }
         let command = if capture {
             WalletCommand::CaptureCredits { job_id, at }
         } else {

@@ -13,6 +13,7 @@ mod idempotency;
 mod limits;
 mod ops;
 mod payments;
+mod quotas;
 mod rebuild;
 mod replicate;
 mod seed;
