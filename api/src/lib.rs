@@ -160,6 +160,8 @@ impl Components {
 pub struct Application {
     listener: Option<TcpListener>,
     port: u16,
+    /// `LOKIZ_OPS_BIND`'s listener (with `http`).
+    ops_listener: Option<TcpListener>,
     ctx: ApiContext,
     components: Components,
     runtime_options: RuntimeOptions,
@@ -186,6 +188,14 @@ impl Application {
             (Some(l), port)
         } else {
             (None, 0)
+        };
+        let ops_listener = match (components.http, config.ops_bind) {
+            (true, Some(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("LOKIZ_OPS_BIND: cannot listen on {addr}"))?,
+            ),
+            _ => None,
         };
         let public_base = match (&config.public_url, &listener) {
             (Some(url), _) => url.clone(),
@@ -236,6 +246,7 @@ impl Application {
         Ok(Self {
             listener,
             port,
+            ops_listener,
             ctx,
             components,
             runtime_options: RuntimeOptions::default(),
@@ -256,6 +267,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The operations listener's port (`LOKIZ_OPS_BIND`), if any.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn context(&self) -> &ApiContext {
@@ -330,6 +349,17 @@ impl Application {
                     }
                 }
                 Ok(())
+            });
+        }
+        if let Some(listener) = self.ops_listener {
+            let app = routes::ops_router(ctx.clone());
+            let token = shutdown.clone();
+            tracing::info!(addr = %listener.local_addr()?, "operations listening");
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await
+                    .context("operations server")
             });
         }
         if let Some(listener) = self.listener {

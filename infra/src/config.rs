@@ -53,6 +53,9 @@ pub struct Config {
     pub database_url: String,
     pub nats_url: String,
     pub bind: SocketAddr,
+    /// `LOKIZ_OPS_BIND`: where `/metrics` and `/ready` are served instead of
+    /// `bind` (with `/health` on both); unset: on `bind`.
+    pub ops_bind: Option<SocketAddr>,
     /// JetStream stream name; subjects are `<stream>.events.<AggregateType>.<id>`.
     pub stream: String,
     pub data_dir: PathBuf,
@@ -381,6 +384,17 @@ impl Config {
             message: format!("{bind_raw:?} is not an address like 127.0.0.1:8080"),
         })?;
 
+        let ops_bind = var("LOKIZ_OPS_BIND")
+            .map(|raw| {
+                raw.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        var: "LOKIZ_OPS_BIND",
+                        message: format!("{raw:?} is not an address like 127.0.0.1:9090"),
+                    })
+            })
+            .transpose()?;
+
         let stream = var("LOKIZ_STREAM").unwrap_or_else(|| DEFAULT_STREAM.into());
         if stream.len() > 32
             || !stream
@@ -411,21 +425,29 @@ impl Config {
             3_600_000,
         )?);
 
-        let jwt_secret = match var("LOKIZ_JWT_SECRET") {
-            Some(s) if s.len() >= 32 => Secret::new(s),
-            Some(_) => {
+        let jwt_secret = match (var("LOKIZ_JWT_SECRET"), var("LOKIZ_JWT_SECRET_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: "LOKIZ_JWT_SECRET_FILE",
+                    message: "set LOKIZ_JWT_SECRET or LOKIZ_JWT_SECRET_FILE, not both".into(),
+                })
+            }
+            (Some(s), None) if s.len() >= 32 => Secret::new(s),
+            (Some(_), None) => {
                 return Err(ConfigError::Invalid {
                     var: "LOKIZ_JWT_SECRET",
                     message: "must be at least 32 characters".into(),
                 })
             }
-            None if env == Environment::Production => {
+            (None, Some(file)) => read_secret_file(Path::new(file.trim()), env)?,
+            (None, None) if env == Environment::Production => {
                 return Err(ConfigError::Invalid {
                     var: "LOKIZ_JWT_SECRET",
-                    message: "is required when LOKIZ_ENV=production".into(),
+                    message: "is required when LOKIZ_ENV=production (or LOKIZ_JWT_SECRET_FILE)"
+                        .into(),
                 })
             }
-            None => load_or_create_secret(&data_dir)?,
+            (None, None) => load_or_create_secret(&data_dir)?,
         };
 
         let public_url = var("LOKIZ_PUBLIC_URL")
@@ -462,6 +484,7 @@ impl Config {
             database_url,
             nats_url,
             bind,
+            ops_bind,
             stream,
             data_dir,
             jwt_secret,
@@ -624,6 +647,42 @@ fn parse_blob_config(var: &impl Fn(&str) -> Option<String>) -> Result<BlobConfig
 
 /// Development convenience: a random signing key generated once and kept in
 /// the data directory, so tokens survive restarts.
+/// `LOKIZ_JWT_SECRET_FILE`: the key in a file; in production the file
+/// must be readable by its owner only (a key others can read is a key
+/// others can sign tokens with).
+fn read_secret_file(path: &Path, env: Environment) -> Result<Secret, ConfigError> {
+    let io = |source| ConfigError::Io {
+        var: "LOKIZ_JWT_SECRET_FILE",
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if env == Environment::Production && mode & 0o077 != 0 {
+            return Err(ConfigError::Invalid {
+                var: "LOKIZ_JWT_SECRET_FILE",
+                message: format!(
+                    "{} is readable by others (mode {mode:o}); chmod 600 it",
+                    path.display()
+                ),
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (meta, env);
+    let secret = std::fs::read_to_string(path).map_err(io)?.trim().to_owned();
+    if secret.len() < 32 {
+        return Err(ConfigError::Invalid {
+            var: "LOKIZ_JWT_SECRET_FILE",
+            message: "the key must be at least 32 characters".into(),
+        });
+    }
+    Ok(Secret::new(secret))
+}
+
 fn load_or_create_secret(data_dir: &Path) -> Result<Secret, ConfigError> {
     let path = data_dir.join("jwt_secret");
     let io = |source| ConfigError::Io {
@@ -806,6 +865,37 @@ mod tests {
             let err = cfg(&pairs).unwrap_err();
             assert_eq!(var_of(err), var);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused_in_production() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lokiz-secret-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jwt");
+        std::fs::write(&file, "k".repeat(40)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let prod = [
+            ("LOKIZ_ENV", "production"),
+            ("LOKIZ_JWT_SECRET_FILE", path.as_str()),
+            ("LOKIZ_PAYMENTS", "stripe"),
+            ("LOKIZ_STRIPE_SECRET_KEY", "sk_x"),
+            ("LOKIZ_STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ];
+        assert_eq!(var_of(cfg(&prod).unwrap_err()), "LOKIZ_JWT_SECRET_FILE");
+        // development takes it (a warning is the operator's business there)
+        let c = cfg(&[("LOKIZ_JWT_SECRET_FILE", path.as_str())]).unwrap();
+        assert_eq!(c.jwt_secret.expose(), "k".repeat(40));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = cfg(&prod).unwrap();
+        assert_eq!(c.jwt_secret.expose(), "k".repeat(40));
+        // both ways at once: refused
+        let mut both = prod.to_vec();
+        both.push(("LOKIZ_JWT_SECRET", "s-s-s-s-s-s-s-s-s-s-s-s-s-s-s-s-s-s"));
+        assert_eq!(var_of(cfg(&both).unwrap_err()), "LOKIZ_JWT_SECRET_FILE");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -53,7 +53,11 @@ pub fn router(ctx: ApiContext) -> Router {
     let v1 = v1.route_layer(idempotent);
     Router::new()
         .nest("/v1", v1)
-        .merge(ops::router())
+        .merge(if ctx.config.ops_bind.is_some() {
+            ops::health_router()
+        } else {
+            ops::router()
+        })
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound { what: "Route" } })
         .method_not_allowed_fallback(|| async {
@@ -105,6 +109,15 @@ async fn deadline(State(ctx): State<ApiContext>, req: Request, next: Next) -> Re
             ApiError::RequestTimeout.into_response()
         }
     }
+}
+
+/// The operations listener (`LOKIZ_OPS_BIND`): `/health`, `/ready`,
+/// `/metrics`, nothing else.
+pub fn ops_router(ctx: ApiContext) -> Router {
+    Router::new()
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NotFound { what: "Route" } })
+        .with_state(ctx)
 }
 
 /// Request metrics by route template (never by raw path: ids would explode

@@ -21,6 +21,12 @@ pub fn router() -> Router<ApiContext> {
         .route("/metrics", get(metrics_text))
 }
 
+/// What the public listener keeps when `LOKIZ_OPS_BIND` moves `/ready`
+/// and `/metrics` to a listener of their own: liveness only.
+pub fn health_router() -> Router<ApiContext> {
+    Router::new().route("/health", get(health))
+}
+
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "The process is up")))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
