@@ -220,6 +220,10 @@ impl Application {
                 nats.clone(),
                 &config.stream,
                 Duration::from_secs(5),
+                lokiz_infra::ai::outbound::OutputPolicy {
+                    hosts: r.output_hosts.clone(),
+                    insecure: r.insecure_outputs,
+                },
             )?),
         };
         let payments: Arc<dyn lokiz_infra::payments::PaymentProvider> = match &config.payments {

@@ -292,6 +292,12 @@ pub struct ReplicateConfig {
     /// `LOKIZ_REPLICATE_VERSIONS`: `kind=version` pairs, comma-separated, for
     /// `template`, `glitch_animate`, `glitch_replace` and `music`.
     pub versions: std::collections::BTreeMap<String, String>,
+    /// `LOKIZ_REPLICATE_OUTPUT_HOSTS` (default `replicate.delivery,
+    /// *.replicate.delivery`): the only hosts outputs are downloaded from.
+    pub output_hosts: Vec<String>,
+    /// `LOKIZ_REPLICATE_INSECURE_OUTPUTS=1`: http and non-public addresses
+    /// allowed for outputs (a local fake provider); refused in production.
+    pub insecure_outputs: bool,
 }
 
 /// `LOKIZ_BLOB_STORE`: `local` (files under `$LOKIZ_DATA_DIR/blobs`, served
@@ -454,7 +460,7 @@ impl Config {
             .map(|raw| parse_base_url("LOKIZ_PUBLIC_URL", &raw))
             .transpose()?;
         let blob = parse_blob_config(&var)?;
-        let ai = parse_ai_config(&var)?;
+        let ai = parse_ai_config(&var, env)?;
         let payments = parse_payments_config(&var, env)?;
         let rate_limits = parse_rate_limits(&var)?;
         let request_timeout = Duration::from_millis(parse_num(
@@ -723,7 +729,10 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
-fn parse_ai_config(var: &impl Fn(&str) -> Option<String>) -> Result<AiConfig, ConfigError> {
+fn parse_ai_config(
+    var: &impl Fn(&str) -> Option<String>,
+    env: Environment,
+) -> Result<AiConfig, ConfigError> {
     match var("LOKIZ_AI_PROVIDER").as_deref() {
         None | Some("local") => Ok(AiConfig::Local),
         Some("replicate") => {
@@ -762,11 +771,39 @@ fn parse_ai_config(var: &impl Fn(&str) -> Option<String>) -> Result<AiConfig, Co
                 }
                 versions.insert(kind.to_owned(), version.trim().to_owned());
             }
+            let output_hosts: Vec<String> = var("LOKIZ_REPLICATE_OUTPUT_HOSTS")
+                .unwrap_or_else(|| "replicate.delivery,*.replicate.delivery".into())
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+            if output_hosts.iter().any(|h| {
+                !h.trim_start_matches("*.")
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+            }) {
+                return Err(ConfigError::Invalid {
+                    var: "LOKIZ_REPLICATE_OUTPUT_HOSTS",
+                    message: "host names, comma-separated (`*.example.com` for subdomains)".into(),
+                });
+            }
+            let insecure_outputs = match var("LOKIZ_REPLICATE_INSECURE_OUTPUTS").as_deref() {
+                None | Some("0") | Some("false") => false,
+                Some("1") | Some("true") if env == Environment::Development => true,
+                Some(_) => {
+                    return Err(ConfigError::Invalid {
+                        var: "LOKIZ_REPLICATE_INSECURE_OUTPUTS",
+                        message: "1 or 0, and never when LOKIZ_ENV=production".into(),
+                    })
+                }
+            };
             Ok(AiConfig::Replicate(Box::new(ReplicateConfig {
                 base_url,
                 token: Secret::new(required("LOKIZ_REPLICATE_TOKEN")?),
                 webhook_secret: Secret::new(required("LOKIZ_REPLICATE_WEBHOOK_SECRET")?),
                 versions,
+                output_hosts,
+                insecure_outputs,
             })))
         }
         Some(other) => Err(ConfigError::Invalid {

@@ -7,6 +7,7 @@
 
 pub mod credits;
 pub mod media;
+pub mod outbound;
 pub mod presets;
 pub mod provider;
 pub mod remote;

@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::media;
+use super::outbound::OutputPolicy;
 use super::presets;
 use super::provider::{JobInput, JobOutput, LocalProvider, Provider, ProviderError};
 use super::replicate::{CreatePrediction, PredictionStatus, ReplicateClient, ReplicateError};
@@ -36,7 +37,9 @@ pub struct ReplicateProvider {
     /// `{subject prefix}.callbacks.replicate`
     wake_subject: String,
     poll_every: Duration,
+    /// Downloads outputs, under `outputs`' rules.
     http: reqwest::Client,
+    outputs: OutputPolicy,
 }
 
 impl ReplicateProvider {
@@ -47,6 +50,7 @@ impl ReplicateProvider {
         nats: async_nats::Client,
         stream: &str,
         poll_every: Duration,
+        outputs: OutputPolicy,
     ) -> Result<Self, ProviderError> {
         Ok(Self {
             client,
@@ -55,10 +59,10 @@ impl ReplicateProvider {
             nats,
             wake_subject: wake_subject(stream),
             poll_every,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(300))
-                .build()
+            http: outputs
+                .client(Duration::from_secs(300))
                 .map_err(|e| ProviderError::Failed(e.to_string()))?,
+            outputs,
         })
     }
 
@@ -98,10 +102,17 @@ impl ReplicateProvider {
     }
 
     async fn download(&self, url: &str, dest: &std::path::Path) -> Result<(), ProviderError> {
-        let failed = |e: reqwest::Error| ProviderError::Failed(format!("output download: {e}"));
+        let parsed = url::Url::parse(url)
+            .map_err(|_| ProviderError::Failed("the output URL does not parse".into()))?;
+        self.outputs
+            .check(&parsed)
+            .map_err(|why| ProviderError::Failed(format!("output URL refused: {why}")))?;
+        let failed = |e: reqwest::Error| {
+            ProviderError::Failed(format!("output download: {}", e.without_url()))
+        };
         let mut resp = self
             .http
-            .get(url)
+            .get(parsed)
             .send()
             .await
             .and_then(|r| r.error_for_status())

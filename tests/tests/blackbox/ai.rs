@@ -1087,6 +1087,9 @@ async fn the_replicate_provider_runs_jobs_on_a_fake_and_webhooks_are_verified() 
                 "LOKIZ_REPLICATE_VERSIONS",
                 "template=tmpl-v1,glitch_animate=anim-v1,glitch_replace=repl-v1,music=music-v1",
             ),
+            // the fake serves outputs over http on loopback
+            ("LOKIZ_REPLICATE_OUTPUT_HOSTS", "127.0.0.1"),
+            ("LOKIZ_REPLICATE_INSECURE_OUTPUTS", "1"),
         ],
     )
     .await;

@@ -462,3 +462,88 @@ async fn replicate_webhook_filter_and_cancel_delivery() {
         Some("boom".into())
     );
 }
+
+/// A provider (or whoever controls its answers) names an internal address as
+/// the output: the worker does not fetch it; the job fails, is refunded and
+/// publishes nothing.
+#[tokio::test]
+async fn an_output_on_an_internal_address_is_never_fetched() {
+    let fake = FakeReplicate::start().await;
+    fake.set_output(lokiz_tests::sample_video(180, 320, 2.0).await);
+    let app = lokiz_tests::spawn_app_with(
+        lokiz_api::Components::ALL,
+        &[
+            ("LOKIZ_AI_PROVIDER", "replicate"),
+            ("LOKIZ_REPLICATE_URL", &fake.base_url),
+            ("LOKIZ_REPLICATE_TOKEN", &fake.token),
+            ("LOKIZ_REPLICATE_WEBHOOK_SECRET", &fake.webhook_secret),
+            (
+                "LOKIZ_REPLICATE_VERSIONS",
+                "template=tmpl-v1,glitch_animate=anim-v1,glitch_replace=repl-v1,music=music-v1",
+            ),
+            // even a host on the list is refused on a loopback address
+            ("LOKIZ_REPLICATE_OUTPUT_HOSTS", "127.0.0.1,localhost"),
+        ],
+    )
+    .await;
+    let user = app.register("ssrf").await;
+    let (video, settled) = app.upload_media(&user, (180, 320), 3.0).await;
+    let r = app
+        .client
+        .post(app.url("/v1/ai/glitch/animate"))
+        .bearer_auth(&user.access_token)
+        .header("X-Lokiz-Min-Position", settled.to_string())
+        .json(&json!({"video_id": video, "start_time": 0, "end_time": 2, "preset": "rgb-split"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job_id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.eventually(30, "a prediction", || async {
+        fake.predictions().len() == 1
+    })
+    .await;
+    let p = fake.predictions()[0].clone();
+    fake.advance(&p.id).await;
+    fake.advance(&p.id).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        assert!(std::time::Instant::now() < deadline, "the job never ended");
+        let j: Value = app
+            .get(
+                &format!("/v1/ai/jobs/{job_id}"),
+                Some(&user.access_token),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        if j["status"] == "failed" || j["status"] == "completed" {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["result_url"].is_null());
+    assert!(job["output_video_id"].is_null());
+    app.eventually(20, "the 30 credits refunded", || async {
+        let refunded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'CreditsRefunded'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        refunded == 1
+    })
+    .await;
+    let published: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'GlitchedFrom'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(published, 0, "nothing published");
+    app.stop().await;
+}
