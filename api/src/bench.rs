@@ -51,7 +51,7 @@ pub const SCENARIOS: &[&str] = &[
     "append", "lag", "likes", "limits", "views", "batch", "feed", "rebuild", "jobs",
 ];
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Seconds each throughput scenario runs.
     #[arg(long, default_value_t = 10)]
@@ -805,7 +805,7 @@ impl Bench {
             "bench: POST/DELETE /v1/likes/videos/{{id}}, {} clients, {}s",
             args.clients, args.duration
         );
-        let ours = like_loop(http, base, tokens, &videos, args).await?;
+        let ours = like_loop(http, base, tokens, &videos, args, 0).await?;
         rows.push(self.write_row(
             format!(
                 "like/unlike via HTTP (POST/DELETE /likes/videos/{{id}}), {} clients",
@@ -819,8 +819,8 @@ impl Bench {
 
     /// What the rate limiter costs: like/unlike against two `lokiz serve`
     /// processes on the same database, identical but for
-    /// `LOKIZ_RATE_LIMITS`, taken in turns (on, off, on, off) so drift in
-    /// the database hits both alike.
+    /// `LOKIZ_RATE_LIMITS`, taken in eight turns of `--duration` each in a
+    /// balanced order, so drift in the database hits both alike.
     async fn limits(
         &self,
         args: &BenchArgs,
@@ -838,19 +838,29 @@ impl Bench {
             videos.push(upload_video(&self.http, &self.base, token).await?);
         }
         settle(&self.http, &self.base).await?;
+        // warm both up (connections, caches), unmeasured
+        let warm = BenchArgs {
+            duration: 2,
+            ..args.clone()
+        };
+        like_loop(&self.http, &on, tokens, &videos, &warm, 0).await?;
+        like_loop(&self.http, &off, tokens, &videos, &warm, 1).await?;
+        // eight rounds in a balanced order (on off off on, off on on off):
+        // a drift over the run weighs on both alike
         let (mut on_total, mut off_total) = (Vec::new(), Vec::new());
-        for round in 0..4 {
-            let (base, label) = if round % 2 == 0 {
+        let order = [true, false, false, true, false, true, true, false];
+        for (round, limits_on) in order.into_iter().enumerate() {
+            let (base, label) = if limits_on {
                 (&on, "on")
             } else {
                 (&off, "off")
             };
+            let t = like_loop(&self.http, base, tokens, &videos, args, round + 2).await?;
             eprintln!(
-                "bench: like/unlike with rate limits {label}, {} clients, {}s",
-                args.clients, args.duration
+                "bench: like/unlike with rate limits {label}: {:.0}/s, {} errors",
+                t.per_sec, t.errors
             );
-            let t = like_loop(&self.http, base, tokens, &videos, args).await?;
-            if round % 2 == 0 {
+            if limits_on {
                 on_total.push(t);
             } else {
                 off_total.push(t);
@@ -870,8 +880,8 @@ impl Bench {
         );
         rows.push(Row {
             scenario: format!(
-                "like/unlike with rate limits on (1,500 per user per window, lease 30) vs off, {} clients, `lokiz serve` ×2, alternating",
-                args.clients
+                "like/unlike with rate limits on (1,500 per user per window, lease 30) vs off, {} clients, `lokiz serve` ×2, 8 alternating rounds of {} s",
+                args.clients, args.duration
             ),
             ceiling: format!("{off_rate:.0}/s (off)"),
             ours: format!("{on_rate:.0} commands/s (on)"),
@@ -1291,13 +1301,16 @@ async fn upload_video(http: &reqwest::Client, base: &str, token: &str) -> anyhow
 }
 
 /// Each client likes and unlikes someone else's video in turn for
-/// `args.duration` seconds.
+/// `args.duration` seconds. Round `round` uses (user, video) pairs no
+/// earlier round used (a round may end with a like in place), up to
+/// `videos.len() - 1` rounds.
 async fn like_loop(
     http: &reqwest::Client,
     base: &str,
     tokens: &[String],
     videos: &[Uuid],
     args: &BenchArgs,
+    round: usize,
 ) -> anyhow::Result<Throughput> {
     let (http, base, tokens, videos) = (
         http.clone(),
@@ -1311,7 +1324,7 @@ async fn like_loop(
         async move {
             let token = &tokens[client % tokens.len()];
             // someone else's video; consecutive requests alternate
-            let video = videos[(client + 1) % videos.len()];
+            let video = videos[(client % tokens.len() + 1 + round) % videos.len()];
             let url = format!("{base}/v1/likes/videos/{video}");
             let req = if n % 2 == 1 {
                 http.post(url)
