@@ -1270,8 +1270,49 @@ impl Bench {
 }
 
 /// A small video through the real upload flow: upload URL, PUT, complete.
+/// A tiny real video (the server probes what it stores), made once by
+/// ffmpeg.
+async fn bench_media() -> anyhow::Result<Vec<u8>> {
+    static MEDIA: tokio::sync::OnceCell<Vec<u8>> = tokio::sync::OnceCell::const_new();
+    MEDIA
+        .get_or_try_init(|| async {
+            let path =
+                std::env::temp_dir().join(format!("lokiz-bench-{}.mp4", Uuid::new_v4().simple()));
+            let status = tokio::process::Command::new("ffmpeg")
+                .args([
+                    "-v",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=64x112:rate=10",
+                    "-t",
+                    "1",
+                ])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-pix_fmt",
+                    "yuv420p",
+                ])
+                .arg(&path)
+                .status()
+                .await
+                .context("ffmpeg (Debian package ffmpeg) makes the bench's video")?;
+            anyhow::ensure!(status.success(), "ffmpeg failed to make the bench's video");
+            let bytes = tokio::fs::read(&path).await?;
+            let _ = tokio::fs::remove_file(&path).await;
+            Ok(bytes)
+        })
+        .await
+        .cloned()
+}
+
 async fn upload_video(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Uuid> {
-    let bytes = vec![7u8; 256];
+    let bytes = bench_media().await?;
     let up: Value = http
         .post(format!("{base}/v1/videos/upload-url"))
         .bearer_auth(token)
@@ -1293,7 +1334,7 @@ async fn upload_video(http: &reqwest::Client, base: &str, token: &str) -> anyhow
         .error_for_status()?;
     http.post(format!("{base}/v1/videos/{id}/complete"))
         .bearer_auth(token)
-        .json(&json!({"width": 1080, "height": 1920, "actual_duration": 4.2}))
+        .json(&json!({"width": 64, "height": 112, "actual_duration": 1.0}))
         .send()
         .await?
         .error_for_status()?;

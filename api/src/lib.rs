@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
@@ -58,6 +59,8 @@ pub struct ApiContext {
     pub local_blobs: Option<Arc<lokiz_infra::blob::LocalBlobStore>>,
     /// Charges for credit purchases (`LOKIZ_PAYMENTS`).
     pub payments: Arc<dyn lokiz_infra::payments::PaymentProvider>,
+    /// The studio's renders, bounded (`LOKIZ_STUDIO_CACHE_*`).
+    pub render_cache: lokiz_infra::render_cache::RenderCache,
     /// Places for requests waiting on `X-Lokiz-Min-Position`.
     pub waiters: Arc<tokio::sync::Semaphore>,
     /// Request limits shared with the other API processes (`rate_limit.rs`).
@@ -233,7 +236,14 @@ impl Application {
                     .context("LOKIZ_PAYMENTS: HTTP client")?,
             ),
         };
+        let render_cache = lokiz_infra::render_cache::RenderCache::new(
+            pool.clone(),
+            blobs.clone(),
+            config.studio_cache_bytes,
+            config.studio_cache_age,
+        );
         let ctx = ApiContext {
+            render_cache,
             blobs,
             local_blobs,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.expose().as_bytes())),

@@ -86,6 +86,10 @@ pub struct Config {
     pub consistency_waiters: usize,
     /// Per-user AI job limits and the reservation sweeper (`LOKIZ_JOBS_*`).
     pub jobs: JobsConfig,
+    /// `LOKIZ_STUDIO_CACHE_MB` (1024): the studio's renders kept at most.
+    pub studio_cache_bytes: u64,
+    /// `LOKIZ_STUDIO_CACHE_HOURS` (168): a render is made again after this.
+    pub studio_cache_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,6 +476,11 @@ impl Config {
         )?);
         let consistency_waiters =
             parse_num(&var, "LOKIZ_CONSISTENCY_WAITERS", 256, 1, 100_000)? as usize;
+        let studio_cache_bytes =
+            parse_num(&var, "LOKIZ_STUDIO_CACHE_MB", 1024, 1, 10_000_000)? * 1024 * 1024;
+        let studio_cache_age = Duration::from_secs(
+            parse_num(&var, "LOKIZ_STUDIO_CACHE_HOURS", 168, 1, 87_600)? * 3600,
+        );
         let jobs = JobsConfig {
             max_active: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE", 3, 1, 1_000)? as u32,
             max_active_free: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE_FREE", 20, 1, 1_000)? as u32,
@@ -505,6 +514,8 @@ impl Config {
             request_timeout,
             consistency_waiters,
             jobs,
+            studio_cache_bytes,
+            studio_cache_age,
         })
     }
 

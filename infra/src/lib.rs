@@ -11,6 +11,7 @@ pub mod nats;
 pub mod payments;
 pub mod rate_limit;
 pub mod relay;
+pub mod render_cache;
 pub mod repository;
 pub mod stored_event;
 pub mod wake;

@@ -364,7 +364,9 @@ impl Api {
     /// Uploads a small video for `user` through the real flow (upload URL,
     /// PUT, complete) and returns its id and the completion's position.
     pub async fn upload_video(&self, user: &Registered, caption: Option<&str>) -> (Uuid, i64) {
-        self.upload_bytes(user, caption, vec![7u8; 64], (1080, 1920), 3.5)
+        // a real (tiny) video: the server probes what it stores
+        let bytes = sample_video(108, 192, 3.5).await;
+        self.upload_bytes(user, caption, bytes, (108, 192), 3.5)
             .await
     }
 }

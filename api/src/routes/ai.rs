@@ -111,7 +111,9 @@ impl JobRow {
             cost: self.cost,
             video_id: self.source_video_id,
             params: self.params,
-            result_url: self.result_key.map(|k| ctx.blobs.object_url(&k)),
+            result_url: self
+                .result_key
+                .map(|k| crate::files::file_url(ctx, &k, false)),
             output_video_id: self.output_video_id,
             error: self.error_message,
             error_code: self.error_code,
@@ -693,7 +695,7 @@ pub async fn capture_frames(
                 .unwrap_or_else(|| ("queued".to_owned(), None));
             Frame {
                 timestamp,
-                image_url: key.map(|k| ctx.blobs.object_url(&k)),
+                image_url: key.map(|k| crate::files::file_url(&ctx, &k, false)),
                 job_id,
                 status,
             }
@@ -849,7 +851,7 @@ pub async fn batch_status(
             JobStatusView {
                 status,
                 progress,
-                result_url: key.map(|k| ctx.blobs.object_url(&k)),
+                result_url: key.map(|k| crate::files::file_url(&ctx, &k, false)),
                 error,
             },
         );

@@ -2,8 +2,11 @@
 //! `PUT` takes the object through a signed URL from
 //! `BlobStore::presign_put` (signature, expiry, content type and exact size
 //! are checked; the body is streamed to disk), `GET` serves it with range
-//! requests. With S3 configured these routes answer 404: clients talk to
-//! the bucket directly.
+//! requests — to anybody when it is public content (a completed public
+//! video's file, or a studio render of one), otherwise only through a
+//! signed URL (`BlobStore::signed_url`, given in answers to those who may
+//! see the file). With S3 configured these routes answer 404: clients talk
+//! to the bucket directly, with presigned URLs.
 
 use std::sync::Arc;
 
@@ -39,6 +42,11 @@ pub fn blob_error(e: BlobError) -> ApiError {
             message: "The content type is not valid.".into(),
         },
         BlobError::BadSignature => ApiError::InvalidSignature,
+        BlobError::AlreadyExists => ApiError::Conflict {
+            code: "ALREADY_UPLOADED",
+            message: "This upload URL was used already; request a new one.".into(),
+            details: None,
+        },
         BlobError::Expired { .. } => ApiError::UrlExpired,
         BlobError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
         BlobError::SizeMismatch { expected, received } => {
@@ -58,6 +66,30 @@ pub fn blob_error(e: BlobError) -> ApiError {
         }
         e @ (BlobError::InvalidTtl { .. } | BlobError::Io(_)) => ApiError::internal(e),
     }
+}
+
+/// Whether anybody may fetch `key` without a signed URL: the file of a
+/// completed public video, or a studio render of one.
+async fn public_file(ctx: &ApiContext, key: &str) -> Result<bool, ApiError> {
+    if let Some(rest) = key.strip_prefix("studio/") {
+        let Some(video) = rest.split('/').next().and_then(crate::extract::parse_id) else {
+            return Ok(false);
+        };
+        return Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM videos
+                             WHERE id = $1 AND status = 'completed' AND visibility = 'public')",
+        )
+        .bind(video)
+        .fetch_one(&ctx.pool)
+        .await?);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM videos
+                         WHERE file_key = $1 AND status = 'completed' AND visibility = 'public')",
+    )
+    .bind(key)
+    .fetch_one(&ctx.pool)
+    .await?)
 }
 
 /// The query of an upload URL (see `LocalBlobStore::presign_put_at`).
@@ -85,6 +117,7 @@ fn unix_now() -> u64 {
     request_body(content = Vec<u8>, content_type = "video/mp4", description = "Exactly `size` bytes with Content-Type `ct` (the URL from /v1/videos/upload-url)"),
     responses((status = 200, description = "Stored; ETag is the SHA-256"),
               (status = 403, description = "INVALID_SIGNATURE or URL_EXPIRED", body = crate::error::ErrorEnvelope),
+              (status = 409, description = "ALREADY_UPLOADED: this URL was used already (it works once)", body = crate::error::ErrorEnvelope),
               (status = 413, description = "TOO_LARGE", body = crate::error::ErrorEnvelope),
               (status = 415, description = "CONTENT_TYPE_MISMATCH", body = crate::error::ErrorEnvelope)))]
 pub async fn put_blob(
@@ -130,8 +163,12 @@ pub async fn put_blob(
         _ => {}
     }
 
+    // an upload URL works once: nothing is written over a stored object
+    if store.stored_size(&key).await.map_err(blob_error)?.is_some() {
+        return Err(blob_error(BlobError::AlreadyExists));
+    }
     let written = store
-        .write(&key, p.size, body.into_data_stream())
+        .write_once(&key, p.size, body.into_data_stream())
         .await
         .map_err(blob_error)?;
     tracing::info!(key = %key, size = written.size, "blob stored");
@@ -142,13 +179,25 @@ pub async fn put_blob(
     Ok(resp)
 }
 
+/// The query of a signed `GET` URL (`BlobStore::signed_url`).
+#[derive(Debug, Deserialize)]
+pub struct GetParams {
+    pub expires: Option<u64>,
+    pub sig: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/blobs/{key}", tag = "videos",
-    params(("key" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,199})*$", max_length = 512), ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023")),
+    params(("key" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}(/[A-Za-z0-9_-][A-Za-z0-9._-]{0,199})*$", max_length = 512),
+           ("expires" = Option<u64>, Query, description = "With `sig`: a signed URL (as answers give for files that are not public), valid until this Unix time"),
+           ("sig" = Option<String>, Query),
+           ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023")),
     responses((status = 200, description = "The object"), (status = 206, description = "A range of it"),
-              (status = 404, body = crate::error::ErrorEnvelope)))]
+              (status = 403, description = "INVALID_SIGNATURE or URL_EXPIRED (a signed URL)", body = crate::error::ErrorEnvelope),
+              (status = 404, description = "No such object, or not one anybody may fetch without a signed URL (a private or unfinished video's file, a job's result)", body = crate::error::ErrorEnvelope)))]
 pub async fn get_blob(
     State(ctx): State<ApiContext>,
     key: Result<Path<String>, PathRejection>,
+    params: Result<Query<GetParams>, QueryRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let store = local_store(&ctx)?;
@@ -159,6 +208,23 @@ pub async fn get_blob(
     let Ok(path) = store.path(&key) else {
         return Err(not_found);
     };
+    match params {
+        Ok(Query(GetParams {
+            expires: Some(expires),
+            sig: Some(sig),
+        })) => store
+            .verify_get(&key, expires, &sig, unix_now())
+            .map_err(blob_error)?,
+        Ok(Query(GetParams {
+            expires: None,
+            sig: None,
+        })) => {
+            if !public_file(&ctx, &key).await? {
+                return Err(not_found);
+            }
+        }
+        _ => return Err(ApiError::InvalidSignature),
+    }
     if store.stored_size(&key).await.map_err(blob_error)?.is_none() {
         return Err(not_found);
     }

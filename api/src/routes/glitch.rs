@@ -31,7 +31,8 @@ pub fn router() -> Router<ApiContext> {
 pub struct ChainVideo {
     #[serde(flatten)]
     pub video: VideoResponse,
-    /// The video this one was glitched from (null for an original).
+    /// The video this one was glitched from (null for an original, and when
+    /// the caller may not see the source: private, unfinished or deleted).
     pub source_video_id: Option<Uuid>,
     /// Steps from the video asked about (1 = a direct glitch / the direct source).
     pub depth: i32,
@@ -83,8 +84,10 @@ pub async fn glitches(
              SELECT v.id, c.depth + 1 FROM videos v JOIN chain c ON v.source_video_id = c.id
               WHERE c.depth < $5
          )
-         SELECT {VIDEO_COLUMNS}, v.source_video_id, c.depth
+         SELECT {VIDEO_COLUMNS},
+                CASE WHEN s.listed OR s.owner_id = $6 THEN v.source_video_id END AS source_video_id, c.depth
            FROM chain c JOIN videos v ON v.id = c.id JOIN users u ON u.id = v.owner_id
+           LEFT JOIN videos s ON s.id = v.source_video_id
           WHERE v.listed
             AND ($2::timestamptz IS NULL OR (v.published_at, v.id) < ($2, $3))
           ORDER BY v.published_at DESC, v.id DESC
@@ -95,6 +98,7 @@ pub async fn glitches(
     .bind(after.as_ref().map(|c| c.id))
     .bind(limit + 1)
     .bind(MAX_DEPTH)
+    .bind(viewer.map(|u| u.user_id))
     .fetch_all(&ctx.pool)
     .await?;
     let (rows, has_more) = page(rows, limit);
@@ -142,8 +146,10 @@ pub async fn source(
              SELECT v.id, v.source_video_id, up.depth + 1 FROM videos v JOIN up ON v.id = up.source
               WHERE up.depth < $4
          )
-         SELECT {VIDEO_COLUMNS}, v.source_video_id, up.depth
+         SELECT {VIDEO_COLUMNS},
+                CASE WHEN s.listed OR s.owner_id = $5 THEN v.source_video_id END AS source_video_id, up.depth
            FROM up JOIN videos v ON v.id = up.id JOIN users u ON u.id = v.owner_id
+           LEFT JOIN videos s ON s.id = v.source_video_id
           WHERE up.depth > coalesce($2, 0) AND v.listed
           ORDER BY up.depth
           LIMIT $3"
@@ -152,6 +158,7 @@ pub async fn source(
     .bind(after)
     .bind(limit + 1)
     .bind(MAX_DEPTH)
+    .bind(viewer.map(|u| u.user_id))
     .fetch_all(&ctx.pool)
     .await?;
     let (rows, has_more) = page(rows, limit);

@@ -1,8 +1,11 @@
 //! `/v1/studio`: what the studio shows before a job is requested — a
 //! timeline of thumbnails, a low-resolution preview of a range, and range
-//! selection (at most 10 s, inside the video). Thumbnails and previews are
-//! made with ffmpeg on first request and kept in the blob store under
-//! `studio/<video>/…`, so later requests are a lookup.
+//! selection (at most 10 s, inside the video). Signed-in users only: each
+//! render costs ffmpeg time. Sizes, intervals and ranges snap to a few
+//! values, so one video has a handful of renders; they are made with ffmpeg
+//! on first request (two at a time per process) and kept in the blob store
+//! under `studio/<video>/…`, in a render cache bounded in size and age
+//! (`lokiz_infra::render_cache`).
 
 use std::sync::OnceLock;
 
@@ -19,7 +22,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::extract::{path_uuid, Fields, JsonObject, MaybeAuthUser, MinPosition};
+use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
 use crate::pagination::{check, Params};
 use crate::routes::ai::MAX_SEGMENT_SECS;
 use crate::routes::videos::live_video;
@@ -43,15 +46,16 @@ pub fn router() -> Router<ApiContext> {
         .route("/studio/videos/{id}/select-range", post(select_range))
 }
 
-/// A visible, uploaded video: its file key and length.
+/// A visible, uploaded video: its file key, length, and whether it is
+/// public (then so are its renders).
 async fn studio_video(
     ctx: &ApiContext,
-    viewer: Option<Uuid>,
+    viewer: Uuid,
     video_id: Uuid,
-) -> Result<(String, f64), ApiError> {
-    let video = live_video(ctx, video_id, viewer).await?;
+) -> Result<(String, f64, bool), ApiError> {
+    let video = live_video(ctx, video_id, Some(viewer)).await?;
     match video.duration {
-        Some(duration) => Ok((video.file_key, duration)),
+        Some(duration) => Ok((video.file_key, duration, video.public)),
         None => Err(ApiError::NotFound { what: "Video" }),
     }
 }
@@ -120,15 +124,34 @@ pub struct Timeline {
     pub thumbnails: Vec<Thumbnail>,
 }
 
-#[utoipa::path(get, path = "/v1/studio/videos/{id}/timeline", tag = "studio", security((), ("bearer" = [])),
+/// Thumbnail intervals the timeline renders (seconds); others snap to the
+/// nearest, so one video has a handful of timelines, not thousands.
+const INTERVALS: &[i64] = &[1, 2, 5, 10, 15, 30, 60];
+/// Thumbnail widths (pixels).
+const THUMB_WIDTHS: &[i64] = &[80, 160, 320, 640];
+/// Preview widths (pixels).
+const PREVIEW_WIDTHS: &[i64] = &[240, 360, 720];
+/// Preview ranges snap outwards to this step (seconds).
+const PREVIEW_STEP: f64 = 0.5;
+
+/// The allowed value nearest to `v` (ties to the smaller).
+fn snap(v: i64, allowed: &[i64]) -> i64 {
+    allowed
+        .iter()
+        .copied()
+        .min_by_key(|a| ((a - v).abs(), *a))
+        .unwrap_or(v)
+}
+
+#[utoipa::path(get, path = "/v1/studio/videos/{id}/timeline", tag = "studio", security(("bearer" = [])),
     params(crate::extract::MinPosition, ("id" = Uuid, Path),
-           ("interval" = Option<i64>, Query, minimum = 1, maximum = 60, description = "Seconds between thumbnails, 1–60 (default: about 10 over the video)"),
-           ("width" = Option<i64>, Query, minimum = 32, maximum = 640, description = "Thumbnail width in pixels, 32–640 (default 160)")),
+           ("interval" = Option<i64>, Query, minimum = 1, maximum = 60, description = "Seconds between thumbnails, 1–60, snapped to 1, 2, 5, 10, 15, 30 or 60 (default: about 10 over the video); the answer's `interval` is the one used"),
+           ("width" = Option<i64>, Query, minimum = 32, maximum = 640, description = "Thumbnail width in pixels, 32–640, snapped to 80, 160, 320 or 640 (default 160)")),
     responses((status = 200, body = Timeline), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn timeline(
     State(ctx): State<ApiContext>,
-    MaybeAuthUser(viewer): MaybeAuthUser,
+    user: AuthUser,
     MinPosition(min): MinPosition,
     Path(id): Path<String>,
     params: Params,
@@ -139,27 +162,22 @@ pub async fn timeline(
         .get("interval")
         .is_some()
         .then(|| params.number("interval", 1, 1, 60, &mut errors));
-    let width = params.number("width", 160, 32, 640, &mut errors);
+    let width = snap(
+        params.number("width", 160, 32, 640, &mut errors),
+        THUMB_WIDTHS,
+    );
     check(errors)?;
     ctx.wait_for(min, &["videos"]).await?;
-    let (key, duration) = studio_video(&ctx, viewer.map(|u| u.user_id), video_id).await?;
-    let interval = interval.map_or_else(|| (duration / 10.0).max(1.0).round(), |i| i as f64);
+    let (key, duration, public) = studio_video(&ctx, user.user_id, video_id).await?;
+    let wanted = interval.unwrap_or_else(|| (duration / 10.0).max(1.0).round() as i64);
+    let interval = snap(wanted, INTERVALS) as f64;
     // frames at 0, interval, 2·interval, … strictly before the end
     let count = ((duration / interval).ceil() as usize).clamp(1, MAX_THUMBNAILS);
     let prefix = format!("studio/{video_id}/thumbs-{interval}-{width}");
     let mut names: Vec<String> = (0..count)
         .map(|i| format!("{prefix}/thumb-{i:04}.jpg"))
         .collect();
-    let cached = match names.last() {
-        Some(last) => ctx
-            .blobs
-            .stored_size(last)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
-            .is_some(),
-        None => true,
-    };
-    if !cached {
+    if !ctx.render_cache.hit(&names).await? {
         let _slot = slots()
             .acquire()
             .await
@@ -171,19 +189,22 @@ pub async fn timeline(
             .await
             .map_err(media_error)?;
         for (file, key) in made.iter().zip(&names) {
-            ctx.blobs
+            let bytes = ctx
+                .blobs
                 .upload(key, file, "image/jpeg")
                 .await
                 .map_err(|e| ApiError::Internal(e.into()))?;
+            ctx.render_cache.stored(key, bytes).await?;
         }
         names.truncate(made.len());
+        evict_later(&ctx);
     }
     let thumbnails = names
         .iter()
         .enumerate()
         .map(|(i, k)| Thumbnail {
             time: i as f64 * interval,
-            url: ctx.blobs.object_url(k),
+            url: crate::files::file_url(&ctx, k, public),
         })
         .collect();
     Ok(Json(Timeline {
@@ -192,6 +213,16 @@ pub async fn timeline(
         interval,
         thumbnails,
     }))
+}
+
+/// Bounds the render cache after a render, off the request's path.
+fn evict_later(ctx: &ApiContext) {
+    let cache = ctx.render_cache.clone();
+    tokio::spawn(async move {
+        if let Err(e) = cache.evict().await {
+            tracing::warn!(error = %e, "render cache eviction failed");
+        }
+    });
 }
 
 /// Reads `start_time`/`end_time` (query or body values), inside the video and
@@ -260,14 +291,14 @@ pub struct Preview {
     pub preview_url: String,
 }
 
-#[utoipa::path(get, path = "/v1/studio/videos/{id}/preview", tag = "studio", security((), ("bearer" = [])),
-    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("start_time" = f64, Query), ("end_time" = f64, Query, description = "At most 10 s after start_time"),
-           ("width" = Option<i64>, Query, minimum = 32, maximum = 720, description = "32–720 (default 360)")),
+#[utoipa::path(get, path = "/v1/studio/videos/{id}/preview", tag = "studio", security(("bearer" = [])),
+    params(crate::extract::MinPosition, ("id" = Uuid, Path), ("start_time" = f64, Query, description = "Snapped down to a multiple of 0.5 s"), ("end_time" = f64, Query, description = "At most 10 s after start_time; snapped up to a multiple of 0.5 s (within the video); the answer gives the range rendered"),
+           ("width" = Option<i64>, Query, minimum = 32, maximum = 720, description = "32–720, snapped to 240, 360 or 720 (default 360)")),
     responses((status = 200, body = Preview), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn preview(
     State(ctx): State<ApiContext>,
-    MaybeAuthUser(viewer): MaybeAuthUser,
+    user: AuthUser,
     MinPosition(min): MinPosition,
     Path(id): Path<String>,
     params: Params,
@@ -276,24 +307,26 @@ pub async fn preview(
     let mut errors = Vec::new();
     let start = query_f64(&params, "start_time", &mut errors);
     let end = query_f64(&params, "end_time", &mut errors);
-    let width = params.number("width", 360, 32, 720, &mut errors);
+    let width = snap(
+        params.number("width", 360, 32, 720, &mut errors),
+        PREVIEW_WIDTHS,
+    );
     check(errors)?;
     ctx.wait_for(min, &["videos"]).await?;
-    let (key, duration) = studio_video(&ctx, viewer.map(|u| u.user_id), video_id).await?;
+    let (key, duration, public) = studio_video(&ctx, user.user_id, video_id).await?;
     let (start, end) = range(start, end, duration)?;
+    // outwards to the step, within the video and the longest range
+    let start = (start / PREVIEW_STEP).floor() * PREVIEW_STEP;
+    let end = ((end / PREVIEW_STEP).ceil() * PREVIEW_STEP)
+        .min(duration)
+        .min(start + MAX_SEGMENT_SECS);
     // millisecond keys: the same range asked twice is one file
     let out_key = format!(
         "studio/{video_id}/preview-{}-{}-{width}.mp4",
         (start * 1000.0).round() as i64,
         (end * 1000.0).round() as i64
     );
-    let cached = ctx
-        .blobs
-        .stored_size(&out_key)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .is_some();
-    if !cached {
+    if !ctx.render_cache.hit(std::slice::from_ref(&out_key)).await? {
         let _slot = slots()
             .acquire()
             .await
@@ -311,16 +344,19 @@ pub async fn preview(
         )
         .await
         .map_err(media_error)?;
-        ctx.blobs
+        let bytes = ctx
+            .blobs
             .upload(&out_key, &out, "video/mp4")
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
+        ctx.render_cache.stored(&out_key, bytes).await?;
+        evict_later(&ctx);
     }
     Ok(Json(Preview {
         video_id,
         start_time: start,
         end_time: end,
-        preview_url: ctx.blobs.object_url(&out_key),
+        preview_url: crate::files::file_url(&ctx, &out_key, public),
     }))
 }
 
@@ -348,14 +384,14 @@ pub struct SelectRangeRequest {
     end_time: f64,
 }
 
-#[utoipa::path(post, path = "/v1/studio/videos/{id}/select-range", tag = "studio", security((), ("bearer" = [])),
+#[utoipa::path(post, path = "/v1/studio/videos/{id}/select-range", tag = "studio", security(("bearer" = [])),
     params(crate::extract::MinPosition, ("id" = Uuid, Path)),
     request_body(content = SelectRangeRequest, description = "At most 10 s, inside the video"),
     responses((status = 200, body = SelectedRange), (status = 404, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn select_range(
     State(ctx): State<ApiContext>,
-    MaybeAuthUser(viewer): MaybeAuthUser,
+    user: AuthUser,
     MinPosition(min): MinPosition,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
@@ -366,7 +402,7 @@ pub async fn select_range(
     let end = f.required_f64("end_time");
     f.finish()?;
     ctx.wait_for(min, &["videos"]).await?;
-    let (_, duration) = studio_video(&ctx, viewer.map(|u| u.user_id), video_id).await?;
+    let (_, duration, _) = studio_video(&ctx, user.user_id, video_id).await?;
     let (start, end) = range(start, end, duration)?;
     let costs = serde_json::json!({
         JobKind::GlitchAnimate.as_str(): JobKind::GlitchAnimate.cost(),

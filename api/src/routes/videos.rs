@@ -58,6 +58,8 @@ pub struct VideoRef {
     pub file_key: String,
     /// Seconds (as reported when the upload completed).
     pub duration: Option<f64>,
+    /// Anybody may see it.
+    pub public: bool,
 }
 
 type LiveRow = (Uuid, String, String, String, Option<f64>);
@@ -94,6 +96,7 @@ pub async fn live_video(
                 owner_id,
                 file_key,
                 duration,
+                public: visibility == "public",
             })
         }
         _ => Err(ApiError::NotFound { what: "Video" }),
@@ -162,8 +165,9 @@ pub(crate) const VIDEO_COLUMNS: &str =
 
 impl VideoRow {
     pub(crate) fn into_response(self, ctx: &ApiContext) -> VideoResponse {
+        let public = self.status == "completed" && self.visibility == "public";
         VideoResponse {
-            file_url: ctx.blobs.object_url(&self.file_key),
+            file_url: crate::files::file_url(ctx, &self.file_key, public),
             id: self.id,
             user: VideoUser {
                 id: self.owner_id,
@@ -359,7 +363,8 @@ pub async fn upload_url(
         written.position,
         Json(UploadUrlResponse {
             upload_url,
-            file_url: ctx.blobs.object_url(&file_key),
+            // not public before it is completed
+            file_url: crate::files::file_url(&ctx, &file_key, false),
             file_key,
             video_id,
         }),
@@ -439,31 +444,39 @@ pub async fn complete_upload(
         _ => None,
     };
     f.finish()?;
-    let Some(dimensions) = dims else {
+    let Some(client_dimensions) = dims else {
         return Err(ApiError::internal(anyhow::anyhow!(
             "validated fields missing"
         )));
     };
     ctx.wait_for(min, &["videos"]).await?;
-    let key_of = || {
-        sqlx::query_scalar::<_, String>("SELECT file_key FROM videos WHERE id = $1")
-            .bind(video_id)
-            .fetch_optional(&ctx.pool)
+    let upload_of = || {
+        sqlx::query_as::<_, (String, Uuid, String)>(
+            "SELECT file_key, owner_id, status FROM videos WHERE id = $1",
+        )
+        .bind(video_id)
+        .fetch_optional(&ctx.pool)
     };
-    let mut file_key = key_of().await?;
-    if file_key.is_none() {
+    let mut upload = upload_of().await?;
+    if upload.is_none() {
         // a video requested a moment ago may not be projected yet
         ctx.wait_for_head(&["videos"]).await?;
-        file_key = key_of().await?;
+        upload = upload_of().await?;
     }
-    let stored_size = match &file_key {
-        Some(key) => ctx
+    let mut dimensions = client_dimensions;
+    let mut stored_size = None;
+    if let Some((key, owner, status)) = &upload {
+        stored_size = ctx
             .blobs
             .stored_size(key)
             .await
-            .map_err(ApiError::internal)?,
-        None => None,
-    };
+            .map_err(ApiError::internal)?;
+        // the file is probed only for its owner, once: others and repeats
+        // are refused by the command below without costing an ffprobe
+        if *owner == user.user_id && status == "processing" && stored_size.is_some() {
+            dimensions = probe_upload(&ctx, key).await?;
+        }
+    }
     let written = ctx
         .store
         .videos
@@ -487,6 +500,67 @@ pub async fn complete_upload(
             position: written.position,
         }),
     ))
+}
+
+/// What the stored file is, by ffprobe (not what the client said): a file
+/// that is not a playable video, or one outside the limits, is refused
+/// with 422 and removed.
+async fn probe_upload(ctx: &ApiContext, key: &str) -> Result<VideoDimensions, ApiError> {
+    let probed = match &ctx.local_blobs {
+        Some(local) => {
+            let path = local.path(key).map_err(ApiError::internal)?;
+            lokiz_infra::ai::media::probe(&path).await
+        }
+        None => {
+            let dir = ctx
+                .config
+                .data_dir
+                .join("work")
+                .join(format!("probe-{}", Uuid::new_v4().simple()));
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(ApiError::internal)?;
+            let path = dir.join("upload");
+            let fetched = ctx.blobs.download(key, &path).await;
+            let probed = match fetched {
+                Ok(Some(_)) => lokiz_infra::ai::media::probe(&path).await,
+                Ok(None) => Err(lokiz_infra::ai::media::MediaError::Probe("gone".into())),
+                Err(e) => {
+                    let _ = tokio::fs::remove_dir_all(&dir).await;
+                    return Err(ApiError::internal(e));
+                }
+            };
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            probed
+        }
+    };
+    let refuse = |errors: Vec<FieldError>| async move {
+        if let Err(e) = ctx.blobs.delete(key).await {
+            tracing::warn!(%key, error = %e, "refused upload not removed");
+        }
+        ApiError::Validation(errors)
+    };
+    match probed {
+        Ok(info) if info.has_video => {
+            match VideoDimensions::parse(
+                i64::from(info.width),
+                i64::from(info.height),
+                info.duration_secs,
+            ) {
+                Ok(d) => Ok(d),
+                Err(errors) => Err(refuse(errors).await),
+            }
+        }
+        Ok(_) | Err(lokiz_infra::ai::media::MediaError::Probe(_)) => {
+            Err(refuse(vec![FieldError::new(
+                "file",
+                "unplayable",
+                "the uploaded file is not a playable video; it was removed, upload again",
+            )])
+            .await)
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 // ---------------------------------------------------------------- one video

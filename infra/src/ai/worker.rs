@@ -388,9 +388,15 @@ impl Worker {
             }
         }
 
+        // a remote provider fetches the source itself: a signed URL (the
+        // video may be private), valid for as long as a job may run
         let source_url = source_key
             .as_deref()
-            .map(|k| self.blobs.object_url(k))
+            .map(|k| {
+                self.blobs
+                    .signed_url(k, Duration::from_secs(6 * 3600))
+                    .unwrap_or_else(|_| self.blobs.object_url(k))
+            })
             .unwrap_or_default();
 
         // run, with a ticker reporting progress (and hearing of cancels)

@@ -102,6 +102,45 @@ impl LocalBlobStore {
         mac
     }
 
+    fn get_mac(&self, key: &str, expires: u64) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        mac.update(format!("GET\n{key}\n{expires}").as_bytes());
+        mac
+    }
+
+    /// [`BlobStore::signed_url`] as of `now` (Unix seconds):
+    /// `{object_url}?expires=<unix>&sig=<hex HMAC of "GET\n{key}\n{expires}">`.
+    pub fn signed_url_at(&self, key: &str, ttl: Duration, now: u64) -> Result<String, BlobError> {
+        validate_key(key)?;
+        validate_ttl(ttl)?;
+        let expires = now.saturating_add(ttl.as_secs());
+        let sig = hex::encode(self.get_mac(key, expires).finalize().into_bytes());
+        Ok(format!(
+            "{}?expires={expires}&sig={sig}",
+            self.object_url(key)
+        ))
+    }
+
+    /// Checks a signed `GET` URL's parameters (signature in constant time,
+    /// then expiry).
+    pub fn verify_get(
+        &self,
+        key: &str,
+        expires: u64,
+        sig: &str,
+        now: u64,
+    ) -> Result<(), BlobError> {
+        let sig = hex::decode(sig).map_err(|_| BlobError::BadSignature)?;
+        self.get_mac(key, expires)
+            .verify_slice(&sig)
+            .map_err(|_| BlobError::BadSignature)?;
+        if now >= expires {
+            return Err(BlobError::Expired { expires });
+        }
+        Ok(())
+    }
+
     /// [`BlobStore::presign_put`] as of `now` (Unix seconds): the URL
     /// expires at `now + ttl`.
     pub fn presign_put_at(
@@ -164,6 +203,39 @@ impl LocalBlobStore {
         B: AsRef<[u8]>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.write_inner(key, size, body, true).await
+    }
+
+    /// [`write`](Self::write), but only if nothing is stored under `key`
+    /// yet ([`BlobError::AlreadyExists`] otherwise, also when two uploads
+    /// race: the object appears atomically, by a hard link). An upload URL
+    /// works once.
+    pub async fn write_once<S, B, E>(
+        &self,
+        key: &str,
+        size: u64,
+        body: S,
+    ) -> Result<Written, BlobError>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.write_inner(key, size, body, false).await
+    }
+
+    async fn write_inner<S, B, E>(
+        &self,
+        key: &str,
+        size: u64,
+        body: S,
+        replace: bool,
+    ) -> Result<Written, BlobError>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: AsRef<[u8]>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let dest = self.path(key)?;
         let tmp_dir = self.root.join(TMP_DIR);
         tokio::fs::create_dir_all(&tmp_dir).await?;
@@ -203,8 +275,19 @@ impl LocalBlobStore {
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        tokio::fs::rename(&tmp.path, &dest).await?;
-        tmp.committed = true;
+        if replace {
+            tokio::fs::rename(&tmp.path, &dest).await?;
+            tmp.committed = true;
+        } else {
+            match tokio::fs::hard_link(&tmp.path, &dest).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(BlobError::AlreadyExists)
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // the temporary name goes when `tmp` drops
+        }
         Ok(Written {
             size,
             sha256: hex::encode(hasher.finalize()),
@@ -233,6 +316,18 @@ impl BlobStore for LocalBlobStore {
 
     fn object_url(&self, key: &str) -> String {
         format!("{}/v1/blobs/{key}", self.public_base)
+    }
+
+    fn signed_url(&self, key: &str, ttl: Duration) -> Result<String, BlobError> {
+        self.signed_url_at(key, ttl, unix_now())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn stored_size(&self, key: &str) -> Result<Option<u64>, BlobError> {

@@ -62,6 +62,9 @@ pub enum BlobError {
     /// nor "not found" (e.g. 403 for bad credentials).
     #[error("object storage answered {status}")]
     UnexpectedStatus { status: u16 },
+    /// Something is already stored under this key (an upload URL works once).
+    #[error("an object is already stored under this key")]
+    AlreadyExists,
     /// The object storage answered without a usable `Content-Length`.
     #[error("object storage answered without a valid Content-Length")]
     MissingLength,
@@ -80,9 +83,15 @@ pub trait BlobStore: Send + Sync {
         ttl: Duration,
     ) -> Result<String, BlobError>;
 
-    /// The URL that serves the object (`GET`, with range requests). `key`
-    /// must be valid (see [`validate_key`]); the URL is not checked.
+    /// The URL that serves the object (`GET`, with range requests) to
+    /// anybody: only for public content. `key` must be valid (see
+    /// [`validate_key`]); the URL is not checked.
     fn object_url(&self, key: &str) -> String;
+
+    /// A `GET` URL for the object that works for whoever holds it, until
+    /// `ttl` has passed: how private files reach their owner (and a remote
+    /// AI provider its input).
+    fn signed_url(&self, key: &str, ttl: Duration) -> Result<String, BlobError>;
 
     /// Size of the stored object; `None` when there is none (an upload in
     /// progress is not stored yet).
@@ -91,6 +100,9 @@ pub trait BlobStore: Send + Sync {
     /// Copies the object to the local file `dest` (the AI worker's input);
     /// returns its size. A missing object is `Ok(None)`.
     async fn download(&self, key: &str, dest: &std::path::Path) -> Result<Option<u64>, BlobError>;
+
+    /// Removes the object; removing one that is not there is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
 
     /// Stores the local file `src` under `key` (the AI worker's output);
     /// returns its size.

@@ -286,6 +286,19 @@ impl BlobStore for S3BlobStore {
         format!("{}/{key}", self.public_base)
     }
 
+    fn signed_url(&self, key: &str, ttl: Duration) -> Result<String, BlobError> {
+        validate_key(key)?;
+        validate_ttl(ttl)?;
+        Ok(self.signer.presign(
+            "GET",
+            &self.endpoint,
+            &self.object_path(key),
+            &[],
+            ttl,
+            Utc::now(),
+        ))
+    }
+
     async fn stored_size(&self, key: &str) -> Result<Option<u64>, BlobError> {
         validate_key(key)?;
         let path = self.object_path(key);
@@ -307,6 +320,30 @@ impl BlobStore for S3BlobStore {
                 .map(Some)
                 .ok_or(BlobError::MissingLength),
             StatusCode::NOT_FOUND => Ok(None),
+            other => Err(BlobError::UnexpectedStatus {
+                status: other.as_u16(),
+            }),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        validate_key(key)?;
+        let path = self.object_path(key);
+        let url = self.request_url(&path);
+        let mut req = self.http.delete(url);
+        for (name, value) in self.signer.sign_headers(
+            "DELETE",
+            &self.endpoint,
+            &path,
+            &[],
+            EMPTY_SHA256,
+            Utc::now(),
+        ) {
+            req = req.header(name, value);
+        }
+        let resp = req.send().await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             other => Err(BlobError::UnexpectedStatus {
                 status: other.as_u16(),
             }),

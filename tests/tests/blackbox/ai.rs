@@ -777,6 +777,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .json::<Value>()
         .await
         .unwrap();
+    assert!(page["videos"].is_array(), "{page}");
     assert_eq!(ids(&page), [(g2.clone(), 2), (g1.clone(), 1)], "{page}");
     assert_eq!(page["videos"][0]["source_video_id"], g1.as_str());
     let first = app
@@ -824,6 +825,48 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .unwrap();
     assert_eq!(meta["videos"][&v]["glitch_count"], 1);
     assert_eq!(meta["videos"][&g1]["glitch_count"], 1);
+    // alice hides her glitch: listed glitches no longer name it as a source
+    // to others (its owner still sees it)
+    let r = app
+        .patch(
+            &format!("/v1/videos/{g1}"),
+            json!({"visibility": "private"}),
+            &alice.access_token,
+        )
+        .await;
+    let hidden = position_of(&r);
+    for (token, expected) in [
+        (None, Value::Null),
+        (Some(carol.access_token.as_str()), Value::Null),
+        (Some(alice.access_token.as_str()), json!(g1)),
+    ] {
+        let page = app
+            .get(
+                &format!("/v1/glitch/videos/{v}/glitches"),
+                token,
+                Some(hidden),
+            )
+            .await
+            .json::<Value>()
+            .await
+            .unwrap();
+        let g2_row = page["videos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == g2.as_str())
+            .cloned()
+            .unwrap();
+        assert_eq!(g2_row["source_video_id"], expected, "{page}");
+    }
+    let r = app
+        .patch(
+            &format!("/v1/videos/{g1}"),
+            json!({"visibility": "public"}),
+            &alice.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
     let r = app
         .get(
             &format!("/v1/glitch/videos/{}/glitches", Uuid::new_v4()),
@@ -841,11 +884,20 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
 
-    // studio: a timeline of real thumbnails (made once, then reused)
+    // studio: signed-in users only (each render costs ffmpeg time)
+    for path in [
+        format!("/v1/studio/videos/{v}/timeline"),
+        format!("/v1/studio/videos/{v}/preview?start_time=0&end_time=1"),
+    ] {
+        let r = app.get(&path, None, None).await;
+        expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
+    }
+    // a timeline of real thumbnails (made once, then reused); the width
+    // snaps to one of a few sizes, so a sweep of widths renders no more
     let timeline = app
         .get(
             &format!("/v1/studio/videos/{v}/timeline?interval=1&width=90"),
-            None,
+            Some(&bob.access_token),
             None,
         )
         .await
@@ -869,7 +921,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
     let again = app
         .get(
             &format!("/v1/studio/videos/{v}/timeline?interval=1&width=90"),
-            None,
+            Some(&bob.access_token),
             None,
         )
         .await
@@ -877,17 +929,39 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .await
         .unwrap();
     assert_eq!(again, timeline);
-    // a preview of a range: a small video of that length
-    let preview = app
+    let snapped = app
         .get(
-            &format!("/v1/studio/videos/{v}/preview?start_time=0.5&end_time=2"),
-            None,
+            &format!("/v1/studio/videos/{v}/timeline?interval=1&width=85"),
+            Some(&bob.access_token),
             None,
         )
         .await
         .json::<Value>()
         .await
         .unwrap();
+    assert_eq!(snapped, timeline, "85 and 90 both snap to 80");
+    let metrics = app.get("/metrics", None, None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("lokiz_render_cache_hits_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("lokiz_render_cache_bytes"), "{metrics}");
+    // a preview of a range: a small video of that length
+    let preview = app
+        .get(
+            &format!("/v1/studio/videos/{v}/preview?start_time=0.6&end_time=1.9"),
+            Some(&bob.access_token),
+            None,
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    // snapped outwards to half seconds
+    assert_eq!(
+        (preview["start_time"].clone(), preview["end_time"].clone()),
+        (json!(0.5), json!(2.0))
+    );
     let info = probe_url(&app, preview["preview_url"].as_str().unwrap()).await;
     assert!((info.duration_secs - 1.5).abs() < 0.3, "{info:?}");
     // select-range: at most 10 s, inside the video
@@ -895,7 +969,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .post(
             &format!("/v1/studio/videos/{v}/select-range"),
             json!({"start_time": 1, "end_time": 3}),
-            None,
+            Some(&bob.access_token),
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -906,7 +980,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .post(
             &format!("/v1/studio/videos/{v}/select-range"),
             json!({"start_time": -1, "end_time": 30}),
-            None,
+            Some(&bob.access_token),
         )
         .await;
     let err = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
@@ -919,7 +993,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
         .post(
             &format!("/v1/studio/videos/{v}/select-range"),
             json!({"start_time": "a"}),
-            None,
+            Some(&bob.access_token),
         )
         .await;
     let err = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
@@ -931,7 +1005,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
     let r = app
         .get(
             &format!("/v1/studio/videos/{v}/timeline?interval=0"),
-            None,
+            Some(&bob.access_token),
             None,
         )
         .await;
@@ -939,7 +1013,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
     let r = app
         .get(
             &format!("/v1/studio/videos/{v}/preview?start_time=x"),
-            None,
+            Some(&bob.access_token),
             None,
         )
         .await;
@@ -947,7 +1021,7 @@ async fn glitch_chains_are_transitive_and_the_studio_serves_media() {
     let r = app
         .get(
             &format!("/v1/studio/videos/{}/timeline", Uuid::new_v4()),
-            None,
+            Some(&bob.access_token),
             None,
         )
         .await;

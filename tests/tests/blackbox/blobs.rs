@@ -89,8 +89,20 @@ async fn upload_then_download_with_ranges() {
         Some(BODY.len() as u64)
     );
 
-    let object_url = app.ctx.blobs.object_url(&key);
-    assert_eq!(object_url, app.url(&format!("/v1/blobs/{key}")));
+    // not a public video's file: the plain URL serves nothing…
+    let plain = app.ctx.blobs.object_url(&key);
+    assert_eq!(plain, app.url(&format!("/v1/blobs/{key}")));
+    let resp = app.client.get(&plain).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // …a signed URL does, until it expires; a changed one never
+    let object_url = app.ctx.blobs.signed_url(&key, TTL).unwrap();
+    let local = app.ctx.local_blobs.clone().unwrap();
+    let long_ago = local.signed_url_at(&key, TTL, 1_000_000).unwrap();
+    let resp = app.client.get(&long_ago).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let forged = object_url.replace("expires=", "expires=9");
+    let resp = app.client.get(&forged).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let resp = app.client.get(&object_url).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "video/mp4");
@@ -113,9 +125,9 @@ async fn upload_then_download_with_ranges() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-length"], "16");
 
-    // the same URL may be used again until it expires (as with S3)
+    // an upload URL works once: nothing is written over the stored object
     let resp = put(&app, &url, Some(CT), b"fedcba9876543210").await;
-    assert_eq!(resp.status(), StatusCode::OK);
+    expect_error(resp, StatusCode::CONFLICT, "ALREADY_UPLOADED").await;
     assert_eq!(
         app.client
             .get(&object_url)
@@ -126,7 +138,7 @@ async fn upload_then_download_with_ranges() {
             .await
             .unwrap()
             .as_ref(),
-        b"fedcba9876543210"
+        BODY
     );
 
     // a chunked upload of the right size is fine too

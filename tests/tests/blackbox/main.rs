@@ -9,6 +9,7 @@ mod bounds;
 mod contract;
 mod delivery;
 mod faults;
+mod files;
 mod idempotency;
 mod limits;
 mod ops;

@@ -39,11 +39,13 @@ async fn upload_flow_and_ownership() {
     );
     assert_eq!(app.event_count().await, before);
 
-    // the seed's shape
+    // the seed's shape; a real (tiny) video, as the server probes it
+    let media = lokiz_tests::sample_video(72, 128, 2.0).await;
+    let n = media.len();
     let resp = app
         .post(
             "/v1/videos/upload-url",
-            json!({"filename": "a.mp4", "content_type": "video/mp4", "file_size": 16,
+            json!({"filename": "a.mp4", "content_type": "video/mp4", "file_size": n,
                    "caption": "first #glitch"}),
             Some(&owner.access_token),
         )
@@ -70,12 +72,12 @@ async fn upload_flow_and_ownership() {
 
     // a tampered upload URL → 403; oversize body → 413; wrong type → 415
     let url = up["upload_url"].as_str().unwrap();
-    let tampered = url.replace("size=16", "size=17");
+    let tampered = url.replace(&format!("size={n}"), &format!("size={}", n + 1));
     let r = app
         .client
         .put(&tampered)
         .header("content-type", "video/mp4")
-        .body(vec![0u8; 17])
+        .body(vec![0u8; n + 1])
         .send()
         .await
         .unwrap();
@@ -84,7 +86,7 @@ async fn upload_flow_and_ownership() {
         .client
         .put(url)
         .header("content-type", "video/mp4")
-        .body(vec![0u8; 40])
+        .body(vec![0u8; n + 24])
         .send()
         .await
         .unwrap();
@@ -93,7 +95,7 @@ async fn upload_flow_and_ownership() {
         .client
         .put(url)
         .header("content-type", "video/webm")
-        .body(vec![0u8; 16])
+        .body(vec![0u8; n])
         .send()
         .await
         .unwrap();
@@ -104,7 +106,7 @@ async fn upload_flow_and_ownership() {
         .client
         .put(url)
         .header("content-type", "video/mp4")
-        .body((0u8..16).collect::<Vec<u8>>())
+        .body(media.clone())
         .send()
         .await
         .unwrap();
@@ -150,7 +152,9 @@ async fn upload_flow_and_ownership() {
     assert_eq!(video["status"], "completed");
     assert_eq!(video["caption"], "first #glitch");
     assert_eq!(video["user"]["username"], "uploader");
-    assert_eq!(video["width"], 720);
+    // what the server probed, not what the client said (720)
+    assert_eq!(video["width"], 72);
+    assert_eq!(video["height"], 128);
     // file_url streams the object, with ranges
     let r = app
         .client
@@ -160,7 +164,7 @@ async fn upload_flow_and_ownership() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(r.bytes().await.unwrap().to_vec(), vec![4u8, 5, 6, 7]);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), media[4..8].to_vec());
 
     // only the owner may edit or delete
     expect_error(
