@@ -4,6 +4,7 @@
 mod admin;
 mod ai;
 mod auth;
+mod authz;
 mod blobs;
 mod bounds;
 mod contract;
