@@ -92,7 +92,7 @@ pub struct Config {
     pub studio_cache_age: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobsConfig {
     /// `LOKIZ_JOBS_MAX_ACTIVE` (3): paid jobs one user may have open.
     pub max_active: u32,
@@ -105,9 +105,22 @@ pub struct JobsConfig {
     /// `LOKIZ_JOBS_ORPHAN_AFTER_SECS` (600): a reservation whose job was
     /// never recorded is released by the sweeper after this long.
     pub orphan_after: Duration,
+    /// `LOKIZ_JOBS_TIME_LIMITS`: `kind=seconds` pairs (fractions allowed)
+    /// overriding the defaults: capture_frame 60, template 300,
+    /// glitch_animate 600, glitch_replace 600, music 600. A run past its
+    /// limit is stopped and the job fails (`TIMED_OUT`), refunded.
+    pub time_limits: std::collections::BTreeMap<String, Duration>,
 }
 
 impl JobsConfig {
+    /// The wall-clock limit of a run of `kind` (`JobKind::as_str`).
+    pub fn time_limit(&self, kind: &str) -> Duration {
+        self.time_limits
+            .get(kind)
+            .copied()
+            .unwrap_or(Duration::from_secs(600))
+    }
+
     pub fn limits(&self) -> lokiz_domain::wallet::JobLimits {
         lokiz_domain::wallet::JobLimits {
             max_active: self.max_active,
@@ -481,7 +494,38 @@ impl Config {
         let studio_cache_age = Duration::from_secs(
             parse_num(&var, "LOKIZ_STUDIO_CACHE_HOURS", 168, 1, 87_600)? * 3600,
         );
+        let mut time_limits: std::collections::BTreeMap<String, Duration> = [
+            ("capture_frame", 60),
+            ("template", 300),
+            ("glitch_animate", 600),
+            ("glitch_replace", 600),
+            ("music", 600),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_owned(), Duration::from_secs(s)))
+        .collect();
+        if let Some(raw) = var("LOKIZ_JOBS_TIME_LIMITS") {
+            for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
+                let parsed = pair.split_once('=').and_then(|(k, v)| {
+                    let secs: f64 = v.trim().parse().ok()?;
+                    let k = k.trim();
+                    (time_limits.contains_key(k) && secs > 0.0 && secs <= 86_400.0)
+                        .then(|| (k.to_owned(), Duration::from_secs_f64(secs)))
+                });
+                let Some((k, d)) = parsed else {
+                    return Err(ConfigError::Invalid {
+                        var: "LOKIZ_JOBS_TIME_LIMITS",
+                        message: format!(
+                            "{pair:?}: kind=seconds with a kind of capture_frame, template, \
+                             glitch_animate, glitch_replace, music"
+                        ),
+                    });
+                };
+                time_limits.insert(k, d);
+            }
+        }
         let jobs = JobsConfig {
+            time_limits,
             max_active: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE", 3, 1, 1_000)? as u32,
             max_active_free: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE_FREE", 20, 1, 1_000)? as u32,
             free_per_day: parse_num(&var, "LOKIZ_JOBS_FREE_PER_DAY", 500, 0, 1_000_000)? as u32,

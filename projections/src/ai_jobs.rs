@@ -104,6 +104,8 @@ impl Projector for AiJobsProjector {
             .bind(canceled_at),
             // never requested: no row
             AiJobEvent::JobAbandoned { .. } => return Ok(()),
+            // still processing, as far as readers are concerned
+            AiJobEvent::JobPublishing { .. } => return Ok(()),
         };
         query.execute(conn).await?;
         Ok(())

@@ -73,7 +73,7 @@ pub struct JobView {
     pub output_video_id: Option<Uuid>,
     /// Why the job failed, for people.
     pub error: Option<String>,
-    /// Why the job failed, for programs: PROVIDER_ERROR, SOURCE_UNAVAILABLE, WORKER_LOST.
+    /// Why the job failed, for programs: PROVIDER_ERROR, SOURCE_UNAVAILABLE, WORKER_LOST, TIMED_OUT (past its kind's time limit).
     pub error_code: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -747,7 +747,7 @@ pub struct Canceled {
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Canceled, description = "Canceled; a running job is stopped and its credits refunded"),
               (status = 404, description = "No such job of yours", body = crate::error::ErrorEnvelope),
-              (status = 409, description = "JOB_FINISHED", body = crate::error::ErrorEnvelope)))]
+              (status = 409, description = "JOB_FINISHED (already completed, failed or canceled) or JOB_PUBLISHING (its output is being published: too late to cancel)", body = crate::error::ErrorEnvelope)))]
 pub async fn cancel_job(
     State(ctx): State<ApiContext>,
     user: AuthUser,
@@ -770,6 +770,12 @@ pub async fn cancel_job(
             command_error(e, |e| match e {
                 JobError::NotFound | JobError::NotOwner => ApiError::NotFound { what: "Job" },
                 JobError::Canceled => ApiError::JobFinished { status: "canceled" },
+                JobError::Publishing => ApiError::Conflict {
+                    code: "JOB_PUBLISHING",
+                    message: "The job's output is being published; it can no longer be canceled."
+                        .into(),
+                    details: None,
+                },
                 JobError::Finished => ApiError::JobFinished { status: "finished" },
                 other => ApiError::Internal(anyhow::anyhow!(other)),
             })

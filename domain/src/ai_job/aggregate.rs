@@ -48,6 +48,9 @@ pub struct AiJob {
     lease_until: Option<DateTime<Utc>>,
     progress: u8,
     progress_at: Option<DateTime<Utc>>,
+    /// The output is being published (`JobPublishing`): no cancel now.
+    #[serde(default)]
+    publishing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +75,8 @@ pub enum JobError {
     AttemptsExhausted,
     #[error("progress must be 0..=100")]
     BadProgress,
+    #[error("the job's output is being published")]
+    Publishing,
 }
 
 impl AiJob {
@@ -237,7 +242,20 @@ impl Aggregate for AiJob {
                     return Err(JobError::NotOwner);
                 }
                 self.refuse_terminal()?;
+                if self.publishing {
+                    return Err(JobError::Publishing);
+                }
                 AiJobEvent::JobCanceled { canceled_at: at }
+            }
+            AiJobCommand::BeginPublish { attempt, at } => {
+                self.running(attempt)?;
+                if self.publishing {
+                    return Ok(());
+                }
+                AiJobEvent::JobPublishing {
+                    attempt,
+                    publishing_at: at,
+                }
             }
             AiJobCommand::AbandonRequest { at } => match self.status {
                 JobStatus::None => AiJobEvent::JobAbandoned { abandoned_at: at },
@@ -294,6 +312,7 @@ impl Aggregate for AiJob {
             AiJobEvent::JobFailed { .. } => self.status = JobStatus::Failed,
             AiJobEvent::JobCanceled { .. } => self.status = JobStatus::Canceled,
             AiJobEvent::JobAbandoned { .. } => self.status = JobStatus::Abandoned,
+            AiJobEvent::JobPublishing { .. } => self.publishing = true,
         }
     }
 }
@@ -439,6 +458,47 @@ mod tests {
             .given(vec![abandoned()])
             .when(cancel(owner()))
             .then_expect_error(JobError::NotOwner);
+    }
+
+    fn publishing(attempt: u32) -> AiJobEvent {
+        AiJobEvent::JobPublishing {
+            attempt,
+            publishing_at: t(4),
+        }
+    }
+
+    #[test]
+    fn publishing_fences_out_cancel_and_cancel_fences_out_publishing() {
+        let running = vec![requested(), started(1, 1)];
+        JobTest::with(())
+            .given(running.clone())
+            .when(AiJobCommand::BeginPublish {
+                attempt: 1,
+                at: t(4),
+            })
+            .then_expect_events(vec![publishing(1)]);
+        let mut publishing_now = running.clone();
+        publishing_now.push(publishing(1));
+        JobTest::with(())
+            .given(publishing_now.clone())
+            .when(AiJobCommand::BeginPublish {
+                attempt: 1,
+                at: t(4),
+            })
+            .then_expect_events(vec![]);
+        JobTest::with(())
+            .given(publishing_now)
+            .when(cancel(owner()))
+            .then_expect_error(JobError::Publishing);
+        let mut canceled = running;
+        canceled.push(AiJobEvent::JobCanceled { canceled_at: t(3) });
+        JobTest::with(())
+            .given(canceled)
+            .when(AiJobCommand::BeginPublish {
+                attempt: 1,
+                at: t(4),
+            })
+            .then_expect_error(JobError::Canceled);
     }
 
     #[test]

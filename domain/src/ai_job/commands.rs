@@ -46,6 +46,13 @@ pub enum AiJobCommand {
         actor: Uuid,
         at: DateTime<Utc>,
     },
+    /// The running attempt's output is ready to publish: refused when the
+    /// job was canceled (the worker then drops the output); once recorded,
+    /// a cancel is refused.
+    BeginPublish {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
     /// Closes a job id that was reserved for but never requested (the
     /// reservation sweeper, before it refunds): refused once the job is
     /// requested, so a reservation is never refunded under a live job.

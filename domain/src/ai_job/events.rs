@@ -98,6 +98,8 @@ pub enum FailureCode {
     SourceUnavailable,
     /// Workers holding the job stopped answering too many times.
     WorkerLost,
+    /// The run went past its kind's wall-clock limit.
+    TimedOut,
 }
 
 impl FailureCode {
@@ -106,6 +108,7 @@ impl FailureCode {
             FailureCode::ProviderError => "PROVIDER_ERROR",
             FailureCode::SourceUnavailable => "SOURCE_UNAVAILABLE",
             FailureCode::WorkerLost => "WORKER_LOST",
+            FailureCode::TimedOut => "TIMED_OUT",
         }
     }
 }
@@ -149,6 +152,12 @@ pub enum AiJobEvent {
     JobCanceled {
         canceled_at: DateTime<Utc>,
     },
+    /// The output is made and about to be published: from here on the job
+    /// can no longer be canceled (a cancel accepted earlier means no video).
+    JobPublishing {
+        attempt: u32,
+        publishing_at: DateTime<Utc>,
+    },
     /// The job was never requested and never will be: its reservation was
     /// released by the sweeper (the request that reserved it died before
     /// recording the job). A late `RequestJob` is refused.
@@ -167,6 +176,7 @@ impl DomainEvent for AiJobEvent {
             AiJobEvent::JobFailed { .. } => "JobFailed",
             AiJobEvent::JobCanceled { .. } => "JobCanceled",
             AiJobEvent::JobAbandoned { .. } => "JobAbandoned",
+            AiJobEvent::JobPublishing { .. } => "JobPublishing",
         }
         .to_owned()
     }

@@ -115,6 +115,17 @@ impl CreditsSaga {
                 Err(e) => Err(SagaError::Command(e.to_string())),
             };
         }
+        // a job whose output was published is paid for, whatever ended it
+        // afterwards (a failure after the publish): never refunded
+        let published: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE aggregate_type = 'Video' AND aggregate_id = $1
+                               AND event_type = 'GlitchedFrom')",
+        )
+        .bind(job_id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        let capture = capture || published;
         let command = if capture {
             WalletCommand::CaptureCredits { job_id, at }
         } else {

@@ -454,15 +454,28 @@ impl Worker {
             self.provider.run(input, &mut on_progress, &cancel).await
         };
         // the ticker cancels the run when the job stopped; the run's end
-        // stops the ticker
+        // stops the ticker; the kind's wall-clock limit stops both
+        let limit = self.config.jobs.time_limit(params.kind().as_str());
         let (result, ()) = tokio::join!(
             async {
-                let r = run.await;
+                let r = tokio::time::timeout(limit, run).await;
                 cancel.cancel();
                 r
             },
             ticker
         );
+        let Ok(result) = result else {
+            tracing::warn!(%job_id, ?limit, "job ran past its time limit; stopped");
+            metrics::counter!("lokiz_ai_jobs_timed_out_total").increment(1);
+            return self
+                .fail(
+                    &id,
+                    Some(attempt),
+                    FailureCode::TimedOut,
+                    "the job ran past its time limit",
+                )
+                .await;
+        };
         let output = match result {
             Ok(o) => o,
             Err(ProviderError::Canceled) => return Delivery::Done,
@@ -484,7 +497,34 @@ impl Worker {
             }
         };
 
-        // store, publish, complete
+        // store, publish, complete. A video-making job first fences out
+        // cancels (`BeginPublish`): a cancel accepted before means no video
+        let kind = params.kind();
+        if kind.publishes_video() {
+            let fenced = self
+                .store
+                .ai_jobs
+                .execute(
+                    &id,
+                    AiJobCommand::BeginPublish {
+                        attempt,
+                        at: Utc::now(),
+                    },
+                    Default::default(),
+                )
+                .await;
+            match fenced {
+                Ok(_) => {}
+                Err(AggregateError::UserError(e)) => {
+                    tracing::info!(%job_id, reason = %e, "job stopped before publishing; output dropped");
+                    return Delivery::Done;
+                }
+                Err(e) => {
+                    tracing::warn!(%job_id, error = %e, "worker: cannot fence the publish");
+                    return Delivery::Later(Duration::from_secs(1));
+                }
+            }
+        }
         let ext = if output.content_type == "image/jpeg" {
             "jpg"
         } else {
@@ -502,7 +542,6 @@ impl Worker {
                 return Delivery::Later(Duration::from_secs(1));
             }
         };
-        let kind = params.kind();
         let mut output_video_id = None;
         if kind.publishes_video() {
             // the video made by job X has id X: a retry finds it published

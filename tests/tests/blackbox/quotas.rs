@@ -271,3 +271,111 @@ async fn a_reservation_whose_job_was_never_recorded_is_released_by_the_sweeper()
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_past_its_time_limit_fails_refunded_and_publishes_nothing() {
+    let app = spawn_app_with(
+        Components::ALL,
+        &[("LOKIZ_JOBS_TIME_LIMITS", "glitch_animate=0.2")],
+    )
+    .await;
+    let user = app.register("slowpoke").await;
+    let (video, _) = app.upload_media(&user, (320, 568), 3.0).await;
+    let r = job(
+        &app,
+        &user,
+        "glitch/animate",
+        json!({"video_id": video, "start_time": 0.0, "end_time": 3.0, "preset": "hue-jump"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let id = r.json::<Value>().await.expect("job")["job_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.eventually(30, "the job failed", || {
+        let (app, user, id) = (&app, &user, &id);
+        async move {
+            let j: Value = app
+                .get(&format!("/v1/ai/jobs/{id}"), Some(&user.access_token), None)
+                .await
+                .json()
+                .await
+                .unwrap_or_default();
+            j["status"] == "failed"
+        }
+    })
+    .await;
+    let job_view: Value = app
+        .get(&format!("/v1/ai/jobs/{id}"), Some(&user.access_token), None)
+        .await
+        .json()
+        .await
+        .expect("job");
+    assert_eq!(job_view["error_code"], "TIMED_OUT", "{job_view}");
+    assert!(job_view["output_video_id"].is_null());
+    app.eventually(20, "the 30 credits refunded", || async {
+        balance(&app, &user).await == (100, 0)
+    })
+    .await;
+    let published: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'GlitchedFrom'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(published, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_publishing_its_output_can_no_longer_be_canceled() {
+    let app = spawn_app_with(no_worker(), &[]).await;
+    let user = app.register("publisher").await;
+    let (video, _) = app.upload_video(&user, None).await;
+    let r = job(
+        &app,
+        &user,
+        "glitch/animate",
+        json!({"video_id": video, "start_time": 0.0, "end_time": 2.0, "preset": "hue-jump"}),
+    )
+    .await;
+    let id = r.json::<Value>().await.expect("job")["job_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // a worker took the job and has its output: it fences out cancels
+    let now = chrono::Utc::now();
+    for command in [
+        AiJobCommand::StartJob {
+            worker: "w".into(),
+            lease_until: now + chrono::Duration::seconds(60),
+            at: now,
+        },
+        AiJobCommand::BeginPublish {
+            attempt: 1,
+            at: now,
+        },
+    ] {
+        app.ctx
+            .store
+            .ai_jobs
+            .execute(&id, command, HashMap::new())
+            .await
+            .expect("worker command");
+    }
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/ai/jobs/{id}")))
+        .bearer_auth(&user.access_token)
+        .send()
+        .await
+        .expect("cancel");
+    expect_error(r, StatusCode::CONFLICT, "JOB_PUBLISHING").await;
+    let canceled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'JobCanceled'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(canceled, 0);
+    app.stop().await;
+}
