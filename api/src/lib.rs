@@ -348,6 +348,13 @@ impl Application {
                 ctx.config.jobs.orphan_after,
             );
             tasks.spawn(sweeper.run(shutdown.clone()).map(Ok));
+            let janitor = lokiz_infra::janitor::FileJanitor::new(
+                ctx.pool.clone(),
+                ctx.blobs.clone(),
+                ctx.config.upload_expiry,
+                ctx.config.deleted_files_grace,
+            );
+            tasks.spawn(janitor.run(shutdown.clone()).map(Ok));
             let saga = CreditsSaga::new(
                 ctx.pool.clone(),
                 ctx.js.clone(),

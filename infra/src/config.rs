@@ -90,6 +90,12 @@ pub struct Config {
     pub studio_cache_bytes: u64,
     /// `LOKIZ_STUDIO_CACHE_HOURS` (168): a render is made again after this.
     pub studio_cache_age: Duration,
+    /// `LOKIZ_UPLOAD_EXPIRY_SECS` (86400): an upload never completed is
+    /// removed after this.
+    pub upload_expiry: Duration,
+    /// `LOKIZ_DELETED_FILES_GRACE_SECS` (259200): a deleted video's files
+    /// are removed after this.
+    pub deleted_files_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,6 +530,20 @@ impl Config {
                 time_limits.insert(k, d);
             }
         }
+        let upload_expiry = Duration::from_secs(parse_num(
+            &var,
+            "LOKIZ_UPLOAD_EXPIRY_SECS",
+            86_400,
+            1,
+            30 * 86_400,
+        )?);
+        let deleted_files_grace = Duration::from_secs(parse_num(
+            &var,
+            "LOKIZ_DELETED_FILES_GRACE_SECS",
+            3 * 86_400,
+            1,
+            365 * 86_400,
+        )?);
         let jobs = JobsConfig {
             time_limits,
             max_active: parse_num(&var, "LOKIZ_JOBS_MAX_ACTIVE", 3, 1, 1_000)? as u32,
@@ -560,6 +580,8 @@ impl Config {
             jobs,
             studio_cache_bytes,
             studio_cache_age,
+            upload_expiry,
+            deleted_files_grace,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod blob;
 pub mod config;
 pub mod db;
 pub mod event_store;
+pub mod janitor;
 pub mod nats;
 pub mod payments;
 pub mod rate_limit;

@@ -189,3 +189,68 @@ async fn a_file_that_is_not_a_video_is_refused_at_complete_and_removed() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn abandoned_uploads_and_deleted_videos_lose_their_files() {
+    let app = lokiz_tests::spawn_app_with(
+        lokiz_api::Components::ALL,
+        &[
+            ("LOKIZ_UPLOAD_EXPIRY_SECS", "3"),
+            ("LOKIZ_DELETED_FILES_GRACE_SECS", "1"),
+        ],
+    )
+    .await;
+    let owner = app.register("janitor").await;
+    // a video (completed well within the upload expiry), then deleted
+    let (video, position) = app.upload_video(&owner, None).await;
+    let v: Value = app
+        .get(
+            &format!("/v1/videos/{video}"),
+            Some(&owner.access_token),
+            Some(position),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let deleted = v["file_key"].as_str().unwrap().to_owned();
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/videos/{video}")))
+        .bearer_auth(&owner.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // an upload never completed
+    let media = sample_video(72, 128, 2.0).await;
+    let up = upload_url(&app, &owner, media.len()).await;
+    assert_eq!(
+        put(&app, up["upload_url"].as_str().unwrap(), media)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let abandoned = up["file_key"].as_str().unwrap().to_owned();
+    app.eventually(30, "both files removed", || async {
+        app.ctx
+            .blobs
+            .stored_size(&abandoned)
+            .await
+            .unwrap()
+            .is_none()
+            && app.ctx.blobs.stored_size(&deleted).await.unwrap().is_none()
+    })
+    .await;
+    let swept: Vec<String> = sqlx::query_scalar("SELECT reason FROM file_sweeps ORDER BY reason")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(swept, ["deleted_video", "expired_upload"]);
+    let metrics = app.get("/metrics", None, None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("lokiz_files_removed_total{reason=\"deleted_video\"}"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
