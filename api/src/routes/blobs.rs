@@ -64,7 +64,9 @@ pub fn blob_error(e: BlobError) -> ApiError {
             tracing::warn!(error = %e, "object storage unavailable");
             ApiError::Unavailable("The object storage")
         }
-        e @ (BlobError::InvalidTtl { .. } | BlobError::Io(_)) => ApiError::internal(e),
+        e @ (BlobError::InvalidTtl { .. } | BlobError::Io(_) | BlobError::Config(_)) => {
+            ApiError::internal(e)
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! Two stores: [`LocalBlobStore`] (the default: files under
 //! `$LOKIZ_DATA_DIR/blobs`, uploaded to and served by this server's
 //! `/v1/blobs/{key}`) and [`S3BlobStore`] (any S3-compatible service, with
-//! SigV4-presigned PUT URLs), chosen by `LOKIZ_BLOB_STORE`.
+//! SigV4-presigned URLs signed by `rusty-s3`), chosen by `LOKIZ_BLOB_STORE`.
 
 mod local;
 mod s3;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use local::{LocalBlobStore, Written};
-pub use s3::{S3BlobStore, SigV4};
+pub use s3::S3BlobStore;
 
 use crate::config::{BlobConfig, Config};
 
@@ -65,6 +65,9 @@ pub enum BlobError {
     /// Something is already stored under this key (an upload URL works once).
     #[error("an object is already stored under this key")]
     AlreadyExists,
+    /// The store's configuration is unusable (e.g. an S3 endpoint).
+    #[error("blob store configuration: {0}")]
+    Config(String),
     /// The object storage answered without a usable `Content-Length`.
     #[error("object storage answered without a valid Content-Length")]
     MissingLength,

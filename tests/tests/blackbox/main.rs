@@ -18,6 +18,7 @@ mod payments;
 mod quotas;
 mod rebuild;
 mod replicate;
+mod s3;
 mod seed;
 mod social;
 mod spine;
