@@ -190,6 +190,34 @@ impl Drop for FakeReplicate {
 }
 
 impl FakeReplicate {
+    /// The configuration that points LOKIZ at this fake (one model version
+    /// per kind); `outputs_on_loopback`: allow downloading the fake's
+    /// outputs (http, 127.0.0.1), which production refuses.
+    pub fn env(&self, outputs_on_loopback: bool) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("LOKIZ_AI_PROVIDER", "replicate".to_owned()),
+            ("LOKIZ_REPLICATE_URL", self.base_url.clone()),
+            ("LOKIZ_REPLICATE_TOKEN", self.token.clone()),
+            (
+                "LOKIZ_REPLICATE_WEBHOOK_SECRET",
+                self.webhook_secret.clone(),
+            ),
+            (
+                "LOKIZ_REPLICATE_VERSIONS",
+                "template=tmpl-v1,glitch_animate=anim-v1,glitch_replace=repl-v1,music=music-v1"
+                    .to_owned(),
+            ),
+            (
+                "LOKIZ_REPLICATE_OUTPUT_HOSTS",
+                "127.0.0.1,localhost".to_owned(),
+            ),
+        ];
+        if outputs_on_loopback {
+            env.push(("LOKIZ_REPLICATE_INSECURE_OUTPUTS", "1".to_owned()));
+        }
+        env
+    }
+
     /// Starts the server on `127.0.0.1:0` with a fresh token and secret.
     pub async fn start() -> FakeReplicate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1150,23 +1150,10 @@ async fn the_replicate_provider_runs_jobs_on_a_fake_and_webhooks_are_verified() 
     use lokiz_tests::fake_replicate::FakeReplicate;
     let fake = FakeReplicate::start().await;
     fake.set_output(lokiz_tests::sample_video(180, 320, 2.0).await);
-    let app = spawn_app_with(
-        lokiz_api::Components::ALL,
-        &[
-            ("LOKIZ_AI_PROVIDER", "replicate"),
-            ("LOKIZ_REPLICATE_URL", &fake.base_url),
-            ("LOKIZ_REPLICATE_TOKEN", &fake.token),
-            ("LOKIZ_REPLICATE_WEBHOOK_SECRET", &fake.webhook_secret),
-            (
-                "LOKIZ_REPLICATE_VERSIONS",
-                "template=tmpl-v1,glitch_animate=anim-v1,glitch_replace=repl-v1,music=music-v1",
-            ),
-            // the fake serves outputs over http on loopback
-            ("LOKIZ_REPLICATE_OUTPUT_HOSTS", "127.0.0.1"),
-            ("LOKIZ_REPLICATE_INSECURE_OUTPUTS", "1"),
-        ],
-    )
-    .await;
+    // the fake serves outputs over http on loopback
+    let env = fake.env(true);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = spawn_app_with(lokiz_api::Components::ALL, &pairs).await;
     let user = app.register("remote").await;
     let (video, settled) = app.upload_media(&user, (180, 320), 3.0).await;
     let request = || {

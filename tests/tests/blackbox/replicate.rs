@@ -470,22 +470,10 @@ async fn replicate_webhook_filter_and_cancel_delivery() {
 async fn an_output_on_an_internal_address_is_never_fetched() {
     let fake = FakeReplicate::start().await;
     fake.set_output(lokiz_tests::sample_video(180, 320, 2.0).await);
-    let app = lokiz_tests::spawn_app_with(
-        lokiz_api::Components::ALL,
-        &[
-            ("LOKIZ_AI_PROVIDER", "replicate"),
-            ("LOKIZ_REPLICATE_URL", &fake.base_url),
-            ("LOKIZ_REPLICATE_TOKEN", &fake.token),
-            ("LOKIZ_REPLICATE_WEBHOOK_SECRET", &fake.webhook_secret),
-            (
-                "LOKIZ_REPLICATE_VERSIONS",
-                "template=tmpl-v1,glitch_animate=anim-v1,glitch_replace=repl-v1,music=music-v1",
-            ),
-            // even a host on the list is refused on a loopback address
-            ("LOKIZ_REPLICATE_OUTPUT_HOSTS", "127.0.0.1,localhost"),
-        ],
-    )
-    .await;
+    // even a host on the list is refused on a loopback address
+    let env = fake.env(false);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = lokiz_tests::spawn_app_with(lokiz_api::Components::ALL, &pairs).await;
     let user = app.register("ssrf").await;
     let (video, settled) = app.upload_media(&user, (180, 320), 3.0).await;
     let r = app
