@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, comments, credits, follows, glitch, likes, ops, payments, studio,
-    users, videos,
+    admin, ai, auth, blobs, bookmarks, comments, credits, follows, glitch, likes, ops, payments,
+    studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -25,6 +25,7 @@ use crate::ApiContext;
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
         videos::feed, videos::prefetch, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
+        bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list,
         follows::follow, follows::unfollow, follows::followers, follows::following,
         follows::check_one, follows::check_batch,
         comments::post_comment, comments::list, comments::edit, comments::delete,
@@ -44,6 +45,7 @@ use crate::ApiContext;
         videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
+        bookmarks::BookmarkState, bookmarks::BookmarkCheck,
         follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
         follows::UserIds, follows::FollowingUsers,
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
@@ -57,7 +59,7 @@ use crate::ApiContext;
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth, &Contract),
-    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"),
+    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"), (name = "bookmarks"),
          (name = "follows"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
 )]
 pub struct ApiDoc;

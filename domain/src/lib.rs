@@ -5,6 +5,7 @@
 //! crate; time and identifiers arrive inside commands.
 
 pub mod ai_job;
+pub mod bookmark;
 pub mod comment;
 pub mod follow;
 pub mod like;
@@ -28,4 +29,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     comment::Comment::TYPE_NAME,
     ai_job::AiJob::TYPE_NAME,
     payment::Payment::TYPE_NAME,
+    bookmark::Bookmark::TYPE_NAME,
 ];

@@ -8,6 +8,7 @@ use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::EventStore as _;
 use cqrs_es::{Aggregate, AggregateError};
 use lokiz_domain::ai_job::AiJob;
+use lokiz_domain::bookmark::Bookmark;
 use lokiz_domain::comment::Comment;
 use lokiz_domain::follow::Follow;
 use lokiz_domain::like::Like;
@@ -227,6 +228,7 @@ pub struct EventStore {
     pub comments: Commands<Comment>,
     pub ai_jobs: Commands<AiJob>,
     pub payments: Commands<Payment>,
+    pub bookmarks: Commands<Bookmark>,
 }
 
 impl EventStore {
@@ -242,7 +244,8 @@ impl EventStore {
             follows: Commands::new(pool.clone(), signal.clone()),
             comments: Commands::new(pool.clone(), signal.clone()),
             ai_jobs: Commands::new(pool.clone(), signal.clone()),
-            payments: Commands::new(pool.clone(), signal),
+            payments: Commands::new(pool.clone(), signal.clone()),
+            bookmarks: Commands::new(pool.clone(), signal),
             pool,
         }
     }

@@ -6,6 +6,7 @@
 //! during normal consumption (only `consistency` and `status` look at it).
 
 pub mod ai_jobs;
+pub mod bookmarks;
 pub mod comments;
 pub mod consistency;
 pub mod follows;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(follows::FollowsProjector),
         Arc::new(comments::CommentsProjector),
         Arc::new(ai_jobs::AiJobsProjector),
+        Arc::new(bookmarks::BookmarksProjector),
     ]
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod blobs;
+pub mod bookmarks;
 pub mod comments;
 pub mod credits;
 pub mod follows;
@@ -46,6 +47,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(blobs::router())
         .merge(videos::router())
         .merge(likes::router())
+        .merge(bookmarks::router())
         .merge(follows::router())
         .merge(comments::router());
     // after every merge into `v1`: a route layer covers the routes it is given
