@@ -9,7 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
     admin, ai, auth, blobs, bookmarks, comments, credits, follows, glitch, likes, ops, payments,
-    studio, users, videos,
+    reports, studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -25,7 +25,7 @@ use crate::ApiContext;
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
         videos::feed, videos::prefetch, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
-        bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list,
+        bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         follows::follow, follows::unfollow, follows::followers, follows::following,
         follows::check_one, follows::check_batch,
         comments::post_comment, comments::list, comments::edit, comments::delete,
@@ -45,7 +45,7 @@ use crate::ApiContext;
         videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
-        bookmarks::BookmarkState, bookmarks::BookmarkCheck,
+        bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
         follows::UserIds, follows::FollowingUsers,
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,

@@ -10,6 +10,7 @@ pub mod comment;
 pub mod follow;
 pub mod like;
 pub mod payment;
+pub mod report;
 pub mod upcast;
 pub mod user;
 pub mod values;
@@ -30,4 +31,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     ai_job::AiJob::TYPE_NAME,
     payment::Payment::TYPE_NAME,
     bookmark::Bookmark::TYPE_NAME,
+    report::Report::TYPE_NAME,
 ];

@@ -13,6 +13,7 @@ use lokiz_domain::comment::Comment;
 use lokiz_domain::follow::Follow;
 use lokiz_domain::like::Like;
 use lokiz_domain::payment::Payment;
+use lokiz_domain::report::Report;
 use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
 use lokiz_domain::user::User;
 use lokiz_domain::video::Video;
@@ -229,6 +230,7 @@ pub struct EventStore {
     pub ai_jobs: Commands<AiJob>,
     pub payments: Commands<Payment>,
     pub bookmarks: Commands<Bookmark>,
+    pub reports: Commands<Report>,
 }
 
 impl EventStore {
@@ -245,7 +247,8 @@ impl EventStore {
             comments: Commands::new(pool.clone(), signal.clone()),
             ai_jobs: Commands::new(pool.clone(), signal.clone()),
             payments: Commands::new(pool.clone(), signal.clone()),
-            bookmarks: Commands::new(pool.clone(), signal),
+            bookmarks: Commands::new(pool.clone(), signal.clone()),
+            reports: Commands::new(pool.clone(), signal),
             pool,
         }
     }

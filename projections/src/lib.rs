@@ -13,6 +13,7 @@ pub mod follows;
 pub mod likes;
 pub mod projector;
 pub mod rebuild;
+pub mod reports;
 pub mod runtime;
 pub mod status;
 pub mod users;
@@ -34,6 +35,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(comments::CommentsProjector),
         Arc::new(ai_jobs::AiJobsProjector),
         Arc::new(bookmarks::BookmarksProjector),
+        Arc::new(reports::ReportsProjector),
     ]
 }
 

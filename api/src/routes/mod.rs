@@ -13,6 +13,7 @@ pub mod glitch;
 pub mod likes;
 pub mod ops;
 pub mod payments;
+pub mod reports;
 pub mod studio;
 pub mod users;
 pub mod videos;
@@ -48,6 +49,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(videos::router())
         .merge(likes::router())
         .merge(bookmarks::router())
+        .merge(reports::router())
         .merge(follows::router())
         .merge(comments::router());
     // after every merge into `v1`: a route layer covers the routes it is given

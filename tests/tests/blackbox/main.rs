@@ -19,6 +19,7 @@ mod payments;
 mod quotas;
 mod rebuild;
 mod replicate;
+mod reports;
 mod s3;
 mod seed;
 mod social;
