@@ -632,7 +632,15 @@ pub async fn update_video(
         Some(None) => Some(None),
         None => None,
     };
-    let raw = f.optional_str("visibility");
+    // visibility can be changed, not cleared: null is refused
+    let raw = match f.nullable_str("visibility") {
+        Some(None) => {
+            f.reject("visibility", "null", "must be public or private, not null");
+            None
+        }
+        Some(Some(v)) => Some(v),
+        None => None,
+    };
     let visibility = f.parse("visibility", raw, Visibility::parse);
     if f.errors.is_empty() && caption.is_none() && visibility.is_none() {
         return Err(ApiError::field(
