@@ -159,7 +159,7 @@ async fn cuttable_proxy(upstream: String, cut: Arc<Notify>) -> u16 {
 #[tokio::test]
 async fn relay_cut_mid_batch_keeps_the_stream_in_order_and_once() {
     let app = spawn_app_with(Components::NONE, &[]).await;
-    // enough that even a fast machine publishes through several cuts
+    // ten batches of the relay's 5,000
     const EVENTS: i64 = 50_000;
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -187,16 +187,28 @@ async fn relay_cut_mid_batch_keeps_the_stream_in_order_and_once() {
     );
     let stop = CancellationToken::new();
     let running = tokio::spawn(relay.clone().run(stop.clone()));
-    // cut every 250 ms while the relay works: each cut lands in a pipelined
-    // batch (a PubAck lost in a cut is waited for up to the JetStream
-    // timeout, 5 s). Shorter gaps starve the relay: a batch needs longer.
+    // Cut right after the relay made progress (so the cut lands in the next
+    // pipelined batch, not between batches), eight times, then let it
+    // finish. Cutting on a clock instead either misses the batches on a
+    // fast machine or starves the relay on a loaded one: a PubAck lost in a
+    // cut is waited for up to the JetStream timeout, 5 s.
+    const CUTS: u32 = 8;
     let mut cuts = 0;
+    let mut last = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    while relay.checkpoint().await.unwrap().position < EVENTS {
+    loop {
+        let position = relay.checkpoint().await.unwrap().position;
+        if position >= EVENTS {
+            break;
+        }
         assert!(tokio::time::Instant::now() < deadline, "relay stalled");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        cut.notify_waiters();
-        cuts += 1;
+        if cuts < CUTS && position > last {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            cut.notify_waiters();
+            cuts += 1;
+            last = position;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.cancel();
     let _ = running.await;
