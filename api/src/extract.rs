@@ -333,32 +333,49 @@ impl FromRequestParts<ApiContext> for MaybeAuthUser {
         parts: &mut Parts,
         ctx: &ApiContext,
     ) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(AUTHORIZATION) else {
-            return Ok(MaybeAuthUser(None));
-        };
-        let invalid = ApiError::Unauthorized {
-            code: "INVALID_TOKEN",
-            message: "The access token is invalid or expired.",
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(invalid)?;
-        let claims = ctx
-            .jwt
-            .verify_access(token)
-            .map_err(|_| ApiError::Unauthorized {
+        let verdict = parts
+            .extensions
+            .get::<Bearer>()
+            .copied()
+            .unwrap_or_else(|| bearer(ctx, &parts.headers));
+        match verdict {
+            Bearer::Absent => Ok(MaybeAuthUser(None)),
+            Bearer::User(user_id) => Ok(MaybeAuthUser(Some(AuthUser { user_id }))),
+            Bearer::Invalid => Err(ApiError::Unauthorized {
                 code: "INVALID_TOKEN",
                 message: "The access token is invalid or expired.",
-            })?;
-        Ok(MaybeAuthUser(Some(AuthUser {
-            user_id: claims.sub,
-        })))
+            }),
+        }
+    }
+}
+
+/// What a request's `Authorization` header says, decided once per request
+/// (the rate-limit middleware stores it in the request's extensions; the
+/// idempotency middleware and the extractors read it from there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer {
+    Absent,
+    /// A header that is not a valid access token of ours.
+    Invalid,
+    User(Uuid),
+}
+
+/// Verifies the `Authorization: Bearer <token>` header.
+pub fn bearer(ctx: &ApiContext, headers: &axum::http::HeaderMap) -> Bearer {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Bearer::Absent;
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match token.map(|t| ctx.jwt.verify_access(t)) {
+        Some(Ok(claims)) => Bearer::User(claims.sub),
+        _ => Bearer::Invalid,
     }
 }
 

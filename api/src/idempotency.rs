@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -154,7 +154,7 @@ pub async fn idempotency(State(state): State<Idempotency>, req: Request, next: N
         Ok(k) => k,
         Err(e) => return e.into_response(),
     };
-    let Some(scope) = scope_of(&state.ctx, req.headers()) else {
+    let Some(scope) = scope_of(&state.ctx, &req) else {
         // anonymous, or a bad token (the handler answers 401): not keyed
         return next.run(req).await;
     };
@@ -194,20 +194,16 @@ fn parse_key(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// Whose key it is: the access token's user; `None` without a valid token.
-fn scope_of(ctx: &ApiContext, headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)?;
-    ctx.jwt
-        .verify_access(token)
-        .ok()
-        .map(|claims| claims.sub.to_string())
+fn scope_of(ctx: &ApiContext, req: &Request) -> Option<String> {
+    let verdict = req
+        .extensions()
+        .get::<crate::extract::Bearer>()
+        .copied()
+        .unwrap_or_else(|| crate::extract::bearer(ctx, req.headers()));
+    match verdict {
+        crate::extract::Bearer::User(user) => Some(user.to_string()),
+        _ => None,
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -29,7 +29,11 @@ pub const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining
 pub const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
-pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next) -> Response {
+pub async fn rate_limit(State(ctx): State<ApiContext>, mut req: Request, next: Next) -> Response {
+    // the token is verified once here, for everything after (extractors,
+    // idempotency)
+    let verdict = crate::extract::bearer(&ctx, req.headers());
+    req.extensions_mut().insert(verdict);
     let limits = ctx.config.rate_limits;
     let path = req.uri().path();
     if !limits.enabled || !is_limited(path) {
@@ -51,9 +55,9 @@ pub async fn rate_limit(State(ctx): State<ApiContext>, req: Request, next: Next)
             return refused(d);
         }
     }
-    let (key, limit) = match bearer_user(&ctx, req.headers()) {
-        Some(user) => (format!("u:{user}"), limits.user),
-        None => (format!("ip:{ip_key}"), limits.anonymous),
+    let (key, limit) = match verdict {
+        crate::extract::Bearer::User(user) => (format!("u:{user}"), limits.user),
+        _ => (format!("ip:{ip_key}"), limits.anonymous),
     };
     let d = ctx.rate_limiter.check(&key, limit).await;
     if !d.allowed {
@@ -114,17 +118,6 @@ fn narrow_bucket(
             Some((format!("view:{ip}:{video}"), limits.views))
         }
     }
-}
-
-fn bearer_user(ctx: &ApiContext, headers: &HeaderMap) -> Option<uuid::Uuid> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    ctx.jwt.verify_access(token.trim()).ok().map(|c| c.sub)
 }
 
 /// The client's address: the TCP peer, or with `trusted` proxies in front,

@@ -33,13 +33,17 @@ impl RenderCache {
 
     /// Whether every one of `keys` is cached (and marks them used).
     pub async fn hit(&self, keys: &[String]) -> Result<bool, sqlx::Error> {
-        // entries past max_age are not hits: they are rendered again
+        // entries past max_age are not hits: they are rendered again. The
+        // last use is written at most once a minute per entry, so a popular
+        // timeline's reads do not each cost a write.
         let fresh: i64 = sqlx::query_scalar(
-            "WITH touched AS (
-                 UPDATE render_cache SET used_at = now()
-                  WHERE key = ANY($1) AND created_at > now() - make_interval(secs => $2)
-                 RETURNING 1)
-             SELECT count(*) FROM touched",
+            "WITH fresh AS (
+                 SELECT key, used_at FROM render_cache
+                  WHERE key = ANY($1) AND created_at > now() - make_interval(secs => $2)),
+             touched AS (
+                 UPDATE render_cache r SET used_at = now() FROM fresh f
+                  WHERE r.key = f.key AND f.used_at < now() - interval '1 minute')
+             SELECT count(*) FROM fresh",
         )
         .bind(keys)
         .bind(self.max_age.as_secs_f64())

@@ -56,6 +56,27 @@ impl Wallet {
         self.balance
     }
 
+    /// The reservation of `amount` for `job_id`, if the balance covers it.
+    fn reservation(
+        &self,
+        job_id: Uuid,
+        amount: i64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<WalletEvent, WalletError> {
+        if self.balance < amount {
+            return Err(WalletError::InsufficientCredits {
+                needed: amount,
+                balance: self.balance,
+            });
+        }
+        Ok(WalletEvent::CreditsReserved {
+            job_id,
+            amount,
+            balance_after: self.balance - amount,
+            reserved_at: at,
+        })
+    }
+
     /// Settling twice is a no-op (the saga may see its trigger again);
     /// settling what was never reserved is an error.
     fn already_settled_or_missing(&self, job_id: Uuid) -> Result<(), WalletError> {
@@ -113,18 +134,7 @@ impl Aggregate for Wallet {
                 if self.settled.contains(&job_id) {
                     return Err(WalletError::AlreadySettled);
                 }
-                if self.balance < amount {
-                    return Err(WalletError::InsufficientCredits {
-                        needed: amount,
-                        balance: self.balance,
-                    });
-                }
-                let event = WalletEvent::CreditsReserved {
-                    job_id,
-                    amount,
-                    balance_after: self.balance - amount,
-                    reserved_at: at,
-                };
+                let event = self.reservation(job_id, amount, at)?;
                 sink.write(event, self).await;
                 Ok(())
             }
@@ -170,18 +180,7 @@ impl Aggregate for Wallet {
                             limit: limits.max_active,
                         });
                     }
-                    if self.balance < cost {
-                        return Err(WalletError::InsufficientCredits {
-                            needed: cost,
-                            balance: self.balance,
-                        });
-                    }
-                    WalletEvent::CreditsReserved {
-                        job_id,
-                        amount: cost,
-                        balance_after: self.balance - cost,
-                        reserved_at: at,
-                    }
+                    self.reservation(job_id, cost, at)?
                 };
                 sink.write(event, self).await;
                 Ok(())
