@@ -5,10 +5,12 @@
 //! crate; time and identifiers arrive inside commands.
 
 pub mod ai_job;
+pub mod block;
 pub mod bookmark;
 pub mod comment;
 pub mod follow;
 pub mod like;
+pub mod notification_inbox;
 pub mod payment;
 pub mod report;
 pub mod upcast;
@@ -32,4 +34,6 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     payment::Payment::TYPE_NAME,
     bookmark::Bookmark::TYPE_NAME,
     report::Report::TYPE_NAME,
+    block::Block::TYPE_NAME,
+    notification_inbox::NotificationInbox::TYPE_NAME,
 ];

@@ -58,6 +58,7 @@ string_newtype!(Bio);
 string_newtype!(ImageUrl);
 string_newtype!(Caption);
 string_newtype!(CommentBody);
+string_newtype!(ModerationReason);
 
 /// Checks `raw` as free text and trims it: at most `max` characters as sent,
 /// at least `min` after trimming, no control characters anywhere (line
@@ -261,6 +262,16 @@ impl CommentBody {
     pub const MAX: usize = 1000;
 
     /// 1–1000 characters after trimming; line breaks allowed.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        text(field, raw, 1, Self::MAX, true).map(Self)
+    }
+}
+
+impl ModerationReason {
+    pub const MAX: usize = 500;
+
+    /// Why an admin acted: 1–500 characters after trimming, kept in the
+    /// event and shown in the audit.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
         text(field, raw, 1, Self::MAX, true).map(Self)
     }

@@ -14,6 +14,8 @@ pub struct User {
     /// Absent from snapshots written before roles existed.
     #[serde(default)]
     role: Role,
+    #[serde(default)]
+    banned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,10 +24,16 @@ pub enum UserError {
     AlreadyRegistered,
     #[error("user is not registered")]
     NotRegistered,
+    #[error("an admin cannot be banned")]
+    CannotBanAdmin,
 }
 
 impl User {
     pub const TYPE_NAME: &'static str = "User";
+
+    pub fn is_banned(&self) -> bool {
+        self.banned
+    }
 }
 
 impl Aggregate for User {
@@ -102,6 +110,45 @@ impl Aggregate for User {
                 sink.write(event, self).await;
                 Ok(())
             }
+            UserCommand::BanUser {
+                admin_id,
+                reason,
+                at,
+            } => {
+                if !self.registered {
+                    return Err(UserError::NotRegistered);
+                }
+                if self.role == Role::Admin {
+                    return Err(UserError::CannotBanAdmin);
+                }
+                if !self.banned {
+                    let event = UserEvent::Banned {
+                        admin_id,
+                        reason,
+                        banned_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
+            UserCommand::UnbanUser {
+                admin_id,
+                reason,
+                at,
+            } => {
+                if !self.registered {
+                    return Err(UserError::NotRegistered);
+                }
+                if self.banned {
+                    let event = UserEvent::Unbanned {
+                        admin_id,
+                        reason,
+                        unbanned_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -115,6 +162,8 @@ impl Aggregate for User {
                 self.role = role;
             }
             UserEvent::RoleChanged { role, .. } => self.role = role,
+            UserEvent::Banned { .. } => self.banned = true,
+            UserEvent::Unbanned { .. } => self.banned = false,
             UserEvent::ProfileUpdated {
                 display_name,
                 bio,
@@ -169,6 +218,83 @@ mod tests {
             display_name: DisplayName::parse("display_name", "trickster").unwrap(),
             at: at(),
         }
+    }
+
+    fn reason() -> crate::values::ModerationReason {
+        crate::values::ModerationReason::parse("reason", "spam").unwrap()
+    }
+    const ADMIN: Uuid = Uuid::from_u128(99);
+
+    fn banned() -> UserEvent {
+        UserEvent::Banned {
+            admin_id: ADMIN,
+            reason: reason(),
+            banned_at: at(),
+        }
+    }
+    fn ban() -> UserCommand {
+        UserCommand::BanUser {
+            admin_id: ADMIN,
+            reason: reason(),
+            at: at(),
+        }
+    }
+    fn unban() -> UserCommand {
+        UserCommand::UnbanUser {
+            admin_id: ADMIN,
+            reason: reason(),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn ban_records_the_admin_and_reason_once() {
+        UserTest::with(())
+            .given(vec![registered()])
+            .when(ban())
+            .then_expect_events(vec![banned()]);
+        UserTest::with(())
+            .given(vec![registered(), banned()])
+            .when(ban())
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn ban_of_an_admin_or_nobody_is_refused() {
+        UserTest::with(())
+            .given(vec![
+                registered(),
+                UserEvent::RoleChanged {
+                    role: Role::Admin,
+                    changed_at: at(),
+                },
+            ])
+            .when(ban())
+            .then_expect_error(UserError::CannotBanAdmin);
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(ban())
+            .then_expect_error(UserError::NotRegistered);
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(unban())
+            .then_expect_error(UserError::NotRegistered);
+    }
+
+    #[test]
+    fn unban_lifts_only_a_ban() {
+        UserTest::with(())
+            .given(vec![registered(), banned()])
+            .when(unban())
+            .then_expect_events(vec![UserEvent::Unbanned {
+                admin_id: ADMIN,
+                reason: reason(),
+                unbanned_at: at(),
+            }]);
+        UserTest::with(())
+            .given(vec![registered()])
+            .when(unban())
+            .then_expect_events(vec![]);
     }
 
     #[test]

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Role;
-use crate::values::{Bio, DisplayName, Email, ImageUrl, Username};
+use crate::values::{Bio, DisplayName, Email, ImageUrl, ModerationReason, Username};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
@@ -19,6 +19,18 @@ pub enum UserCommand {
     },
     /// Operators only (`lokiz users grant-admin`); no HTTP route issues it.
     ChangeRole { role: Role, at: DateTime<Utc> },
+    /// An admin bans the user: their tokens stop working and their videos
+    /// leave every list.
+    BanUser {
+        admin_id: Uuid,
+        reason: ModerationReason,
+        at: DateTime<Utc>,
+    },
+    UnbanUser {
+        admin_id: Uuid,
+        reason: ModerationReason,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What a profile update sets. `None` leaves a field alone; for the optional

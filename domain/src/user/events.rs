@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{Bio, DisplayName, Email, ImageUrl, Username};
+use crate::values::{Bio, DisplayName, Email, ImageUrl, ModerationReason, Username};
 
 /// What a user may do beyond their own content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,6 +58,16 @@ pub enum UserEvent {
         role: Role,
         changed_at: DateTime<Utc>,
     },
+    Banned {
+        admin_id: Uuid,
+        reason: ModerationReason,
+        banned_at: DateTime<Utc>,
+    },
+    Unbanned {
+        admin_id: Uuid,
+        reason: ModerationReason,
+        unbanned_at: DateTime<Utc>,
+    },
 }
 
 /// The version `Registered` is written at.
@@ -69,6 +79,8 @@ impl DomainEvent for UserEvent {
             UserEvent::Registered { .. } => "Registered",
             UserEvent::ProfileUpdated { .. } => "ProfileUpdated",
             UserEvent::RoleChanged { .. } => "RoleChanged",
+            UserEvent::Banned { .. } => "Banned",
+            UserEvent::Unbanned { .. } => "Unbanned",
         }
         .to_owned()
     }

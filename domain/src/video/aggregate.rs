@@ -16,6 +16,8 @@ pub enum VideoStatus {
     Processing,
     Completed,
     Deleted,
+    /// Taken down by an admin: gone for everyone, its owner included.
+    Removed,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,7 +54,9 @@ impl Video {
 
     fn owned_by(&self, actor: Uuid) -> Result<(), VideoError> {
         match self.status {
-            VideoStatus::None | VideoStatus::Deleted => Err(VideoError::NotFound),
+            VideoStatus::None | VideoStatus::Deleted | VideoStatus::Removed => {
+                Err(VideoError::NotFound)
+            }
             _ if self.owner_id != Some(actor) => Err(VideoError::NotOwner),
             _ => Ok(()),
         }
@@ -191,6 +195,22 @@ impl Aggregate for Video {
                 sink.write(VideoEvent::Deleted { deleted_at: at }, self)
                     .await;
             }
+            VideoCommand::RemoveVideo {
+                admin_id,
+                reason,
+                at,
+            } => match self.status {
+                VideoStatus::None | VideoStatus::Deleted => return Err(VideoError::NotFound),
+                VideoStatus::Removed => {}
+                VideoStatus::Processing | VideoStatus::Completed => {
+                    let event = VideoEvent::Removed {
+                        admin_id,
+                        reason,
+                        removed_at: at,
+                    };
+                    sink.write(event, self).await;
+                }
+            },
         }
         Ok(())
     }
@@ -224,6 +244,7 @@ impl Aggregate for Video {
                 }
             }
             VideoEvent::Deleted { .. } => self.status = VideoStatus::Deleted,
+            VideoEvent::Removed { .. } => self.status = VideoStatus::Removed,
         }
     }
 }
@@ -231,7 +252,7 @@ impl Aggregate for Video {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values::VideoDimensions;
+    use crate::values::{ModerationReason, VideoDimensions};
     use chrono::{DateTime, TimeZone, Utc};
     use cqrs_es::test::TestFramework;
 
@@ -447,6 +468,56 @@ mod tests {
             .then_expect_error(VideoError::NotOwner);
         VideoTest::with(())
             .given(vec![requested(), VideoEvent::Deleted { deleted_at: at() }])
+            .when(VideoCommand::DeleteVideo {
+                actor: owner(),
+                at: at(),
+            })
+            .then_expect_error(VideoError::NotFound);
+    }
+
+    fn removal() -> (VideoCommand, VideoEvent) {
+        let reason = ModerationReason::parse("reason", "violence").unwrap();
+        let admin_id = Uuid::from_u128(99);
+        (
+            VideoCommand::RemoveVideo {
+                admin_id,
+                reason: reason.clone(),
+                at: at(),
+            },
+            VideoEvent::Removed {
+                admin_id,
+                reason,
+                removed_at: at(),
+            },
+        )
+    }
+
+    #[test]
+    fn remove_takes_a_video_down_once() {
+        let (remove, removed) = removal();
+        VideoTest::with(())
+            .given(vec![requested()])
+            .when(remove.clone())
+            .then_expect_events(vec![removed.clone()]);
+        VideoTest::with(())
+            .given(vec![requested(), removed.clone()])
+            .when(remove.clone())
+            .then_expect_events(vec![]);
+        VideoTest::with(())
+            .given(vec![requested(), VideoEvent::Deleted { deleted_at: at() }])
+            .when(remove.clone())
+            .then_expect_error(VideoError::NotFound);
+        VideoTest::with(())
+            .given_no_previous_events()
+            .when(remove)
+            .then_expect_error(VideoError::NotFound);
+    }
+
+    #[test]
+    fn a_removed_video_is_gone_for_its_owner() {
+        let (_, removed) = removal();
+        VideoTest::with(())
+            .given(vec![requested(), removed])
             .when(VideoCommand::DeleteVideo {
                 actor: owner(),
                 at: at(),

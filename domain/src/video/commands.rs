@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::values::{Caption, VideoDimensions, Visibility};
+use crate::values::{Caption, ModerationReason, VideoDimensions, Visibility};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VideoCommand {
@@ -33,6 +33,12 @@ pub enum VideoCommand {
     },
     DeleteVideo {
         actor: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// An admin takes the video down (its reports are resolved with it).
+    RemoveVideo {
+        admin_id: Uuid,
+        reason: ModerationReason,
         at: DateTime<Utc>,
     },
     /// An AI job's output becomes a published video of the job's owner,

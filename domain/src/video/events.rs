@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{Caption, VideoDimensions, Visibility};
+use crate::values::{Caption, ModerationReason, VideoDimensions, Visibility};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VideoEvent {
@@ -38,6 +38,12 @@ pub enum VideoEvent {
     Deleted {
         deleted_at: DateTime<Utc>,
     },
+    /// Taken down by an admin, for `reason`.
+    Removed {
+        admin_id: Uuid,
+        reason: ModerationReason,
+        removed_at: DateTime<Utc>,
+    },
     /// This video was made by AI job `job_id` from `source_video_id`.
     GlitchedFrom {
         source_video_id: Uuid,
@@ -55,6 +61,7 @@ impl DomainEvent for VideoEvent {
             VideoEvent::MetadataUpdated { .. } => "MetadataUpdated",
             VideoEvent::Deleted { .. } => "Deleted",
             VideoEvent::GlitchedFrom { .. } => "GlitchedFrom",
+            VideoEvent::Removed { .. } => "Removed",
         }
         .to_owned()
     }
