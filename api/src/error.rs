@@ -29,7 +29,10 @@ pub enum ApiError {
     },
     /// 403
     #[error("forbidden")]
-    Forbidden { message: &'static str },
+    Forbidden {
+        code: &'static str,
+        message: &'static str,
+    },
     /// 404
     #[error("not found: {what}")]
     NotFound { what: &'static str },
@@ -150,9 +153,9 @@ impl ApiError {
                 (*message).into(),
                 Value::Null,
             ),
-            ApiError::Forbidden { message } => (
+            ApiError::Forbidden { code, message } => (
                 StatusCode::FORBIDDEN,
-                "FORBIDDEN",
+                code,
                 (*message).into(),
                 Value::Null,
             ),

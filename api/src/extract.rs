@@ -340,13 +340,39 @@ impl FromRequestParts<ApiContext> for MaybeAuthUser {
             .unwrap_or_else(|| bearer(ctx, &parts.headers));
         match verdict {
             Bearer::Absent => Ok(MaybeAuthUser(None)),
-            Bearer::User(user_id) => Ok(MaybeAuthUser(Some(AuthUser { user_id }))),
+            Bearer::User(user_id) => {
+                // a banned account's tokens stop working at once: the ban
+                // answers only once the users read model has it
+                if parts.extensions.get::<NotBanned>().is_none() {
+                    if banned(ctx, user_id).await? {
+                        return Err(ApiError::Forbidden {
+                            code: "USER_BANNED",
+                            message: "This account is banned.",
+                        });
+                    }
+                    parts.extensions.insert(NotBanned);
+                }
+                Ok(MaybeAuthUser(Some(AuthUser { user_id })))
+            }
             Bearer::Invalid => Err(ApiError::Unauthorized {
                 code: "INVALID_TOKEN",
                 message: "The access token is invalid or expired.",
             }),
         }
     }
+}
+
+/// Marks a request whose user was found not banned (checked once).
+#[derive(Debug, Clone, Copy)]
+struct NotBanned;
+
+/// Whether an admin banned `user_id` (the `users` read model).
+pub async fn banned(ctx: &ApiContext, user_id: Uuid) -> Result<bool, ApiError> {
+    let banned: Option<bool> = sqlx::query_scalar("SELECT banned FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&ctx.pool)
+        .await?;
+    Ok(banned.unwrap_or(false))
 }
 
 /// What a request's `Authorization` header says, decided once per request
@@ -407,6 +433,7 @@ impl FromRequestParts<ApiContext> for AdminUser {
             })
         } else {
             Err(ApiError::Forbidden {
+                code: "FORBIDDEN",
                 message: "This needs the admin role.",
             })
         }

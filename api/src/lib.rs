@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod pagination;
 pub mod rate_limit;
+pub mod reads;
 pub mod routes;
 pub mod seed;
 pub mod telemetry;
@@ -29,8 +30,10 @@ use lokiz_infra::ai::provider::{LocalProvider, Provider};
 use lokiz_infra::ai::remote::ReplicateProvider;
 use lokiz_infra::ai::replicate::ReplicateClient;
 use lokiz_infra::ai::worker::{Worker, WorkerOptions};
+use lokiz_infra::block_saga::BlockSaga;
 use lokiz_infra::config::{AiConfig, PaymentsConfig};
 use lokiz_infra::event_store::EventStore;
+use lokiz_infra::process_manager::{self, ProcessManager};
 use lokiz_infra::relay::Relay;
 use lokiz_infra::Config;
 use lokiz_projections::runtime::RuntimeOptions;
@@ -314,7 +317,8 @@ impl Application {
         if self.components.projections {
             let (pool, js, config) = (ctx.pool.clone(), ctx.js.clone(), (*ctx.config).clone());
             let projectors = (*ctx.projectors).clone();
-            let options = self.runtime_options.clone();
+            let mut options = self.runtime_options.clone();
+            options.nats = Some(ctx.nats.clone());
             let token = shutdown.clone();
             tasks.spawn(async move {
                 lokiz_projections::runtime::run_all(pool, js, config, projectors, options, token)
@@ -355,22 +359,19 @@ impl Application {
                 ctx.config.deleted_files_grace,
             );
             tasks.spawn(janitor.run(shutdown.clone()).map(Ok));
-            let saga = CreditsSaga::new(
-                ctx.pool.clone(),
-                ctx.js.clone(),
-                (*ctx.config).clone(),
-                ctx.store.clone(),
-            );
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                while !token.is_cancelled() {
-                    if let Err(e) = saga.run(token.clone()).await {
-                        tracing::error!(error = %e, "credits saga failed; restarting");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                Ok(())
-            });
+            let managers: [Arc<dyn ProcessManager>; 2] = [
+                Arc::new(CreditsSaga::new(ctx.pool.clone(), ctx.store.clone())),
+                Arc::new(BlockSaga::new(ctx.store.clone())),
+            ];
+            for pm in managers {
+                let run = process_manager::run_forever(
+                    ctx.js.clone(),
+                    (*ctx.config).clone(),
+                    pm,
+                    shutdown.clone(),
+                );
+                tasks.spawn(run.map(Ok));
+            }
         }
         if let Some(listener) = self.ops_listener {
             let app = routes::ops_router(ctx.clone());

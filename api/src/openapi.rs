@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, bookmarks, comments, credits, follows, glitch, likes, ops, payments,
-    reports, studio, users, videos,
+    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes, ops,
+    payments, reports, studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -27,7 +27,7 @@ use crate::ApiContext;
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         follows::follow, follows::unfollow, follows::followers, follows::following,
-        follows::check_one, follows::check_batch,
+        follows::check_one, follows::check_batch, blocks::block, blocks::unblock, blocks::list,
         comments::post_comment, comments::list, comments::edit, comments::delete,
         admin::audit,
         ai::capture_frame, ai::capture_frames, ai::template, ai::glitch_animate, ai::glitch_replace,
@@ -41,13 +41,14 @@ use crate::ApiContext;
         auth::AuthResponse, auth::RegisterRequest, auth::LoginRequest, auth::RefreshRequest,
         users::MeView, users::PublicUser, users::UpdateProfileRequest, users::UpdateProfileResponse,
         users::MyStats,
-        videos::VideoResponse, videos::VideoUser, videos::VideoPage, videos::UploadUrlRequest,
+        crate::reads::VideoResponse, crate::reads::VideoUser, crate::reads::VideoPage, videos::UploadUrlRequest,
         videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
-        follows::UserIds, follows::FollowingUsers,
+        follows::UserIds, follows::FollowingUsers, blocks::BlockState, blocks::BlockedUser,
+        blocks::BlockPage,
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
         comments::CommentPage, comments::EditCommentRequest,
         admin::AuditView, admin::AuditEvent,
@@ -60,7 +61,7 @@ use crate::ApiContext;
     )),
     modifiers(&BearerAuth, &Contract),
     tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"), (name = "bookmarks"),
-         (name = "follows"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
+         (name = "follows"), (name = "blocks"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -134,6 +135,12 @@ impl Modify for Contract {
                         "401",
                         "`UNAUTHENTICATED` (no bearer token where sign-in is required) or \
                          `INVALID_TOKEN` (a token that is malformed, expired or not ours)",
+                    ));
+                    reasons.push((
+                        "403",
+                        "`USER_BANNED`: the signed-in account is banned (by an admin); \
+                         `BLOCKED`: a block stands between the caller and the other user \
+                         (likes, comments, follows, AI jobs on their videos)",
                     ));
                 }
                 if json_body {

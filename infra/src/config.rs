@@ -596,6 +596,12 @@ impl Config {
     pub fn subject_prefix(&self) -> String {
         format!("{}.events", self.stream)
     }
+
+    /// Where projections announce changes to live readers (core NATS,
+    /// outside the stream): `<stream>.wake.<what>`.
+    pub fn wake_prefix(&self) -> String {
+        format!("{}.wake", self.stream)
+    }
 }
 
 fn parse_num(

@@ -8,10 +8,12 @@ use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::EventStore as _;
 use cqrs_es::{Aggregate, AggregateError};
 use lokiz_domain::ai_job::AiJob;
+use lokiz_domain::block::Block;
 use lokiz_domain::bookmark::Bookmark;
 use lokiz_domain::comment::Comment;
 use lokiz_domain::follow::Follow;
 use lokiz_domain::like::Like;
+use lokiz_domain::notification_inbox::NotificationInbox;
 use lokiz_domain::payment::Payment;
 use lokiz_domain::report::Report;
 use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
@@ -231,6 +233,8 @@ pub struct EventStore {
     pub payments: Commands<Payment>,
     pub bookmarks: Commands<Bookmark>,
     pub reports: Commands<Report>,
+    pub blocks: Commands<Block>,
+    pub inboxes: Commands<NotificationInbox>,
 }
 
 impl EventStore {
@@ -248,7 +252,9 @@ impl EventStore {
             ai_jobs: Commands::new(pool.clone(), signal.clone()),
             payments: Commands::new(pool.clone(), signal.clone()),
             bookmarks: Commands::new(pool.clone(), signal.clone()),
-            reports: Commands::new(pool.clone(), signal),
+            reports: Commands::new(pool.clone(), signal.clone()),
+            blocks: Commands::new(pool.clone(), signal.clone()),
+            inboxes: Commands::new(pool.clone(), signal),
             pool,
         }
     }

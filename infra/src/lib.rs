@@ -4,12 +4,14 @@
 
 pub mod ai;
 pub mod blob;
+pub mod block_saga;
 pub mod config;
 pub mod db;
 pub mod event_store;
 pub mod janitor;
 pub mod nats;
 pub mod payments;
+pub mod process_manager;
 pub mod rate_limit;
 pub mod relay;
 pub mod render_cache;

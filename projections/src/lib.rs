@@ -6,11 +6,13 @@
 //! during normal consumption (only `consistency` and `status` look at it).
 
 pub mod ai_jobs;
+pub mod blocks;
 pub mod bookmarks;
 pub mod comments;
 pub mod consistency;
 pub mod follows;
 pub mod likes;
+pub mod notifications;
 pub mod projector;
 pub mod rebuild;
 pub mod reports;
@@ -36,6 +38,8 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(ai_jobs::AiJobsProjector),
         Arc::new(bookmarks::BookmarksProjector),
         Arc::new(reports::ReportsProjector),
+        Arc::new(blocks::BlocksProjector),
+        Arc::new(notifications::NotificationsProjector::default()),
     ]
 }
 

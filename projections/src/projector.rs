@@ -126,6 +126,16 @@ pub trait Projector: Send + Sync + 'static {
     /// set-based statements (one statement per kind of change instead of one
     /// per event), which is what makes catch-up and rebuilds fast. The
     /// runtime falls back to `apply`, one event at a time, when a batch fails.
+    /// Wake-up subjects (under `<stream>.wake.`) for what the events applied
+    /// since the last call changed, taken once they are committed: the
+    /// runtime publishes each (core NATS, no payload) right after the
+    /// commit, so live readers (the notification sockets) look again. A
+    /// lost wake-up delays a reader until its own next look; the rows are
+    /// the truth. The default wakes nobody.
+    fn take_wakeups(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,

@@ -4,7 +4,7 @@
 //! **Shadow tables.** A replay writes into a schema of its own
 //! ([`REBUILD_SCHEMA`], [`VERIFY_SCHEMA`]) holding empty copies of the
 //! projectors' tables (`LIKE … INCLUDING ALL EXCLUDING INDEXES`, then the
-//! primary-key and unique constraints; the other indexes are built once,
+//! primary-key and unique constraints and unique indexes; the other indexes are built once,
 //! after the bulk of the replay). Projectors name their tables unqualified,
 //! so each replay transaction sets `search_path` to the shadow schema first:
 //! the same projector code writes the shadow tables, and nothing else.
@@ -506,8 +506,8 @@ fn all_tables(projectors: &[Arc<dyn Projector>]) -> Vec<&'static str> {
 }
 
 /// Creates `schema` afresh with empty copies of `tables` and their primary-key
-/// and unique constraints; returns the DDL of their other indexes, to run
-/// after the bulk load.
+/// and unique constraints and indexes; returns the DDL of their other
+/// indexes, to run after the bulk load.
 async fn create_shadow(
     conn: &mut PgConnection,
     schema: &str,
@@ -540,8 +540,8 @@ async fn create_shadow(
             .execute(&mut *conn)
             .await?;
         }
-        let indexes: Vec<(String,)> = sqlx::query_as(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+        let indexes: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT pg_get_indexdef(i.indexrelid), i.indisunique FROM pg_index i
               WHERE i.indrelid = ($1 || '.' || $2)::regclass
                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
         )
@@ -549,10 +549,17 @@ async fn create_shadow(
         .bind(t)
         .fetch_all(&mut *conn)
         .await?;
-        for (def,) in indexes {
+        for (def, unique) in indexes {
             // index names are per schema: the copy keeps the live name
             let on_live = format!(" ON {LIVE_SCHEMA}.{t} ");
-            late.push(def.replacen(&on_live, &format!(" ON {schema}.{t} "), 1));
+            let def = def.replacen(&on_live, &format!(" ON {schema}.{t} "), 1);
+            if unique {
+                // a unique index (a partial one, say) decides `ON CONFLICT`
+                // during the replay: it must exist from the start
+                sqlx::raw_sql(&def).execute(&mut *conn).await?;
+            } else {
+                late.push(def);
+            }
         }
     }
     Ok(late)

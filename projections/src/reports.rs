@@ -2,10 +2,11 @@
 
 use async_trait::async_trait;
 use lokiz_domain::report::{Report, ReportEvent};
+use lokiz_domain::video::{Video, VideoEvent};
 use lokiz_infra::StoredEvent;
 use sqlx::PgConnection;
 
-use crate::projector::{decode, ProjectionError, Projector};
+use crate::projector::{decode, keys_from_fields, uuid_id, ProjectionError, Projector};
 
 pub struct ReportsProjector;
 
@@ -16,11 +17,16 @@ impl Projector for ReportsProjector {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &[Report::TYPE_NAME]
+        &[Report::TYPE_NAME, Video::TYPE_NAME]
     }
 
     fn tables(&self) -> &'static [&'static str] {
         &["reports"]
+    }
+
+    /// A report and its video's removal meet on the video.
+    fn entity_keys(&self, event: &StoredEvent) -> Vec<String> {
+        keys_from_fields(event, &[("video_id", Video::TYPE_NAME)])
     }
 
     async fn apply(
@@ -28,6 +34,26 @@ impl Projector for ReportsProjector {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
+        if event.aggregate_type == Video::TYPE_NAME {
+            // an admin's removal of a video resolves its open reports
+            if let VideoEvent::Removed {
+                admin_id,
+                removed_at,
+                ..
+            } = decode::<VideoEvent>(event)?
+            {
+                sqlx::query(
+                    "UPDATE reports SET status = 'resolved', resolved_at = $2, resolved_by = $3
+                      WHERE video_id = $1 AND status = 'open'",
+                )
+                .bind(uuid_id(event)?)
+                .bind(removed_at)
+                .bind(admin_id)
+                .execute(conn)
+                .await?;
+            }
+            return Ok(());
+        }
         match decode::<ReportEvent>(event)? {
             ReportEvent::ReportFiled {
                 report_id,

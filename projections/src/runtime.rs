@@ -55,6 +55,8 @@ pub struct RuntimeOptions {
     pub attempts: u32,
     pub first_backoff: Duration,
     pub lag_observer: Option<LagObserver>,
+    /// Where to publish projectors' wake-ups after commits (none: dropped).
+    pub nats: Option<async_nats::Client>,
 }
 
 impl Default for RuntimeOptions {
@@ -65,6 +67,7 @@ impl Default for RuntimeOptions {
             attempts: 4,
             first_backoff: Duration::from_millis(50),
             lag_observer: None,
+            nats: None,
         }
     }
 }
@@ -385,7 +388,26 @@ impl ProjectionRunner {
         advance_checkpoint(&mut tx, name, to, Some(last), applied.len() as i64).await?;
         tx.commit().await?;
         self.observe(&applied);
+        self.publish_wakeups().await;
         Ok(true)
+    }
+
+    /// Publishes what the projector asks to wake once its writes are
+    /// committed (at most once; a failure only delays live readers).
+    async fn publish_wakeups(&self) {
+        let wakeups = self.projector.take_wakeups();
+        let Some(nats) = &self.options.nats else {
+            return;
+        };
+        let prefix = self.config.wake_prefix();
+        for what in wakeups {
+            if let Err(e) = nats
+                .publish(format!("{prefix}.{what}"), Default::default())
+                .await
+            {
+                tracing::debug!(error = %e, "wake-up not published");
+            }
+        }
     }
 
     fn reads(&self, e: &StoredEvent) -> bool {
@@ -475,6 +497,7 @@ impl ProjectionRunner {
         advance_checkpoint(&mut tx, name, event.stream_position(), Some(seq), 1).await?;
         tx.commit().await?;
         self.observe(&[event]);
+        self.publish_wakeups().await;
         Ok(())
     }
 

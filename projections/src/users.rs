@@ -84,6 +84,18 @@ impl Projector for UsersProjector {
                     .execute(conn)
                     .await?;
             }
+            UserEvent::Banned { banned_at: at, .. }
+            | UserEvent::Unbanned {
+                unbanned_at: at, ..
+            } => {
+                let banned = event.event_type == "Banned";
+                sqlx::query("UPDATE users SET banned = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(banned)
+                    .bind(at)
+                    .execute(conn)
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -585,7 +585,10 @@ async fn apply_video(
             .execute(conn)
             .await?;
         }
-        VideoEvent::Deleted { deleted_at } => {
+        // a video an admin removed is gone like a deleted one, for its owner
+        // too; `removed_at` tells the two apart
+        VideoEvent::Deleted { deleted_at: at } | VideoEvent::Removed { removed_at: at, .. } => {
+            let removed = matches!(event, VideoEvent::Removed { .. });
             // a deleted glitch no longer counts for its source
             sqlx::query(
                 "UPDATE videos s SET glitch_count = s.glitch_count - 1,
@@ -601,11 +604,13 @@ async fn apply_video(
             .await?;
             sqlx::query(
                 "UPDATE videos SET status = 'deleted', listed = false, deleted_at = $2,
-                                   updated_at = $2
+                                   updated_at = $2,
+                                   removed_at = CASE WHEN $3 THEN $2 ELSE removed_at END
                   WHERE id = $1",
             )
             .bind(id)
-            .bind(deleted_at)
+            .bind(at)
+            .bind(removed)
             .execute(conn)
             .await?;
         }

@@ -126,7 +126,7 @@ impl JobRow {
 
 /// The source video of a job: visible to the caller, uploaded, and its length.
 async fn source_video(ctx: &ApiContext, user: Uuid, video_id: Uuid) -> Result<f64, ApiError> {
-    crate::routes::videos::live_video(ctx, video_id, Some(user))
+    crate::reads::live_video(ctx, video_id, Some(user))
         .await?
         .duration
         .ok_or(ApiError::NotFound { what: "Video" })

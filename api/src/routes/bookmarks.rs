@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::error::{command_error, ApiError};
 use crate::extract::{path_uuid, AuthUser, MinPosition};
 use crate::pagination::{check, encode_cursor, page, Params};
-use crate::routes::videos::{live_video, VideoPage, VideoRow, VIDEO_COLUMNS};
+use crate::reads::{live_video, unblocked, VideoPage, VideoRow, VIDEO_COLUMNS};
 use crate::routes::with_position;
 use crate::ApiContext;
 
@@ -169,15 +169,17 @@ pub async fn list(
     let after: Option<BookmarkCursor> = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["bookmarks", "videos", "users"]).await?;
+    ctx.wait_for(min, &["bookmarks", "videos", "users", "blocks"])
+        .await?;
     let rows = sqlx::query_as::<_, SavedRow>(&format!(
         "SELECT {VIDEO_COLUMNS}, b.created_at AS bookmarked_at
            FROM bookmarks b JOIN videos v ON v.id = b.video_id JOIN users u ON u.id = v.owner_id
           WHERE b.user_id = $1
-            AND (v.listed OR (v.owner_id = $1 AND v.status <> 'deleted'))
+            AND ((v.listed AND NOT u.banned AND {}) OR (v.owner_id = $1 AND v.status <> 'deleted'))
             AND ($2::timestamptz IS NULL OR (b.created_at, b.video_id) < ($2, $3))
           ORDER BY b.created_at DESC, b.video_id DESC
-          LIMIT $4"
+          LIMIT $4",
+        unblocked("$1", "v.owner_id")
     ))
     .bind(user.user_id)
     .bind(after.as_ref().map(|c| c.at))

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::error::{command_error, ApiError};
 use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MaybeAuthUser, MinPosition};
 use crate::pagination::{check, encode_cursor, page, Params};
-use crate::routes::videos::{live_video, VideoUser};
+use crate::reads::{ensure_unblocked, live_video, unblocked, VideoUser};
 use crate::routes::with_position;
 use crate::ApiContext;
 
@@ -43,9 +43,11 @@ fn comment_error(e: CommentError) -> ApiError {
             details: None,
         },
         CommentError::NotAuthor => ApiError::Forbidden {
+            code: "FORBIDDEN",
             message: "Only the author may edit a comment.",
         },
         CommentError::NotAllowedToDelete => ApiError::Forbidden {
+            code: "FORBIDDEN",
             message: "Only the author or the video's owner may delete a comment.",
         },
     }
@@ -101,7 +103,7 @@ pub async fn post_comment(
             "validated field missing"
         )));
     };
-    ctx.wait_for(min, &["videos", "comments"]).await?;
+    ctx.wait_for(min, &["videos", "comments", "blocks"]).await?;
     live_video(&ctx, video_id, Some(user.user_id)).await?;
     if let Some(parent) = parent_id {
         let on_video = || {
@@ -125,6 +127,15 @@ pub async fn post_comment(
                 "not_found",
                 "is not a comment on this video",
             ));
+        }
+        // no reply to someone a block stands between
+        let author: Option<Uuid> =
+            sqlx::query_scalar("SELECT author_id FROM comments WHERE id = $1")
+                .bind(parent)
+                .fetch_optional(&ctx.pool)
+                .await?;
+        if let Some(author) = author {
+            ensure_unblocked(&ctx, user.user_id, author).await?;
         }
     }
     let comment_id = Uuid::now_v7();
@@ -254,8 +265,12 @@ pub async fn list(
         },
     };
     check(errors)?;
-    ctx.wait_for(min, &["videos", "comments", "users"]).await?;
-    live_video(&ctx, video_id, user.map(|u| u.user_id)).await?;
+    ctx.wait_for(min, &["videos", "comments", "users", "blocks"])
+        .await?;
+    let viewer = user.map(|u| u.user_id);
+    live_video(&ctx, video_id, viewer).await?;
+    // comments of users a block stands between the viewer and are hidden
+    let viewer = viewer.unwrap_or(Uuid::nil());
 
     let us = |t: &DateTime<Utc>| t.timestamp_micros();
     let rows: Vec<CommentRow> = match parent {
@@ -267,12 +282,15 @@ pub async fn list(
                 "SELECT {COMMENT_COLUMNS} FROM comments c JOIN users u ON u.id = c.author_id
                   WHERE c.video_id = $1 AND c.parent_id IS NULL AND c.deleted_at IS NULL
                     AND (c.created_at, c.id) < (timestamptz 'epoch' + $2 * interval '1 microsecond', $3)
-                  ORDER BY c.created_at DESC, c.id DESC LIMIT $4"
+                    AND {}
+                  ORDER BY c.created_at DESC, c.id DESC LIMIT $4",
+                unblocked("$5", "c.author_id")
             ))
             .bind(video_id)
             .bind(k)
             .bind(id)
             .bind(limit + 1)
+            .bind(viewer)
             .fetch_all(&ctx.pool)
             .await?
         }
@@ -284,13 +302,16 @@ pub async fn list(
                 "SELECT {COMMENT_COLUMNS} FROM comments c JOIN users u ON u.id = c.author_id
                   WHERE c.parent_id = $1 AND c.video_id = $5 AND c.deleted_at IS NULL
                     AND (c.created_at, c.id) > (timestamptz 'epoch' + $2 * interval '1 microsecond', $3)
-                  ORDER BY c.created_at, c.id LIMIT $4"
+                    AND {}
+                  ORDER BY c.created_at, c.id LIMIT $4",
+                unblocked("$6", "c.author_id")
             ))
             .bind(parent)
             .bind(k)
             .bind(id)
             .bind(limit + 1)
             .bind(video_id)
+            .bind(viewer)
             .fetch_all(&ctx.pool)
             .await?
         }
@@ -313,12 +334,15 @@ pub async fn list(
                    FROM unnest($1::uuid[]) AS p(id)
                    CROSS JOIN LATERAL (
                      SELECT * FROM comments r WHERE r.parent_id = p.id AND r.deleted_at IS NULL
+                        AND {}
                       ORDER BY r.created_at, r.id LIMIT $2) c
                    JOIN users u ON u.id = c.author_id
-                  ORDER BY c.created_at, c.id"
+                  ORDER BY c.created_at, c.id",
+                unblocked("$3", "r.author_id")
             ))
             .bind(&ids)
             .bind(INLINE_REPLIES)
+            .bind(viewer)
             .fetch_all(&ctx.pool)
             .await?;
             for r in replies {

@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{command_error, ApiError};
-use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
+use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MaybeAuthUser, MinPosition};
 use crate::pagination::{check, encode_cursor, page, Params};
+use crate::reads::{ensure_unblocked, unblocked};
 use crate::routes::likes::BATCH_MAX;
 use crate::routes::with_position;
 use crate::ApiContext;
@@ -61,6 +62,8 @@ async fn set_follow(
         if !exists {
             return Err(ApiError::NotFound { what: "User" });
         }
+        ctx.wait_for(min, &["blocks"]).await?;
+        ensure_unblocked(ctx, me.user_id, target).await?;
     }
     let at = crate::now();
     let (follower_id, followee_id) = (me.user_id, target);
@@ -147,6 +150,7 @@ pub struct FollowPage {
 /// Newest relationships first; keyset on (followed_at, other user's id).
 async fn follow_page(
     ctx: &ApiContext,
+    viewer: Option<Uuid>,
     raw_id: &str,
     min: Option<i64>,
     params: Params,
@@ -157,7 +161,7 @@ async fn follow_page(
     let after: Option<(i64, Uuid)> = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["follows", "users"]).await?;
+    ctx.wait_for(min, &["follows", "users", "blocks"]).await?;
     let (mine, other) = if followers {
         ("followee_id", "follower_id")
     } else {
@@ -172,12 +176,15 @@ async fn follow_page(
            FROM follows f JOIN users u ON u.id = f.{other}
           WHERE f.{mine} = $1
             AND (f.created_at, f.{other}) < (timestamptz 'epoch' + $2 * interval '1 microsecond', $3)
-          ORDER BY f.created_at DESC, f.{other} DESC LIMIT $4"
+            AND NOT u.banned AND {}
+          ORDER BY f.created_at DESC, f.{other} DESC LIMIT $4",
+        unblocked("$5", "u.id")
     ))
     .bind(user_id)
     .bind(after_us)
     .bind(after_id)
     .bind(limit + 1)
+    .bind(viewer.unwrap_or(Uuid::nil()))
     .fetch_all(&ctx.pool)
     .await?;
     let (users, has_more) = page(rows, limit);
@@ -192,28 +199,30 @@ async fn follow_page(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/follows/users/{id}/followers", tag = "follows",
+#[utoipa::path(get, path = "/v1/follows/users/{id}/followers", tag = "follows", security((), ("bearer" = [])),
     params(crate::extract::MinPosition, ("id" = Uuid, Path), ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = FollowPage)))]
 pub async fn followers(
     State(ctx): State<ApiContext>,
+    MaybeAuthUser(viewer): MaybeAuthUser,
     MinPosition(min): MinPosition,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<FollowPage>, ApiError> {
-    follow_page(&ctx, &id, min, params, true).await
+    follow_page(&ctx, viewer.map(|v| v.user_id), &id, min, params, true).await
 }
 
-#[utoipa::path(get, path = "/v1/follows/users/{id}/following", tag = "follows",
+#[utoipa::path(get, path = "/v1/follows/users/{id}/following", tag = "follows", security((), ("bearer" = [])),
     params(crate::extract::MinPosition, ("id" = Uuid, Path), ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = FollowPage)))]
 pub async fn following(
     State(ctx): State<ApiContext>,
+    MaybeAuthUser(viewer): MaybeAuthUser,
     MinPosition(min): MinPosition,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<FollowPage>, ApiError> {
-    follow_page(&ctx, &id, min, params, false).await
+    follow_page(&ctx, viewer.map(|v| v.user_id), &id, min, params, false).await
 }
 
 #[derive(Serialize, ToSchema)]

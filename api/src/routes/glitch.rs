@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::{path_uuid, MaybeAuthUser, MinPosition};
 use crate::pagination::{check, encode_cursor, page, Params};
-use crate::routes::videos::{live_video, VideoResponse, VideoRow, VIDEO_COLUMNS};
+use crate::reads::{listed_for, live_video, VideoResponse, VideoRow, VIDEO_COLUMNS};
 use crate::ApiContext;
 
 /// Deepest chain walked (chains cannot loop: a source exists before its
@@ -75,7 +75,7 @@ pub async fn glitches(
     let after: Option<GlitchCursor> = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["videos", "users"]).await?;
+    ctx.wait_for(min, &["videos", "users", "blocks"]).await?;
     live_video(&ctx, video_id, viewer.map(|u| u.user_id)).await?;
     let rows = sqlx::query_as::<_, ChainRow>(&format!(
         "WITH RECURSIVE chain(id, depth) AS (
@@ -88,10 +88,11 @@ pub async fn glitches(
                 CASE WHEN s.listed OR s.owner_id = $6 THEN v.source_video_id END AS source_video_id, c.depth
            FROM chain c JOIN videos v ON v.id = c.id JOIN users u ON u.id = v.owner_id
            LEFT JOIN videos s ON s.id = v.source_video_id
-          WHERE v.listed
+          WHERE {}
             AND ($2::timestamptz IS NULL OR (v.published_at, v.id) < ($2, $3))
           ORDER BY v.published_at DESC, v.id DESC
-          LIMIT $4"
+          LIMIT $4",
+        listed_for("$6")
     ))
     .bind(video_id)
     .bind(after.as_ref().map(|c| c.published_at))
@@ -137,7 +138,7 @@ pub async fn source(
     let after: Option<i32> = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["videos", "users"]).await?;
+    ctx.wait_for(min, &["videos", "users", "blocks"]).await?;
     live_video(&ctx, video_id, viewer.map(|u| u.user_id)).await?;
     let rows = sqlx::query_as::<_, ChainRow>(&format!(
         "WITH RECURSIVE up(id, source, depth) AS (
@@ -150,9 +151,10 @@ pub async fn source(
                 CASE WHEN s.listed OR s.owner_id = $5 THEN v.source_video_id END AS source_video_id, up.depth
            FROM up JOIN videos v ON v.id = up.id JOIN users u ON u.id = v.owner_id
            LEFT JOIN videos s ON s.id = v.source_video_id
-          WHERE up.depth > coalesce($2, 0) AND v.listed
+          WHERE up.depth > coalesce($2, 0) AND {}
           ORDER BY up.depth
-          LIMIT $3"
+          LIMIT $3",
+        listed_for("$5")
     ))
     .bind(video_id)
     .bind(after)

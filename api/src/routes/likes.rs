@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::error::{command_error, ApiError};
 use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
-use crate::routes::videos::live_video;
+use crate::reads::live_video;
 use crate::routes::with_position;
 use crate::ApiContext;
 

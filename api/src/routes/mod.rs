@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod blobs;
+pub mod blocks;
 pub mod bookmarks;
 pub mod comments;
 pub mod credits;
@@ -51,6 +52,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(bookmarks::router())
         .merge(reports::router())
         .merge(follows::router())
+        .merge(blocks::router())
         .merge(comments::router());
     // after every merge into `v1`: a route layer covers the routes it is given
     let idempotent = middleware::from_fn_with_state(Idempotency::new(ctx.clone()), idempotency);

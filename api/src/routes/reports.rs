@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::error::{command_error, ApiError};
 use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
-use crate::routes::videos::live_video;
+use crate::reads::reportable_video;
 use crate::routes::with_position;
 use crate::ApiContext;
 
@@ -91,7 +91,7 @@ pub async fn report(
     f.finish()?;
     let reason = reason.ok_or_else(|| ApiError::internal(anyhow::anyhow!("unparsed reason")))?;
     ctx.wait_for(min, &["videos"]).await?;
-    let video = live_video(&ctx, video_id, Some(user.user_id)).await?;
+    let video = reportable_video(&ctx, video_id, user.user_id).await?;
     if video.owner_id == user.user_id {
         return Err(ApiError::field(
             "video_id",

@@ -24,8 +24,8 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
 use crate::pagination::{check, Params};
+use crate::reads::live_video;
 use crate::routes::ai::MAX_SEGMENT_SECS;
-use crate::routes::videos::live_video;
 use crate::ApiContext;
 
 /// ffmpeg runs for studio requests at once in this process (the worker's

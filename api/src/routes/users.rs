@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{command_error, ApiError};
-use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MinPosition};
+use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MaybeAuthUser, MinPosition};
+use crate::reads::unblocked;
 use crate::routes::with_position;
 use crate::ApiContext;
 
@@ -107,26 +108,30 @@ pub async fn load_me_settled(ctx: &ApiContext, user_id: Uuid) -> Result<MeView, 
         .ok_or(ApiError::NotFound { what: "User" })
 }
 
-#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security((), ("bearer" = [])),
     params(crate::extract::MinPosition, ("id" = Uuid, Path, description = "User id")),
-    responses((status = 200, body = PublicUser), (status = 404, body = crate::error::ErrorEnvelope),
+    responses((status = 200, body = PublicUser), (status = 404, body = crate::error::ErrorEnvelope, description = "No such user, a banned one, or one a block stands between the caller and"),
               (status = 503, description = "CONSISTENCY_TIMEOUT", body = crate::error::ErrorEnvelope)))]
 pub async fn get_user(
     State(ctx): State<ApiContext>,
+    MaybeAuthUser(viewer): MaybeAuthUser,
     MinPosition(min): MinPosition,
     Path(id): Path<String>,
 ) -> Result<Json<PublicUser>, ApiError> {
     let id = path_uuid(&id, "User")?;
-    ctx.wait_for(min, &["users", "follows", "videos"]).await?;
-    let user = sqlx::query_as::<_, PublicUser>(
+    ctx.wait_for(min, &["users", "follows", "videos", "blocks"])
+        .await?;
+    let user = sqlx::query_as::<_, PublicUser>(&format!(
         "SELECT u.id, u.username, u.display_name, u.bio, u.profile_image_url, u.created_at,
                 coalesce(fc.followers, 0) AS follower_count,
                 coalesce(fc.following, 0) AS following_count,
                 (SELECT count(*) FROM videos v WHERE v.owner_id = u.id AND v.listed) AS video_count
            FROM users u LEFT JOIN follow_counts fc ON fc.user_id = u.id
-          WHERE u.id = $1",
-    )
+          WHERE u.id = $1 AND NOT u.banned AND {}",
+        unblocked("$2", "u.id")
+    ))
     .bind(id)
+    .bind(viewer.map(|v| v.user_id))
     .fetch_optional(&ctx.pool)
     .await?
     .ok_or(ApiError::NotFound { what: "User" })?;
@@ -262,7 +267,9 @@ pub async fn update_me(
         .map_err(|e| {
             command_error(e, |e| match e {
                 UserError::NotRegistered => ApiError::NotFound { what: "User" },
-                UserError::AlreadyRegistered => ApiError::internal(anyhow::anyhow!("{e}")),
+                UserError::AlreadyRegistered | UserError::CannotBanAdmin => {
+                    ApiError::internal(anyhow::anyhow!("{e}"))
+                }
             })
         })?;
 

@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use lokiz_domain::values::{Caption, FieldError, VideoDimensions, Visibility};
 use lokiz_domain::video::{VideoCommand, VideoError};
 use lokiz_domain::video_view::{VideoView, VideoViewCommand, VideoViewError, ViewerKey};
@@ -22,6 +21,9 @@ use uuid::Uuid;
 use crate::error::{command_error, ApiError};
 use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MaybeAuthUser, MinPosition};
 use crate::pagination::{check, encode_cursor, page, Params};
+use crate::reads::{
+    listed_for, live_video, unblocked, VideoPage, VideoResponse, VideoRow, VIDEO_COLUMNS,
+};
 use crate::routes::with_position;
 use crate::ApiContext;
 
@@ -49,148 +51,6 @@ pub fn router() -> Router<ApiContext> {
         )
         .route("/videos/{id}/complete", post(complete_upload))
         .route("/videos/{id}/view", post(view))
-}
-
-/// What commands about a video need to know from the read model.
-pub struct VideoRef {
-    pub owner_id: Uuid,
-    /// Where the file is in the blob store.
-    pub file_key: String,
-    /// Seconds (as reported when the upload completed).
-    pub duration: Option<f64>,
-    /// Anybody may see it.
-    pub public: bool,
-}
-
-type LiveRow = (Uuid, String, String, String, Option<f64>);
-
-/// A completed, undeleted video `viewer` may see (public, or their own);
-/// anything else is 404, so private videos do not reveal themselves.
-pub async fn live_video(
-    ctx: &ApiContext,
-    video_id: Uuid,
-    viewer: Option<Uuid>,
-) -> Result<VideoRef, ApiError> {
-    let fetch = || {
-        sqlx::query_as::<_, LiveRow>(
-            "SELECT owner_id, visibility, status, file_key, duration FROM videos WHERE id = $1",
-        )
-        .bind(video_id)
-        .fetch_optional(&ctx.pool)
-    };
-    let mut row = fetch().await?;
-    if row
-        .as_ref()
-        .is_none_or(|(_, _, status, _, _)| status == "processing")
-    {
-        // A video created or completed a moment ago may not be projected
-        // yet: settle once (cheap when the projection is current) and look again.
-        ctx.wait_for_head(&["videos"]).await?;
-        row = fetch().await?;
-    }
-    match row {
-        Some((owner_id, visibility, status, file_key, duration))
-            if status == "completed" && (visibility == "public" || viewer == Some(owner_id)) =>
-        {
-            Ok(VideoRef {
-                owner_id,
-                file_key,
-                duration,
-                public: visibility == "public",
-            })
-        }
-        _ => Err(ApiError::NotFound { what: "Video" }),
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VideoUser {
-    pub id: Uuid,
-    pub username: String,
-    pub display_name: String,
-    pub profile_image_url: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VideoResponse {
-    pub id: Uuid,
-    pub user: VideoUser,
-    pub caption: Option<String>,
-    /// Streams the video (HTTP range requests).
-    pub file_url: String,
-    pub file_key: String,
-    /// `processing` until the upload completes, then `completed`.
-    pub status: String,
-    pub visibility: String,
-    pub width: Option<i32>,
-    pub height: Option<i32>,
-    /// Seconds.
-    pub duration: Option<f64>,
-    pub view_count: i64,
-    pub like_count: i64,
-    pub comment_count: i64,
-    pub remix_count: i64,
-    pub glitch_count: i64,
-    pub created_at: DateTime<Utc>,
-    pub published_at: Option<DateTime<Utc>>,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct VideoRow {
-    pub(crate) id: Uuid,
-    pub(crate) owner_id: Uuid,
-    pub(crate) username: String,
-    pub(crate) display_name: String,
-    pub(crate) profile_image_url: Option<String>,
-    pub(crate) caption: Option<String>,
-    pub(crate) file_key: String,
-    pub(crate) status: String,
-    pub(crate) visibility: String,
-    pub(crate) width: Option<i32>,
-    pub(crate) height: Option<i32>,
-    pub(crate) duration: Option<f64>,
-    pub(crate) view_count: i64,
-    pub(crate) like_count: i64,
-    pub(crate) comment_count: i64,
-    pub(crate) remix_count: i64,
-    pub(crate) glitch_count: i64,
-    pub(crate) created_at: DateTime<Utc>,
-    pub(crate) published_at: Option<DateTime<Utc>>,
-}
-
-pub(crate) const VIDEO_COLUMNS: &str =
-    "v.id, v.owner_id, u.username, u.display_name, u.profile_image_url,
-    v.caption, v.file_key, v.status, v.visibility, v.width, v.height, v.duration, v.view_count,
-    v.like_count, v.comment_count, v.remix_count, v.glitch_count, v.created_at, v.published_at";
-
-impl VideoRow {
-    pub(crate) fn into_response(self, ctx: &ApiContext) -> VideoResponse {
-        let public = self.status == "completed" && self.visibility == "public";
-        VideoResponse {
-            file_url: crate::files::file_url(ctx, &self.file_key, public),
-            id: self.id,
-            user: VideoUser {
-                id: self.owner_id,
-                username: self.username,
-                display_name: self.display_name,
-                profile_image_url: self.profile_image_url,
-            },
-            caption: self.caption,
-            file_key: self.file_key,
-            status: self.status,
-            visibility: self.visibility,
-            width: self.width,
-            height: self.height,
-            duration: self.duration,
-            view_count: self.view_count,
-            like_count: self.like_count,
-            comment_count: self.comment_count,
-            remix_count: self.remix_count,
-            glitch_count: self.glitch_count,
-            created_at: self.created_at,
-            published_at: self.published_at,
-        }
-    }
 }
 
 fn video_error(e: VideoError) -> ApiError {
@@ -565,11 +425,20 @@ async fn probe_upload(ctx: &ApiContext, key: &str) -> Result<VideoDimensions, Ap
 
 // ---------------------------------------------------------------- one video
 
-async fn load_video(ctx: &ApiContext, id: Uuid) -> Result<Option<VideoRow>, ApiError> {
+/// The video, unless its owner is banned or a block stands between them
+/// and `viewer`.
+async fn load_video(
+    ctx: &ApiContext,
+    id: Uuid,
+    viewer: Option<Uuid>,
+) -> Result<Option<VideoRow>, ApiError> {
     Ok(sqlx::query_as::<_, VideoRow>(&format!(
-        "SELECT {VIDEO_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id WHERE v.id = $1"
+        "SELECT {VIDEO_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id
+          WHERE v.id = $1 AND NOT u.banned AND {}",
+        unblocked("$2", "v.owner_id")
     ))
     .bind(id)
+    .bind(viewer.unwrap_or(Uuid::nil()))
     .fetch_optional(&ctx.pool)
     .await?)
 }
@@ -586,7 +455,7 @@ pub async fn get_video(
     let id = path_uuid(&id, "Video")?;
     ctx.wait_for(min, &["videos", "users"]).await?;
     let viewer = user.map(|u| u.user_id);
-    match load_video(&ctx, id).await? {
+    match load_video(&ctx, id, viewer).await? {
         // deleted videos are gone; unfinished and private ones are the owner's
         Some(v)
             if v.status != "deleted"
@@ -858,14 +727,6 @@ pub async fn batch_metadata(
 
 // ---------------------------------------------------------------- feeds
 
-#[derive(Serialize, ToSchema)]
-pub struct VideoPage {
-    pub videos: Vec<VideoResponse>,
-    /// Pass back as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
-}
-
 /// Which feed: `latest` (default), `trending`, `following` (sign-in),
 /// `personalized`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ToSchema)]
@@ -937,12 +798,14 @@ async fn feed_page(
 ) -> Result<VideoPage, ApiError> {
     let after = after(algorithm, cursor)?;
     let base = format!("SELECT {VIDEO_COLUMNS}");
+    // $4: the viewer (the nil id for nobody)
+    let listed = listed_for("$4::uuid");
     // Each feed is a keyset scan of a partial index (ARCHITECTURE.md, "Feeds").
     let sql = match algorithm {
         Algorithm::Latest => format!(
             "{base}, {TIME_KEY} AS tk, 0::float8 AS sk
                FROM videos v JOIN users u ON u.id = v.owner_id
-              WHERE v.listed AND {TIME_AFTER} AND $4::uuid IS NOT NULL
+              WHERE {listed} AND {TIME_AFTER}
               ORDER BY v.published_at DESC, v.id DESC LIMIT $3"
         ),
         Algorithm::Following => format!(
@@ -950,13 +813,13 @@ async fn feed_page(
                FROM follows f
                JOIN videos v ON v.owner_id = f.followee_id AND v.listed
                JOIN users u ON u.id = v.owner_id
-              WHERE f.follower_id = $4 AND {TIME_AFTER}
+              WHERE f.follower_id = $4 AND {listed} AND {TIME_AFTER}
               ORDER BY v.published_at DESC, v.id DESC LIMIT $3"
         ),
         Algorithm::Trending => format!(
             "{base}, 0::bigint AS tk, v.hot_score AS sk
                FROM videos v JOIN users u ON u.id = v.owner_id
-              WHERE v.listed AND (v.hot_score, v.id) < ($1, $2) AND $4::uuid IS NOT NULL
+              WHERE {listed} AND (v.hot_score, v.id) < ($1, $2)
               ORDER BY v.hot_score DESC, v.id DESC LIMIT $3"
         ),
         // The trending score, raised by 1.0 for creators the viewer follows
@@ -982,7 +845,7 @@ async fn feed_page(
                       FROM candidates c JOIN videos v ON v.id = c.id)
              {base}, 0::bigint AS tk, s.k::float8 AS sk
                FROM scored s JOIN videos v ON v.id = s.id JOIN users u ON u.id = v.owner_id
-              WHERE (s.k, v.id) < ($1, $2)
+              WHERE (s.k, v.id) < ($1, $2) AND {listed}
               ORDER BY s.k DESC, v.id DESC LIMIT $3"
         ),
     };
@@ -1024,11 +887,12 @@ async fn feed_page(
     })
 }
 
-#[utoipa::path(get, path = "/v1/videos/", tag = "videos",
+#[utoipa::path(get, path = "/v1/videos/", tag = "videos", security((), ("bearer" = [])),
     params(crate::extract::MinPosition, ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = VideoPage, description = "Newest first"), (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn list_latest(
     State(ctx): State<ApiContext>,
+    MaybeAuthUser(user): MaybeAuthUser,
     MinPosition(min): MinPosition,
     params: Params,
 ) -> Result<Json<VideoPage>, ApiError> {
@@ -1036,9 +900,10 @@ pub async fn list_latest(
     let after = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["videos", "users"]).await?;
+    ctx.wait_for(min, &["videos", "users", "blocks"]).await?;
+    let viewer = user.map(|u| u.user_id);
     Ok(Json(
-        feed_page(&ctx, Algorithm::Latest, None, after, limit).await?,
+        feed_page(&ctx, Algorithm::Latest, viewer, after, limit).await?,
     ))
 }
 
@@ -1083,18 +948,19 @@ pub async fn feed(
         (Algorithm::Personalized, None) => Algorithm::Trending,
         (a, _) => a,
     };
-    ctx.wait_for(min, &["videos", "users", "follows", "likes"])
+    ctx.wait_for(min, &["videos", "users", "follows", "likes", "blocks"])
         .await?;
     Ok(Json(
         feed_page(&ctx, algorithm, viewer, after, limit).await?,
     ))
 }
 
-#[utoipa::path(get, path = "/v1/videos/prefetch", tag = "videos",
+#[utoipa::path(get, path = "/v1/videos/prefetch", tag = "videos", security((), ("bearer" = [])),
     params(("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"), ("count" = Option<i64>, Query, minimum = 1, maximum = 10, description = "1–10, default 5")),
     responses((status = 200, body = VideoPage, description = "The next videos of the latest feed, to preload")))]
 pub async fn prefetch(
     State(ctx): State<ApiContext>,
+    MaybeAuthUser(user): MaybeAuthUser,
     params: Params,
 ) -> Result<Json<VideoPage>, ApiError> {
     let mut errors = Vec::new();
@@ -1102,6 +968,13 @@ pub async fn prefetch(
     let count = params.number("count", 5, 1, 10, &mut errors);
     check(errors)?;
     Ok(Json(
-        feed_page(&ctx, Algorithm::Latest, None, after, count).await?,
+        feed_page(
+            &ctx,
+            Algorithm::Latest,
+            user.map(|u| u.user_id),
+            after,
+            count,
+        )
+        .await?,
     ))
 }

@@ -7,26 +7,21 @@
 //! when asked again, so a redelivered (or duplicated) trigger is harmless.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, AckKind};
 use cqrs_es::AggregateError;
-use futures::StreamExt;
 use lokiz_domain::ai_job::{AiJob, AiJobEvent};
 use lokiz_domain::wallet::{WalletCommand, WalletError};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::event_store::EventStore;
-use crate::{Config, StoredEvent};
+use crate::process_manager::ProcessManager;
+use crate::StoredEvent;
 
 pub const CONSUMER: &str = "credits-saga";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
-    #[error("JetStream: {0}")]
-    JetStream(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("wallet command: {0}")]
@@ -48,28 +43,16 @@ pub enum Settlement {
 
 pub struct CreditsSaga {
     pool: PgPool,
-    js: jetstream::Context,
-    config: Config,
     store: Arc<EventStore>,
 }
 
 impl CreditsSaga {
-    pub fn new(
-        pool: PgPool,
-        js: jetstream::Context,
-        config: Config,
-        store: Arc<EventStore>,
-    ) -> Self {
-        Self {
-            pool,
-            js,
-            config,
-            store,
-        }
+    pub fn new(pool: PgPool, store: Arc<EventStore>) -> Self {
+        Self { pool, store }
     }
 
     /// Settles the job `event` is about, if it is an outcome.
-    pub async fn handle(&self, event: &StoredEvent) -> Result<Settlement, SagaError> {
+    pub async fn settle(&self, event: &StoredEvent) -> Result<Settlement, SagaError> {
         if event.aggregate_type != AiJob::TYPE_NAME {
             return Ok(Settlement::Nothing);
         }
@@ -147,93 +130,27 @@ impl CreditsSaga {
             Err(e) => Err(SagaError::Command(e.to_string())),
         }
     }
+}
 
-    async fn consumer(&self) -> Result<consumer::PullConsumer, SagaError> {
-        let stream = self
-            .js
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(|e| SagaError::JetStream(e.to_string()))?;
-        stream
-            .get_or_create_consumer(
-                CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(CONSUMER.to_owned()),
-                    filter_subject: format!(
-                        "{}.{}.>",
-                        self.config.subject_prefix(),
-                        AiJob::TYPE_NAME
-                    ),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| SagaError::JetStream(e.to_string()))
+#[async_trait::async_trait]
+impl ProcessManager for CreditsSaga {
+    fn consumer(&self) -> &'static str {
+        CONSUMER
     }
 
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), SagaError> {
-        let consumer = loop {
-            match self.consumer().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "credits saga: cannot create consumer; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
+    fn aggregate_type(&self) -> &'static str {
+        AiJob::TYPE_NAME
+    }
+
+    async fn handle(&self, event: &StoredEvent) -> Result<(), String> {
+        match self.settle(event).await {
+            Ok(s) => {
+                if s != Settlement::Nothing {
+                    tracing::debug!(settlement = ?s, "credits settled");
                 }
+                Ok(())
             }
-        };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(100)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| SagaError::JetStream(e.to_string()))?;
-        tracing::info!("credits saga running");
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                m = messages.next() => m,
-            };
-            let msg = match next {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "credits saga: consumer error");
-                    continue;
-                }
-                Some(Ok(m)) => m,
-            };
-            let outcome = match serde_json::from_slice::<StoredEvent>(&msg.payload) {
-                Ok(event) => self.handle(&event).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "credits saga: undecodable message skipped");
-                    Ok(Settlement::Nothing)
-                }
-            };
-            let ack = match outcome {
-                Ok(s) => {
-                    if s != Settlement::Nothing {
-                        tracing::debug!(settlement = ?s, "credits settled");
-                    }
-                    msg.ack().await
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "credits saga: will retry");
-                    msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await
-                }
-            };
-            if let Err(e) = ack {
-                tracing::warn!(error = %e, "credits saga: ack failed");
-            }
+            Err(e) => Err(e.to_string()),
         }
-        tracing::info!("credits saga stopped");
-        Ok(())
     }
 }

@@ -274,15 +274,10 @@ async fn cancel_while_running_kills_ffmpeg_and_refunds_exactly_once() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    let saga = CreditsSaga::new(
-        app.pool.clone(),
-        app.ctx.js.clone(),
-        app.config.clone(),
-        app.ctx.store.clone(),
-    );
+    let saga = CreditsSaga::new(app.pool.clone(), app.ctx.store.clone());
     for _ in 0..2 {
         assert_eq!(
-            saga.handle(&canceled).await.unwrap(),
+            saga.settle(&canceled).await.unwrap(),
             Settlement::AlreadySettled
         );
     }

@@ -6,6 +6,7 @@ mod ai;
 mod auth;
 mod authz;
 mod blobs;
+mod blocks;
 mod bookmarks;
 mod bounds;
 mod contract;
