@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod idempotency;
+pub mod live;
 pub mod openapi;
 pub mod pagination;
 pub mod rate_limit;
@@ -68,6 +69,8 @@ pub struct ApiContext {
     pub waiters: Arc<tokio::sync::Semaphore>,
     /// Request limits shared with the other API processes (`rate_limit.rs`).
     pub rate_limiter: lokiz_infra::rate_limit::RateLimiter,
+    /// This process's live notification sockets (`live.rs`).
+    pub live: Arc<live::LiveHub>,
 }
 
 impl ApiContext {
@@ -253,6 +256,7 @@ impl Application {
             store: Arc::new(EventStore::new(pool.clone())),
             rate_limiter: lokiz_infra::rate_limit::RateLimiter::new(pool.clone()),
             waiters: Arc::new(tokio::sync::Semaphore::new(config.consistency_waiters)),
+            live: live::LiveHub::new(config.live.clone()),
             config: Arc::new(config),
             pool,
             nats,
@@ -386,6 +390,22 @@ impl Application {
         }
         if let Some(listener) = self.listener {
             let app = routes::router(ctx.clone());
+            tasks.spawn(
+                live::run_wakeups(
+                    ctx.live.clone(),
+                    ctx.nats.clone(),
+                    ctx.config.wake_prefix(),
+                    shutdown.clone(),
+                )
+                .map(Ok),
+            );
+            // open sockets end with the server (graceful shutdown waits for them)
+            let (hub, token) = (ctx.live.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                token.cancelled().await;
+                hub.close();
+                Ok(())
+            });
             let token = shutdown.clone();
             tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
             tasks.spawn(async move {

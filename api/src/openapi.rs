@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes, ops,
-    payments, reports, studio, users, videos,
+    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes,
+    notifications, ops, payments, reports, studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -28,6 +28,9 @@ use crate::ApiContext;
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         follows::follow, follows::unfollow, follows::followers, follows::following,
         follows::check_one, follows::check_batch, blocks::block, blocks::unblock, blocks::list,
+        notifications::list, notifications::unread_count, notifications::read_one,
+        notifications::read_all, notifications::batch_mark_read, notifications::settings,
+        notifications::change_settings, crate::live::socket,
         comments::post_comment, comments::list, comments::edit, comments::delete,
         admin::audit,
         ai::capture_frame, ai::capture_frames, ai::template, ai::glitch_animate, ai::glitch_replace,
@@ -48,7 +51,9 @@ use crate::ApiContext;
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
         follows::UserIds, follows::FollowingUsers, blocks::BlockState, blocks::BlockedUser,
-        blocks::BlockPage,
+        blocks::BlockPage, notifications::NotificationView, notifications::NotificationPage,
+        notifications::UnreadCount, notifications::Marked, notifications::NotificationIds,
+        notifications::NotificationSettingsView, notifications::UpdateNotificationSettings,
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
         comments::CommentPage, comments::EditCommentRequest,
         admin::AuditView, admin::AuditEvent,
@@ -61,7 +66,7 @@ use crate::ApiContext;
     )),
     modifiers(&BearerAuth, &Contract),
     tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"), (name = "bookmarks"),
-         (name = "follows"), (name = "blocks"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
+         (name = "follows"), (name = "blocks"), (name = "notifications"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -303,6 +308,17 @@ pub fn document() -> &'static serde_json::Value {
         strict_ids(&mut doc);
         at_least_one_field(&mut doc, "UpdateProfileRequest");
         at_least_one_field(&mut doc, "UpdateVideoRequest");
+        at_least_one_field(&mut doc, "UpdateNotificationSettings");
+        if let Some(s) = doc
+            .pointer_mut("/components/schemas/UpdateNotificationSettings")
+            .and_then(|s| s.as_object_mut())
+        {
+            // every kind is named; another key is refused
+            s.insert(
+                "additionalProperties".into(),
+                serde_json::Value::Bool(false),
+            );
+        }
         links(&mut doc);
         if let Some(p) = doc
             .pointer_mut("/components/schemas/PurchaseRequest/properties/package_id")

@@ -18,6 +18,14 @@ use crate::error::ApiError;
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 50;
 
+/// A cursor [`encode_cursor`] made, or `None`.
+pub fn decode_cursor<T: DeserializeOwned>(raw: &str) -> Option<T> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
 pub fn encode_cursor<T: Serialize>(key: &T) -> String {
     let json = serde_json::to_vec(key).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
@@ -63,10 +71,7 @@ impl Params {
     /// `cursor`, decoded into the page's sort key.
     pub fn cursor<T: DeserializeOwned>(&self, errors: &mut Vec<FieldError>) -> Option<T> {
         let raw = self.get("cursor").filter(|c| !c.is_empty())?;
-        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let decoded = decode_cursor(raw);
         if decoded.is_none() {
             errors.push(FieldError::new(
                 "cursor",

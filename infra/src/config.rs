@@ -47,6 +47,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Live notification sockets (`GET /v1/notifications/ws`).
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// `LOKIZ_WS_HEARTBEAT_MS` (20 s): a heartbeat message, and a look at the
+    /// read model for anything a lost wake-up left out.
+    pub heartbeat: Duration,
+    /// `LOKIZ_WS_MAX_SOCKETS` (10,000): open sockets per process.
+    pub max_sockets: usize,
+    /// `LOKIZ_WS_MAX_PER_USER` (5): open sockets per user and process.
+    pub max_per_user: usize,
+    /// `LOKIZ_WS_SEND_QUEUE` (64): messages queued for one socket; a client
+    /// that falls further behind is disconnected (it resumes with `since`).
+    pub send_queue: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub env: Environment,
@@ -84,6 +99,8 @@ pub struct Config {
     /// Requests of one process that may wait on `X-Lokiz-Min-Position` at
     /// once (`LOKIZ_CONSISTENCY_WAITERS`); more are answered 503 at once.
     pub consistency_waiters: usize,
+    /// Live notification sockets (`LOKIZ_WS_*`).
+    pub live: LiveConfig,
     /// Per-user AI job limits and the reservation sweeper (`LOKIZ_JOBS_*`).
     pub jobs: JobsConfig,
     /// `LOKIZ_STUDIO_CACHE_MB` (1024): the studio's renders kept at most.
@@ -495,6 +512,18 @@ impl Config {
         )?);
         let consistency_waiters =
             parse_num(&var, "LOKIZ_CONSISTENCY_WAITERS", 256, 1, 100_000)? as usize;
+        let live = LiveConfig {
+            heartbeat: Duration::from_millis(parse_num(
+                &var,
+                "LOKIZ_WS_HEARTBEAT_MS",
+                20_000,
+                100,
+                600_000,
+            )?),
+            max_sockets: parse_num(&var, "LOKIZ_WS_MAX_SOCKETS", 10_000, 1, 1_000_000)? as usize,
+            max_per_user: parse_num(&var, "LOKIZ_WS_MAX_PER_USER", 5, 1, 100)? as usize,
+            send_queue: parse_num(&var, "LOKIZ_WS_SEND_QUEUE", 64, 1, 10_000)? as usize,
+        };
         let studio_cache_bytes =
             parse_num(&var, "LOKIZ_STUDIO_CACHE_MB", 1024, 1, 10_000_000)? * 1024 * 1024;
         let studio_cache_age = Duration::from_secs(
@@ -577,6 +606,7 @@ impl Config {
             rate_limits,
             request_timeout,
             consistency_waiters,
+            live,
             jobs,
             studio_cache_bytes,
             studio_cache_age,

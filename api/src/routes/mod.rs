@@ -12,6 +12,7 @@ pub mod credits;
 pub mod follows;
 pub mod glitch;
 pub mod likes;
+pub mod notifications;
 pub mod ops;
 pub mod payments;
 pub mod reports;
@@ -53,6 +54,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(reports::router())
         .merge(follows::router())
         .merge(blocks::router())
+        .merge(notifications::router())
         .merge(comments::router());
     // after every merge into `v1`: a route layer covers the routes it is given
     let idempotent = middleware::from_fn_with_state(Idempotency::new(ctx.clone()), idempotency);
