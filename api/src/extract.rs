@@ -178,6 +178,20 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional boolean (absent: `None`; anything but true or false,
+    /// null included, is refused).
+    pub fn optional_bool(&mut self, name: &'static str) -> Option<bool> {
+        match self.obj.get(name) {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "type", "must be true or false"));
+                None
+            }
+        }
+    }
+
     /// An optional finite number; `null` counts as absent.
     pub fn optional_f64(&mut self, name: &'static str) -> Option<f64> {
         match self.obj.get(name) {

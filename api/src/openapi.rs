@@ -9,7 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
     admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes,
-    notifications, ops, payments, reports, studio, users, videos,
+    moderation, notifications, ops, payments, reports, studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -32,7 +32,8 @@ use crate::ApiContext;
         notifications::read_all, notifications::batch_mark_read, notifications::settings,
         notifications::change_settings, crate::live::socket,
         comments::post_comment, comments::list, comments::edit, comments::delete,
-        admin::audit,
+        admin::audit, moderation::stats, moderation::users, moderation::videos,
+        moderation::reports, moderation::ban, moderation::remove_video,
         ai::capture_frame, ai::capture_frames, ai::template, ai::glitch_animate, ai::glitch_replace,
         ai::music, ai::get_job, ai::cancel_job, ai::batch_status, ai::callback,
         credits::balance, credits::history, credits::glitch_presets, credits::music_presets,
@@ -56,7 +57,10 @@ use crate::ApiContext;
         notifications::NotificationSettingsView, notifications::UpdateNotificationSettings,
         comments::PostCommentRequest, comments::Posted, comments::CommentResponse,
         comments::CommentPage, comments::EditCommentRequest,
-        admin::AuditView, admin::AuditEvent,
+        admin::AuditView, admin::AuditEvent, moderation::AdminStats, moderation::AdminUserView,
+        moderation::AdminUserPage, moderation::AdminVideoView, moderation::AdminVideoPage,
+        moderation::AdminReportView, moderation::AdminReportPage, moderation::BanRequest,
+        moderation::BanState, moderation::RemoveRequest, moderation::Removed,
         ai::JobView, ai::Frame, ai::Frames, ai::Canceled, ai::JobStatusView, ai::BatchStatus, ai::CallbackReceived,
         credits::Balance, credits::CreditTransaction, credits::CreditHistory, credits::GlitchPresets,
         credits::PresetView, credits::Package, credits::Packages, credits::Purchase, credits::Plan,

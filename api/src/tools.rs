@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use lokiz_domain::{comment, follow, like, user, video, video_view, wallet};
+use lokiz_domain::{
+    ai_job, block, bookmark, comment, follow, like, notification_inbox, payment, report, user,
+    video, video_view, wallet,
+};
 use lokiz_infra::stored_event::STORED_EVENT_COLUMNS;
 use lokiz_infra::StoredEvent;
 use lokiz_projections::rebuild::{self, Progress};
@@ -329,6 +332,14 @@ pub async fn history(
             t if t == like::Like::TYPE_NAME => fold::<like::Like>(&events)?,
             t if t == follow::Follow::TYPE_NAME => fold::<follow::Follow>(&events)?,
             t if t == comment::Comment::TYPE_NAME => fold::<comment::Comment>(&events)?,
+            t if t == ai_job::AiJob::TYPE_NAME => fold::<ai_job::AiJob>(&events)?,
+            t if t == payment::Payment::TYPE_NAME => fold::<payment::Payment>(&events)?,
+            t if t == bookmark::Bookmark::TYPE_NAME => fold::<bookmark::Bookmark>(&events)?,
+            t if t == report::Report::TYPE_NAME => fold::<report::Report>(&events)?,
+            t if t == block::Block::TYPE_NAME => fold::<block::Block>(&events)?,
+            t if t == notification_inbox::NotificationInbox::TYPE_NAME => {
+                fold::<notification_inbox::NotificationInbox>(&events)?
+            }
             other => return Err(HistoryError::UnknownType(other.to_owned())),
         }
     };

@@ -5,6 +5,7 @@
 //! Invariant: projections never issue commands and never read the event store
 //! during normal consumption (only `consistency` and `status` look at it).
 
+pub mod activity;
 pub mod ai_jobs;
 pub mod blocks;
 pub mod bookmarks;
@@ -40,6 +41,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(reports::ReportsProjector),
         Arc::new(blocks::BlocksProjector),
         Arc::new(notifications::NotificationsProjector::default()),
+        Arc::new(activity::ActivityProjector),
     ]
 }
 

@@ -260,6 +260,7 @@ const BAD_CREDENTIALS: ApiError = ApiError::Unauthorized {
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = AuthResponse),
               (status = 401, description = "INVALID_CREDENTIALS: unknown email and wrong password alike", body = crate::error::ErrorEnvelope),
+              (status = 403, description = "USER_BANNED", body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn login(
     State(ctx): State<ApiContext>,
@@ -301,8 +302,20 @@ pub async fn login(
     let Some(user_id) = user_id.filter(|_| ok) else {
         return Err(BAD_CREDENTIALS);
     };
+    refuse_banned(&ctx, user_id).await?;
     let user = load_me_settled(&ctx, user_id).await?;
     Ok(Json(tokens_for(&ctx, user, None).await?).into_response())
+}
+
+/// 403 `USER_BANNED` for a banned account: it gets no new tokens.
+async fn refuse_banned(ctx: &ApiContext, user_id: Uuid) -> Result<(), ApiError> {
+    if crate::extract::banned(ctx, user_id).await? {
+        return Err(ApiError::Forbidden {
+            code: "USER_BANNED",
+            message: "This account is banned.",
+        });
+    }
+    Ok(())
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -336,7 +349,8 @@ fn refresh_field(body: &serde_json::Map<String, serde_json::Value>) -> Result<St
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = AuthResponse),
-              (status = 401, description = "INVALID_REFRESH_TOKEN or REFRESH_TOKEN_REUSED (the family is revoked)", body = crate::error::ErrorEnvelope)))]
+              (status = 401, description = "INVALID_REFRESH_TOKEN or REFRESH_TOKEN_REUSED (the family is revoked)", body = crate::error::ErrorEnvelope),
+              (status = 403, description = "USER_BANNED", body = crate::error::ErrorEnvelope)))]
 pub async fn refresh_tokens(
     State(ctx): State<ApiContext>,
     JsonObject(body): JsonObject,
@@ -355,6 +369,7 @@ pub async fn refresh_tokens(
             },
             refresh::RefreshError::Db(e) => e.into(),
         })?;
+    refuse_banned(&ctx, user_id).await?;
     let user = load_me_settled(&ctx, user_id).await?;
     let (access_token, expires_in) = ctx.jwt.issue_access(user_id).map_err(ApiError::internal)?;
     Ok(Json(AuthResponse {

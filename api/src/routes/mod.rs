@@ -12,6 +12,7 @@ pub mod credits;
 pub mod follows;
 pub mod glitch;
 pub mod likes;
+pub mod moderation;
 pub mod notifications;
 pub mod ops;
 pub mod payments;
@@ -41,6 +42,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let v1 = Router::new()
         .merge(auth::router())
         .merge(admin::router())
+        .merge(moderation::router())
         .merge(ai::router())
         .merge(credits::router())
         .merge(payments::router())

@@ -15,6 +15,7 @@ mod faults;
 mod files;
 mod idempotency;
 mod limits;
+mod moderation;
 mod notifications;
 mod ops;
 mod payments;

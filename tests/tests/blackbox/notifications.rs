@@ -30,7 +30,11 @@ async fn list(app: &TestApp, who: &Registered, min: i64) -> Vec<Value> {
 
 async fn unread(app: &TestApp, who: &Registered) -> Value {
     let r = app
-        .get("/v1/notifications/unread-count", Some(&who.access_token), None)
+        .get(
+            "/v1/notifications/unread-count",
+            Some(&who.access_token),
+            None,
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.unwrap()
@@ -73,25 +77,52 @@ async fn the_notification_manager_flow_coalesces_marks_and_respects_settings_and
     .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     head = head.max(position_of(&r));
-    let r = post(&app, &format!("/v1/follows/users/{}", alice.id), json!({}), &dave).await;
+    let r = post(
+        &app,
+        &format!("/v1/follows/users/{}", alice.id),
+        json!({}),
+        &dave,
+    )
+    .await;
     head = head.max(position_of(&r));
 
     // 1. list: newest change first, the seed's shape
     let notes = list(&app, &alice, head).await;
     let kinds: Vec<&str> = notes.iter().map(|n| n["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, vec!["follow", "comment", "comment", "like"], "{notes:#?}");
+    assert_eq!(
+        kinds,
+        vec!["follow", "comment", "comment", "like"],
+        "{notes:#?}"
+    );
     let liked = of_type(&notes, "like")[0];
     assert_eq!(liked["actor_count"], 2);
     assert_eq!(liked["other_count"], 1);
-    assert_eq!(liked["actor"]["id"], carol.id.to_string(), "the latest liker");
+    assert_eq!(
+        liked["actor"]["id"],
+        carol.id.to_string(),
+        "the latest liker"
+    );
     assert_eq!(liked["message"], "carol and 1 other liked your video");
     assert_eq!(liked["video_id"], video.to_string());
     assert_eq!(liked["is_read"], false);
     for n in &notes {
-        for key in ["id", "type", "actor", "actor_count", "message", "is_read", "created_at", "cursor"] {
+        for key in [
+            "id",
+            "type",
+            "actor",
+            "actor_count",
+            "message",
+            "is_read",
+            "created_at",
+            "cursor",
+        ] {
             assert!(n.get(key).is_some(), "{key} in {n}");
         }
-        assert_ne!(n["actor"]["id"], alice.id.to_string(), "own actions never notify");
+        assert_ne!(
+            n["actor"]["id"],
+            alice.id.to_string(),
+            "own actions never notify"
+        );
     }
     let bobs = list(&app, &bob, head).await;
     assert_eq!(bobs.len(), 1);
@@ -101,26 +132,72 @@ async fn the_notification_manager_flow_coalesces_marks_and_respects_settings_and
 
     // 2. batch-mark-read: only the caller's unread ones count
     let follow_id = of_type(&notes, "follow")[0]["id"].clone();
-    let comment_ids: Vec<Value> = of_type(&notes, "comment").iter().map(|n| n["id"].clone()).collect();
+    let comment_ids: Vec<Value> = of_type(&notes, "comment")
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
     let ids = json!([liked["id"], comment_ids[0], Uuid::new_v4(), bobs[0]["id"]]);
-    let r = post(&app, "/v1/notifications/batch-mark-read", json!({"notification_ids": ids}), &alice).await;
+    let r = post(
+        &app,
+        "/v1/notifications/batch-mark-read",
+        json!({"notification_ids": ids}),
+        &alice,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"marked_count": 2, "success": true}));
-    let r = post(&app, "/v1/notifications/batch-mark-read", json!({"notification_ids": ids}), &alice).await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"marked_count": 0, "success": true}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"marked_count": 2, "success": true})
+    );
+    let r = post(
+        &app,
+        "/v1/notifications/batch-mark-read",
+        json!({"notification_ids": ids}),
+        &alice,
+    )
+    .await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"marked_count": 0, "success": true})
+    );
     // 3. unread-count, at once (the marks answered once the read model had them)
     assert_eq!(unread(&app, &alice).await, json!({"unread_count": 2}));
-    assert_eq!(unread(&app, &bob).await, json!({"unread_count": 1}), "bob's stays unread");
-    let r = post(&app, "/v1/notifications/batch-mark-read", json!({"notification_ids": (0..101).map(|_| Uuid::new_v4()).collect::<Vec<_>>()}), &alice).await;
+    assert_eq!(
+        unread(&app, &bob).await,
+        json!({"unread_count": 1}),
+        "bob's stays unread"
+    );
+    let r = post(
+        &app,
+        "/v1/notifications/batch-mark-read",
+        json!({"notification_ids": (0..101).map(|_| Uuid::new_v4()).collect::<Vec<_>>()}),
+        &alice,
+    )
+    .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
 
     // one by one, and all
-    let r = post(&app, &format!("/v1/notifications/{}/read", follow_id.as_str().unwrap()), json!({}), &alice).await;
+    let r = post(
+        &app,
+        &format!("/v1/notifications/{}/read", follow_id.as_str().unwrap()),
+        json!({}),
+        &alice,
+    )
+    .await;
     assert_eq!(r.json::<Value>().await.unwrap()["marked_count"], 1);
-    let r = post(&app, &format!("/v1/notifications/{}/read", bobs[0]["id"].as_str().unwrap()), json!({}), &alice).await;
+    let r = post(
+        &app,
+        &format!("/v1/notifications/{}/read", bobs[0]["id"].as_str().unwrap()),
+        json!({}),
+        &alice,
+    )
+    .await;
     expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     let r = post(&app, "/v1/notifications/read-all", json!({}), &alice).await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"marked_count": 1, "success": true}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"marked_count": 1, "success": true})
+    );
     assert_eq!(unread(&app, &alice).await, json!({"unread_count": 0}));
 
     // a like after the read ones starts a new notification
@@ -134,7 +211,11 @@ async fn the_notification_manager_flow_coalesces_marks_and_respects_settings_and
 
     // settings: likes off, then a like notifies nobody
     let r = app
-        .patch("/v1/notifications/settings", json!({"like": false}), &alice.access_token)
+        .patch(
+            "/v1/notifications/settings",
+            json!({"like": false}),
+            &alice.access_token,
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
@@ -142,7 +223,9 @@ async fn the_notification_manager_flow_coalesces_marks_and_respects_settings_and
         json!({"like": false, "comment": true, "reply": true, "follow": true, "glitch": true, "ai_job": true})
     );
     for bad in [json!({"bogus": true}), json!({}), json!({"like": "no"})] {
-        let r = app.patch("/v1/notifications/settings", bad, &alice.access_token).await;
+        let r = app
+            .patch("/v1/notifications/settings", bad, &alice.access_token)
+            .await;
         expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     }
     let erin = app.register("erin").await;
@@ -150,7 +233,11 @@ async fn the_notification_manager_flow_coalesces_marks_and_respects_settings_and
     head = head.max(position_of(&r));
     assert_eq!(of_type(&list(&app, &alice, head).await, "like").len(), 2);
     let settings: Value = app
-        .get("/v1/notifications/settings", Some(&alice.access_token), None)
+        .get(
+            "/v1/notifications/settings",
+            Some(&alice.access_token),
+            None,
+        )
         .await
         .json()
         .await
@@ -158,11 +245,19 @@ async fn the_notification_manager_flow_coalesces_marks_and_respects_settings_and
     assert_eq!(settings["like"], false);
 
     // a block hides what the other did, and stops what they do next
-    let r = post(&app, &format!("/v1/blocks/users/{}", dave.id), json!({}), &alice).await;
+    let r = post(
+        &app,
+        &format!("/v1/blocks/users/{}", dave.id),
+        json!({}),
+        &alice,
+    )
+    .await;
     head = head.max(position_of(&r));
     let notes = list(&app, &alice, head).await;
     assert!(
-        notes.iter().all(|n| n["actor"]["id"] != dave.id.to_string()),
+        notes
+            .iter()
+            .all(|n| n["actor"]["id"] != dave.id.to_string()),
         "dave's follow and like are hidden: {notes:#?}"
     );
 
@@ -174,14 +269,19 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(base: &str, token: Option<&str>, query: &str) -> Socket {
-    let url = format!("{}/v1/notifications/ws{query}", base.replacen("http", "ws", 1));
+    let url = format!(
+        "{}/v1/notifications/ws{query}",
+        base.replacen("http", "ws", 1)
+    );
     let mut request = url.into_client_request().unwrap();
     if let Some(t) = token {
         request
             .headers_mut()
             .insert("Authorization", format!("Bearer {t}").parse().unwrap());
     }
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("socket opens");
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("socket opens");
     socket
 }
 
@@ -247,8 +347,20 @@ async fn a_like_reaches_a_socket_on_another_process_and_a_reconnect_resumes() {
     socket.close(None).await.unwrap();
 
     // while no socket is open: a comment and a follow
-    post(&app, &format!("/v1/comments/videos/{video}"), json!({"content": "hey"}), &bob).await;
-    post(&app, &format!("/v1/follows/users/{}", alice.id), json!({}), &bob).await;
+    post(
+        &app,
+        &format!("/v1/comments/videos/{video}"),
+        json!({"content": "hey"}),
+        &bob,
+    )
+    .await;
+    post(
+        &app,
+        &format!("/v1/follows/users/{}", alice.id),
+        json!({}),
+        &bob,
+    )
+    .await;
     app.eventually(10, "both notified", || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1")
             .bind(alice.id)
@@ -263,13 +375,19 @@ async fn a_like_reaches_a_socket_on_another_process_and_a_reconnect_resumes() {
     let mut socket = connect(&other.api.address, None, &format!("?since={since}")).await;
     socket
         .send(Message::Text(
-            json!({"type": "auth", "token": alice.access_token}).to_string().into(),
+            json!({"type": "auth", "token": alice.access_token})
+                .to_string()
+                .into(),
         ))
         .await
         .unwrap();
     let missed = notifications(&mut socket, 2).await;
     let kinds: Vec<&str> = missed.iter().map(|n| n["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, vec!["comment", "follow"], "what the closed socket missed, in order");
+    assert_eq!(
+        kinds,
+        vec!["comment", "follow"],
+        "what the closed socket missed, in order"
+    );
     // heartbeats keep coming
     let beat = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -298,10 +416,17 @@ async fn a_like_reaches_a_socket_on_another_process_and_a_reconnect_resumes() {
     assert!(closed.is_ok(), "an unsigned socket is closed");
     let r = other
         .api
-        .get(&format!("/v1/notifications/ws?token={}", alice.access_token), None, None)
+        .get(
+            &format!("/v1/notifications/ws?token={}", alice.access_token),
+            None,
+            None,
+        )
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
-    let r = other.api.get("/v1/notifications/ws", Some(&alice.access_token), None).await;
+    let r = other
+        .api
+        .get("/v1/notifications/ws", Some(&alice.access_token), None)
+        .await;
     expect_error(r, StatusCode::BAD_REQUEST, "WEBSOCKET_REQUIRED").await;
 
     socket.close(None).await.unwrap();
