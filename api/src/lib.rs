@@ -71,6 +71,9 @@ pub struct ApiContext {
     pub rate_limiter: lokiz_infra::rate_limit::RateLimiter,
     /// This process's live notification sockets (`live.rs`).
     pub live: Arc<live::LiveHub>,
+    /// Where clients reach this service (`LOKIZ_PUBLIC_URL`, else the bound
+    /// address): the base of share links.
+    pub public_base: Arc<str>,
 }
 
 impl ApiContext {
@@ -257,6 +260,7 @@ impl Application {
             rate_limiter: lokiz_infra::rate_limit::RateLimiter::new(pool.clone()),
             waiters: Arc::new(tokio::sync::Semaphore::new(config.consistency_waiters)),
             live: live::LiveHub::new(config.live.clone()),
+            public_base: public_base.trim_end_matches('/').into(),
             config: Arc::new(config),
             pool,
             nats,

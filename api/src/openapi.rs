@@ -9,7 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
     admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes,
-    moderation, notifications, ops, payments, reports, studio, users, videos,
+    moderation, notifications, ops, payments, reports, shares, studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -26,6 +26,7 @@ use crate::ApiContext;
         videos::feed, videos::prefetch, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
+        shares::share, shares::share_count, shares::landing,
         follows::follow, follows::unfollow, follows::followers, follows::following,
         follows::check_one, follows::check_batch, blocks::block, blocks::unblock, blocks::list,
         notifications::list, notifications::unread_count, notifications::read_one,
@@ -50,6 +51,7 @@ use crate::ApiContext;
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
+        shares::ShareRequest, shares::Shared, shares::ShareCount,
         follows::FollowState, follows::FollowUser, follows::FollowPage, follows::FollowCheck,
         follows::UserIds, follows::FollowingUsers, blocks::BlockState, blocks::BlockedUser,
         blocks::BlockPage, notifications::NotificationView, notifications::NotificationPage,

@@ -166,6 +166,8 @@ pub struct VideoResponse {
     pub comment_count: i64,
     pub remix_count: i64,
     pub glitch_count: i64,
+    /// People × channels it was shared to (`POST /v1/videos/{id}/share`).
+    pub share_count: i64,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
 }
@@ -189,13 +191,15 @@ pub struct VideoRow {
     pub comment_count: i64,
     pub remix_count: i64,
     pub glitch_count: i64,
+    pub share_count: i64,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
 }
 
 pub const VIDEO_COLUMNS: &str = "v.id, v.owner_id, u.username, u.display_name, u.profile_image_url,
     v.caption, v.file_key, v.status, v.visibility, v.width, v.height, v.duration, v.view_count,
-    v.like_count, v.comment_count, v.remix_count, v.glitch_count, v.created_at, v.published_at";
+    v.like_count, v.comment_count, v.remix_count, v.glitch_count, v.share_count, v.created_at,
+    v.published_at";
 
 impl VideoRow {
     pub fn into_response(self, ctx: &ApiContext) -> VideoResponse {
@@ -221,6 +225,7 @@ impl VideoRow {
             comment_count: self.comment_count,
             remix_count: self.remix_count,
             glitch_count: self.glitch_count,
+            share_count: self.share_count,
             created_at: self.created_at,
             published_at: self.published_at,
         }

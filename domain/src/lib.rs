@@ -13,6 +13,7 @@ pub mod like;
 pub mod notification_inbox;
 pub mod payment;
 pub mod report;
+pub mod share;
 pub mod upcast;
 pub mod user;
 pub mod values;
@@ -36,4 +37,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     report::Report::TYPE_NAME,
     block::Block::TYPE_NAME,
     notification_inbox::NotificationInbox::TYPE_NAME,
+    share::Share::TYPE_NAME,
 ];

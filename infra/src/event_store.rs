@@ -16,6 +16,7 @@ use lokiz_domain::like::Like;
 use lokiz_domain::notification_inbox::NotificationInbox;
 use lokiz_domain::payment::Payment;
 use lokiz_domain::report::Report;
+use lokiz_domain::share::Share;
 use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
 use lokiz_domain::user::User;
 use lokiz_domain::video::Video;
@@ -235,6 +236,7 @@ pub struct EventStore {
     pub reports: Commands<Report>,
     pub blocks: Commands<Block>,
     pub inboxes: Commands<NotificationInbox>,
+    pub shares: Commands<Share>,
 }
 
 impl EventStore {
@@ -254,7 +256,8 @@ impl EventStore {
             bookmarks: Commands::new(pool.clone(), signal.clone()),
             reports: Commands::new(pool.clone(), signal.clone()),
             blocks: Commands::new(pool.clone(), signal.clone()),
-            inboxes: Commands::new(pool.clone(), signal),
+            inboxes: Commands::new(pool.clone(), signal.clone()),
+            shares: Commands::new(pool.clone(), signal),
             pool,
         }
     }

@@ -18,6 +18,7 @@ pub mod projector;
 pub mod rebuild;
 pub mod reports;
 pub mod runtime;
+pub mod shares;
 pub mod status;
 pub mod users;
 pub mod videos;
@@ -42,6 +43,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(blocks::BlocksProjector),
         Arc::new(notifications::NotificationsProjector::default()),
         Arc::new(activity::ActivityProjector),
+        Arc::new(shares::SharesProjector),
     ]
 }
 

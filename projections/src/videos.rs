@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use lokiz_domain::ai_job::{AiJob, AiJobEvent, JobKind};
 use lokiz_domain::comment::{Comment, CommentEvent};
 use lokiz_domain::like::{Like, LikeEvent};
+use lokiz_domain::share::{Share, ShareEvent};
 use lokiz_domain::video::{Video, VideoEvent};
 use lokiz_domain::video_view::{VideoView, VideoViewEvent};
 use lokiz_infra::StoredEvent;
@@ -28,6 +29,8 @@ struct Deltas {
     comments: i64,
     /// AI jobs requested from the video (`remix_count`).
     remixes: i64,
+    /// (user, channel) pairs it was shared to (`share_count`).
+    shares: i64,
 }
 
 async fn bump(conn: &mut PgConnection, video_id: Uuid, d: Deltas) -> Result<(), ProjectionError> {
@@ -37,6 +40,7 @@ async fn bump(conn: &mut PgConnection, video_id: Uuid, d: Deltas) -> Result<(), 
             like_count = like_count + $3,
             comment_count = comment_count + $4,
             remix_count = remix_count + $5,
+            share_count = share_count + $6,
             hot_score = lokiz_hot_score(
                 (view_count + $2) + 3 * (like_count + $3) + 4 * (comment_count + $4)
                     + 6 * glitch_count,
@@ -48,6 +52,7 @@ async fn bump(conn: &mut PgConnection, video_id: Uuid, d: Deltas) -> Result<(), 
     .bind(d.likes)
     .bind(d.comments)
     .bind(d.remixes)
+    .bind(d.shares)
     .execute(conn)
     .await?;
     Ok(())
@@ -66,6 +71,7 @@ impl Projector for VideosProjector {
             Like::TYPE_NAME,
             Comment::TYPE_NAME,
             AiJob::TYPE_NAME,
+            Share::TYPE_NAME,
         ]
     }
 
@@ -159,6 +165,7 @@ impl Projector for VideosProjector {
                         sum.likes += d.likes;
                         sum.comments += d.comments;
                         sum.remixes += d.remixes;
+                        sum.shares += d.shares;
                     }
                 }
             }
@@ -250,6 +257,15 @@ fn counter_change(event: &StoredEvent) -> Result<Option<(Uuid, Deltas)>, Project
             ),
             _ => return Ok(None),
         },
+        Share::TYPE_NAME => match decode::<ShareEvent>(event)? {
+            ShareEvent::VideoShared { video_id, .. } => (
+                video_id,
+                Deltas {
+                    shares: 1,
+                    ..Default::default()
+                },
+            ),
+        },
         _ => return Ok(None),
     };
     Ok(Some((video_id, d)))
@@ -264,14 +280,15 @@ async fn bump_all(
         return Ok(());
     }
     let mut ids = Vec::with_capacity(deltas.len());
-    let (mut views, mut likes, mut comments, mut remixes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut views, mut likes, mut comments, mut remixes, mut shares) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (id, d) in deltas {
         ids.push(id);
         views.push(d.views);
         likes.push(d.likes);
         comments.push(d.comments);
         remixes.push(d.remixes);
+        shares.push(d.shares);
     }
     sqlx::query(
         "UPDATE videos v SET
@@ -279,12 +296,14 @@ async fn bump_all(
             like_count = v.like_count + u.dl,
             comment_count = v.comment_count + u.dc,
             remix_count = v.remix_count + u.dr,
+            share_count = v.share_count + u.ds,
             hot_score = lokiz_hot_score(
                 (v.view_count + u.dv) + 3 * (v.like_count + u.dl) + 4 * (v.comment_count + u.dc)
                     + 6 * v.glitch_count,
                 coalesce(v.published_at, v.created_at))
-           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                AS u(id, dv, dl, dc, dr)
+           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                       $6::bigint[])
+                AS u(id, dv, dl, dc, dr, ds)
           WHERE v.id = u.id",
     )
     .bind(ids)
@@ -292,6 +311,7 @@ async fn bump_all(
     .bind(likes)
     .bind(comments)
     .bind(remixes)
+    .bind(shares)
     .execute(conn)
     .await?;
     Ok(())

@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod ops;
 pub mod payments;
 pub mod reports;
+pub mod shares;
 pub mod studio;
 pub mod users;
 pub mod videos;
@@ -54,6 +55,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(likes::router())
         .merge(bookmarks::router())
         .merge(reports::router())
+        .merge(shares::router())
         .merge(follows::router())
         .merge(blocks::router())
         .merge(notifications::router())
@@ -69,6 +71,7 @@ pub fn router(ctx: ApiContext) -> Router {
             ops::router()
         })
         .merge(crate::openapi::router())
+        .merge(shares::landing_router())
         .fallback(|| async { ApiError::NotFound { what: "Route" } })
         .method_not_allowed_fallback(|| async {
             (

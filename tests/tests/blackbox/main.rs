@@ -25,5 +25,6 @@ mod replicate;
 mod reports;
 mod s3;
 mod seed;
+mod shares;
 mod social;
 mod spine;
