@@ -82,12 +82,20 @@ async fn maintenance_connection(pool: &PgPool, what: &str) -> Result<PgConnectio
         .clone()
         .application_name(&format!("{MAINTENANCE_APP}{what}"));
     let mut conn = PgConnection::connect_with(&options).await?;
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-        .bind(MAINTENANCE_LOCK)
-        .fetch_one(&mut conn)
-        .await?;
-    if got {
-        return Ok(conn);
+    // a run that just ended may still hold the lock for a moment: its
+    // connection is dropped, and the server releases the lock when the
+    // backend exits; look again for up to a second before calling it busy
+    for attempt in 0..10 {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(MAINTENANCE_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            return Ok(conn);
+        }
+        if attempt < 9 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     let holder: Option<(i32, String, f64)> = sqlx::query_as(
         "SELECT pid, application_name, extract(epoch FROM now() - backend_start)::float8

@@ -240,6 +240,12 @@ async fn abandoned_uploads_and_deleted_videos_lose_their_files() {
             .unwrap()
             .is_none()
             && app.ctx.blobs.stored_size(&deleted).await.unwrap().is_none()
+            // the sweep is recorded right after its file goes
+            && sqlx::query_scalar::<_, i64>("SELECT count(*) FROM file_sweeps")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap()
+                == 2
     })
     .await;
     let swept: Vec<String> = sqlx::query_scalar("SELECT reason FROM file_sweeps ORDER BY reason")
