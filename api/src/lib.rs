@@ -74,6 +74,8 @@ pub struct ApiContext {
     /// Where clients reach this service (`LOKIZ_PUBLIC_URL`, else the bound
     /// address): the base of share links.
     pub public_base: Arc<str>,
+    /// The hashtag trends, computed at most every few seconds per process.
+    pub trends: Arc<routes::hashtags::TrendsCache>,
 }
 
 impl ApiContext {
@@ -261,6 +263,7 @@ impl Application {
             waiters: Arc::new(tokio::sync::Semaphore::new(config.consistency_waiters)),
             live: live::LiveHub::new(config.live.clone()),
             public_base: public_base.trim_end_matches('/').into(),
+            trends: Arc::default(),
             config: Arc::new(config),
             pool,
             nats,

@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes,
-    moderation, notifications, ops, payments, reports, shares, studio, users, videos,
+    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, hashtags, likes,
+    moderation, notifications, ops, payments, reports, search, shares, studio, users, videos,
 };
 use crate::ApiContext;
 
@@ -41,6 +41,9 @@ use crate::ApiContext;
         credits::purchase, credits::packages, credits::plans, payments::webhook,
         glitch::glitches, glitch::source, studio::timeline, studio::preview, studio::select_range,
         ops::health, ops::ready, ops::metrics_text,
+        search::search_all, search::search_videos, search::search_users, search::autocomplete,
+        search::history, search::record, search::forget, search::clear,
+        hashtags::tag_videos, hashtags::trending,
     ),
     components(schemas(
         auth::AuthResponse, auth::RegisterRequest, auth::LoginRequest, auth::RefreshRequest,
@@ -68,11 +71,14 @@ use crate::ApiContext;
         credits::PresetView, credits::Package, credits::Packages, credits::Purchase, credits::Plan,
         credits::Plans, credits::PurchaseRequest, payments::WebhookReceived, glitch::ChainVideo, glitch::ChainPage,
         studio::Thumbnail, studio::SelectRangeRequest, studio::Timeline, studio::Preview, studio::SelectedRange,
+        search::SearchUser, search::UserSearchPage, search::HashtagMatch, search::SearchResults,
+        search::Suggestion, search::Suggestions, search::HistoryEntry, search::History,
+        search::RecordSearchRequest, hashtags::TrendingTag, hashtags::Trending,
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth, &Contract),
     tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"), (name = "bookmarks"),
-         (name = "follows"), (name = "blocks"), (name = "notifications"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
+         (name = "follows"), (name = "blocks"), (name = "notifications"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "search"), (name = "ops"))
 )]
 pub struct ApiDoc;
 

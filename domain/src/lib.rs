@@ -13,6 +13,7 @@ pub mod like;
 pub mod notification_inbox;
 pub mod payment;
 pub mod report;
+pub mod search_history;
 pub mod share;
 pub mod upcast;
 pub mod user;
@@ -38,4 +39,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     block::Block::TYPE_NAME,
     notification_inbox::NotificationInbox::TYPE_NAME,
     share::Share::TYPE_NAME,
+    search_history::SearchHistory::TYPE_NAME,
 ];

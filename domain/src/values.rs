@@ -58,6 +58,7 @@ string_newtype!(Bio);
 string_newtype!(ImageUrl);
 string_newtype!(Caption);
 string_newtype!(CommentBody);
+string_newtype!(SearchQuery);
 string_newtype!(ModerationReason);
 
 /// Checks `raw` as free text and trims it: at most `max` characters as sent,
@@ -258,6 +259,81 @@ impl Caption {
     }
 }
 
+impl Caption {
+    /// The hashtags in the caption, case-folded, each once, in order of
+    /// first appearance: `#` at the start or after a character that is not
+    /// part of a word, then letters, digits (any script: `#댄스` is a tag)
+    /// and underscores, at most 50 of them. At most 30 tags per caption.
+    pub fn hashtags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = Vec::new();
+        let chars: Vec<char> = self.0.chars().collect();
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        let mut i = 0;
+        while i < chars.len() && tags.len() < 30 {
+            if chars[i] == '#' && (i == 0 || !word(chars[i - 1]) && chars[i - 1] != '#') {
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len() && word(chars[end]) {
+                    end += 1;
+                }
+                // a tag has a letter (`#1` is a number, not a tag)
+                if end > start
+                    && end - start <= 50
+                    && chars[start..end].iter().any(|c| c.is_alphabetic())
+                {
+                    let tag: String = chars[start..end].iter().collect::<String>().to_lowercase();
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                i = end.max(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+        tags
+    }
+
+    /// The words of the caption outside hashtags and mentions, lowercased,
+    /// each once: what autocomplete offers as keywords. Words of 2–30
+    /// letters or digits (any script), at most 50 per caption.
+    pub fn keywords(&self) -> Vec<String> {
+        let mut words: Vec<String> = Vec::new();
+        for token in self
+            .0
+            .split(|c: char| !(c.is_alphanumeric() || c == '#' || c == '@'))
+        {
+            if token.starts_with('#') || token.starts_with('@') || token.contains(['#', '@']) {
+                continue;
+            }
+            let len = token.chars().count();
+            if !(2..=30).contains(&len) || !token.chars().any(|c| c.is_alphabetic()) {
+                continue;
+            }
+            let word = token.to_lowercase();
+            if !words.contains(&word) {
+                words.push(word);
+                if words.len() == 50 {
+                    break;
+                }
+            }
+        }
+        words
+    }
+}
+
+impl SearchQuery {
+    pub const MAX: usize = 100;
+
+    /// 1–100 characters after trimming, on one line. Inner runs of
+    /// whitespace become one space, so `"cat  video"` and `"cat video"` are
+    /// one history entry.
+    pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
+        let t = text(field, raw, 1, Self::MAX, false)?;
+        Ok(Self(t.split_whitespace().collect::<Vec<_>>().join(" ")))
+    }
+}
+
 impl CommentBody {
     pub const MAX: usize = 1000;
 
@@ -389,6 +465,50 @@ impl Password {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashtags_are_unicode_aware_case_folded_and_once_each() {
+        let c = Caption::parse(
+            "caption",
+            "오늘 #댄스 챌린지 #Dance #dance a#b ##x #1 #_ok #끝.",
+        )
+        .unwrap();
+        assert_eq!(c.hashtags(), vec!["댄스", "dance", "_ok", "끝"]);
+        let none = Caption::parse("caption", "no tags here, just # and 100%").unwrap();
+        assert!(none.hashtags().is_empty());
+        let many = (0..40)
+            .map(|i| format!("#t{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            Caption::parse("caption", &many).unwrap().hashtags().len(),
+            30
+        );
+    }
+
+    #[test]
+    fn keywords_skip_tags_mentions_and_noise() {
+        let c = Caption::parse(
+            "caption",
+            "Dance video, 고양이가 춤춘다! #dance @bob a 42 Dance",
+        )
+        .unwrap();
+        assert_eq!(c.keywords(), vec!["dance", "video", "고양이가", "춤춘다"]);
+    }
+
+    #[test]
+    fn search_queries_collapse_whitespace() {
+        assert_eq!(
+            SearchQuery::parse("q", "  cat   video ").unwrap().as_str(),
+            "cat video"
+        );
+        assert_eq!(SearchQuery::parse("q", "   ").unwrap_err().code, "length");
+        assert_eq!(
+            SearchQuery::parse("q", &"x".repeat(101)).unwrap_err().code,
+            "length"
+        );
+        assert_eq!(SearchQuery::parse("q", "a\nb").unwrap_err().code, "format");
+    }
 
     #[test]
     fn usernames() {

@@ -18,6 +18,8 @@ pub mod projector;
 pub mod rebuild;
 pub mod reports;
 pub mod runtime;
+pub mod search;
+pub mod search_history;
 pub mod shares;
 pub mod status;
 pub mod users;
@@ -44,6 +46,8 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(notifications::NotificationsProjector::default()),
         Arc::new(activity::ActivityProjector),
         Arc::new(shares::SharesProjector),
+        Arc::new(search::SearchProjector),
+        Arc::new(search_history::SearchHistoryProjector),
     ]
 }
 

@@ -11,12 +11,14 @@ pub mod comments;
 pub mod credits;
 pub mod follows;
 pub mod glitch;
+pub mod hashtags;
 pub mod likes;
 pub mod moderation;
 pub mod notifications;
 pub mod ops;
 pub mod payments;
 pub mod reports;
+pub mod search;
 pub mod shares;
 pub mod studio;
 pub mod users;
@@ -59,7 +61,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(follows::router())
         .merge(blocks::router())
         .merge(notifications::router())
-        .merge(comments::router());
+        .merge(comments::router())
+        .merge(search::router())
+        .merge(hashtags::router());
     // after every merge into `v1`: a route layer covers the routes it is given
     let idempotent = middleware::from_fn_with_state(Idempotency::new(ctx.clone()), idempotency);
     let v1 = v1.route_layer(idempotent);

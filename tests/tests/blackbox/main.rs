@@ -24,6 +24,7 @@ mod rebuild;
 mod replicate;
 mod reports;
 mod s3;
+mod search;
 mod seed;
 mod shares;
 mod social;
