@@ -48,7 +48,7 @@ use crate::seed::{SeedArgs, SeedReport};
 
 /// Scenario names `--only` accepts.
 pub const SCENARIOS: &[&str] = &[
-    "append", "lag", "likes", "limits", "views", "batch", "feed", "rebuild", "jobs",
+    "append", "lag", "likes", "limits", "views", "batch", "feed", "search", "rebuild", "jobs",
 ];
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,7 +74,7 @@ pub struct BenchArgs {
     /// Capture-frame jobs offered at once in the jobs scenario.
     #[arg(long, default_value_t = 200)]
     pub jobs: usize,
-    /// Only these scenarios, comma-separated: append, lag, likes, limits, views, batch, feed, rebuild, jobs.
+    /// Only these scenarios, comma-separated: append, lag, likes, limits, views, batch, feed, search, rebuild, jobs.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Also write the table as Markdown to this file (e.g. docs/BENCHMARKS.md).
@@ -156,7 +156,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 /// What is seeded before the server starts: the feed's dataset, or a
 /// smaller one when only views/batch need videos.
 fn seed_args(args: &BenchArgs) -> Option<SeedArgs> {
-    if args.wants("feed") || args.wants("rebuild") {
+    if args.wants("feed") || args.wants("search") || args.wants("rebuild") {
         let n = args.feed_videos;
         let users = (n / 100).clamp(1_000, 10_000);
         Some(SeedArgs {
@@ -403,7 +403,8 @@ impl Bench {
             // This Postgres runs with autovacuum off: give the read models the
             // statistics and visibility a production database keeps by itself.
             sqlx::raw_sql(
-                "VACUUM (ANALYZE) videos, users, likes, follows, follow_counts, comments, wallets",
+                "VACUUM (ANALYZE) videos, users, likes, follows, follow_counts, comments, wallets,
+                   search_videos, search_keywords, hashtags, video_hashtags, hashtag_uses",
             )
             .execute(&self.pool)
             .await?;
@@ -446,6 +447,11 @@ impl Bench {
             self.feeds(args, &tokens, n, rows).await?;
         }
 
+        if args.wants("search") {
+            let n = seeded.as_ref().map_or(0, |r| r.videos);
+            let users = seeded.as_ref().map_or(0, |r| r.users);
+            self.search(args, n, users, rows).await?;
+        }
         if args.wants("rebuild") {
             self.rebuild(rows).await?;
         }
@@ -1203,6 +1209,74 @@ impl Bench {
                 p99_ms: Some(ours.p99_ms),
                 target: "p99 ≤ 15 ms".into(),
                 pass: ours.p99_ms <= 15.0 && ours.errors == 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Search and autocomplete through HTTP, anonymous, over the seeded
+    /// videos and users: `--read-clients` clients cycling through a fixed
+    /// mix of queries (common and rare caption words, two words, Korean,
+    /// misspelt names, username and tag prefixes), one row per kind.
+    async fn search(
+        &self,
+        args: &BenchArgs,
+        videos: usize,
+        users: usize,
+        rows: &mut Vec<Row>,
+    ) -> anyhow::Result<()> {
+        const SEARCHES: &[&str] = &[
+            "/v1/search/videos?q=glitch",
+            "/v1/search/videos?q=grandma%20reacts",
+            "/v1/search/videos?q=vaporwave",
+            "/v1/search/videos?q=beat%20drop",
+            "/v1/search/videos?q=%EA%B3%A0%EC%96%91%EC%9D%B4",
+            "/v1/search/videos?q=nothingmatchesthis",
+            "/v1/search/users?q=kosmic%20phenix",
+            "/v1/search/users?q=neon",
+            "/v1/search?q=synth",
+        ];
+        const COMPLETIONS: &[&str] = &[
+            "/v1/search/autocomplete?q=gl",
+            "/v1/search/autocomplete?q=%23ret",
+            "/v1/search/autocomplete?q=%40neo",
+            "/v1/search/autocomplete?q=danc",
+            "/v1/search/autocomplete?q=%23%EB%8C%84",
+            "/v1/search/autocomplete?q=vaporwav",
+            "/v1/search/autocomplete?q=glich",
+        ];
+        let clients = args.read_clients;
+        for (kind, paths) in [("search", SEARCHES), ("autocomplete", COMPLETIONS)] {
+            eprintln!(
+                "bench: {kind} via HTTP, {clients} clients, {}s",
+                args.duration
+            );
+            let (http, base) = (self.http.clone(), self.base.clone());
+            let ours = closed_loop(clients, args.duration, move |client, n| {
+                let (http, base) = (http.clone(), base.clone());
+                async move {
+                    let path = paths[(client + n as usize) % paths.len()];
+                    let r = http.get(format!("{base}{path}")).send().await?;
+                    Ok(r.status().is_success())
+                }
+            })
+            .await?;
+            eprintln!(
+                "bench: {kind}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                ours.per_sec, ours.p50_ms, ours.p99_ms, ours.errors
+            );
+            rows.push(Row {
+                scenario: format!(
+                    "{kind} via HTTP ({} queries in the mix), {videos} videos, {users} users, {clients} clients",
+                    paths.len()
+                ),
+                ceiling: "—".into(),
+                ours: format!("{:.0} requests/s", ours.per_sec),
+                ratio: None,
+                p50_ms: Some(ours.p50_ms),
+                p99_ms: Some(ours.p99_ms),
+                target: "p99 ≤ 20 ms".into(),
+                pass: ours.p99_ms <= 20.0 && ours.errors == 0,
             });
         }
         Ok(())

@@ -378,6 +378,8 @@ const PHRASES: &[&str] = &[
     "tried the new glitch filter",
     "one take wonder",
     "rain sounds + synths",
+    "고양이가 춤을 춘다",
+    "오늘의 글리치 챌린지",
 ];
 const HASHTAGS: &[&str] = &[
     "#glitch",
@@ -400,6 +402,8 @@ const HASHTAGS: &[&str] = &[
     "#music",
     "#art",
     "#night",
+    "#댄스",
+    "#글리치",
 ];
 const COMMENTS: &[&str] = &[
     "this is unreal 🔥",

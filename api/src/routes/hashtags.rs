@@ -43,28 +43,28 @@ pub const HALF_LIFE_HOURS: f64 = 6.0;
 /// everybody; computing them reads the last week of tag use).
 const TRENDS_TTL: Duration = Duration::from_secs(15);
 
-/// A tag from a path or query: an optional `#`, then 1–50 letters, digits
-/// (any script) or underscores with at least one letter; case-folded.
-fn parse_tag(raw: &str) -> Result<String, FieldError> {
+/// A tag from a path: an optional `#`, then 1–50 letters, digits (any
+/// script) or underscores with at least one letter; case-folded. Longer
+/// than that is refused; anything else of that length is no tag (`None`),
+/// which finds no videos.
+fn parse_tag(raw: &str) -> Result<Option<String>, FieldError> {
     let t = raw.strip_prefix('#').unwrap_or(raw);
-    let n = t.chars().count();
-    if (1..=50).contains(&n)
-        && t.chars().all(|c| c.is_alphanumeric() || c == '_')
-        && t.chars().any(char::is_alphabetic)
-    {
-        Ok(t.to_lowercase())
-    } else {
-        Err(FieldError::new(
+    if t.chars().count() > 50 {
+        return Err(FieldError::new(
             "tag",
-            "format",
-            "must be 1 to 50 letters, digits or underscores, with a letter",
-        ))
+            "length",
+            "must be at most 50 characters (after an optional #)",
+        ));
     }
+    let tag = !t.is_empty()
+        && t.chars().all(|c| c.is_alphanumeric() || c == '_')
+        && t.chars().any(char::is_alphabetic);
+    Ok(tag.then(|| t.to_lowercase()))
 }
 
 #[utoipa::path(get, path = "/v1/hashtags/{tag}/videos", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("tag" = String, Path, description = "The tag, with or without `#` (URL-encoded); any case"),
+           ("tag" = String, Path, max_length = 51, description = "The tag, with or without `#` (URL-encoded); any case. What cannot be a tag finds nothing"),
            ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = VideoPage, description = "Public videos with the tag in their caption, newest first"),
@@ -77,11 +77,17 @@ pub async fn tag_videos(
     params: Params,
 ) -> Result<Json<VideoPage>, ApiError> {
     let mut errors = Vec::new();
-    let tag = parse_tag(&tag).map_err(|e| errors.push(e)).ok();
+    let tag = parse_tag(&tag).map_err(|e| errors.push(e)).ok().flatten();
     let after: Option<(DateTime<Utc>, Uuid)> = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    let tag = tag.unwrap_or_default();
+    let Some(tag) = tag else {
+        return Ok(Json(VideoPage {
+            videos: Vec::new(),
+            next_cursor: None,
+            has_more: false,
+        }));
+    };
     ctx.wait_for(min, &["search", "videos", "users", "blocks"])
         .await?;
     let viewer = user.map(|u| u.user_id);
@@ -233,11 +239,12 @@ mod tests {
 
     #[test]
     fn tags_parse_with_or_without_hash_in_any_script() {
-        assert_eq!(parse_tag("#Dance").unwrap(), "dance");
-        assert_eq!(parse_tag("댄스").unwrap(), "댄스");
-        assert!(parse_tag("#").is_err());
-        assert!(parse_tag("123").is_err());
-        assert!(parse_tag("a b").is_err());
+        assert_eq!(parse_tag("#Dance").unwrap().unwrap(), "dance");
+        assert_eq!(parse_tag("댄스").unwrap().unwrap(), "댄스");
+        assert_eq!(parse_tag("#"), Ok(None));
+        assert_eq!(parse_tag("123"), Ok(None));
+        assert_eq!(parse_tag("a b"), Ok(None));
+        assert!(parse_tag(&format!("#{}", "a".repeat(50))).unwrap().is_some());
         assert!(parse_tag(&"a".repeat(51)).is_err());
     }
 }

@@ -100,7 +100,7 @@ fn query_param(params: &Params, errors: &mut Vec<FieldError>) -> String {
     }
 }
 
-const Q_PARAM: &str = "What to look for: 1–100 characters";
+const Q_PARAM: &str = "What to look for: 1–100 characters on one line, not only spaces";
 
 // ---------------------------------------------------------------- videos
 
@@ -188,7 +188,7 @@ fn score_cursor(params: &Params, errors: &mut Vec<FieldError>) -> Option<ScoreCu
 
 #[utoipa::path(get, path = "/v1/search/videos", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("q" = String, Query, min_length = 1, max_length = 100, description = Q_PARAM),
+           ("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = Q_PARAM),
            ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = VideoPage, description = "Videos whose caption holds every word (as a prefix: `danc` finds dancing, `고양이` finds 고양이가), most relevant and engaging first"),
@@ -294,7 +294,7 @@ async fn user_matches(
 
 #[utoipa::path(get, path = "/v1/search/users", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("q" = String, Query, min_length = 1, max_length = 100, description = Q_PARAM),
+           ("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = Q_PARAM),
            ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = UserSearchPage, description = "People by username or display name, misspellings included; closest first"),
@@ -379,7 +379,7 @@ pub struct SearchResults {
 
 #[utoipa::path(get, path = "/v1/search", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("q" = String, Query, min_length = 1, max_length = 100, description = Q_PARAM),
+           ("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = Q_PARAM),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Videos on the first page (default 20)")),
     responses((status = 200, body = SearchResults, description = "Videos, people and hashtags at once; each list continues at its own endpoint"),
               (status = 422, body = crate::error::ErrorEnvelope)))]
@@ -555,7 +555,7 @@ async fn keyword_suggestions(
 }
 
 #[utoipa::path(get, path = "/v1/search/autocomplete", tag = "search", security((), ("bearer" = [])),
-    params(("q" = String, Query, min_length = 1, max_length = 100, description = "What was typed so far: `@…` completes people, `#…` hashtags, anything else keywords (the caller's own past searches first, then caption words) and a few people and hashtags"),
+    params(("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = "What was typed so far: `@…` completes people, `#…` hashtags, anything else keywords (the caller's own past searches first, then caption words) and a few people and hashtags"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 20, description = "At most this many suggestions (default 10)")),
     responses((status = 200, body = Suggestions),
               (status = 422, body = crate::error::ErrorEnvelope)))]
@@ -619,7 +619,11 @@ pub struct History {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct RecordSearchRequest {
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     query: String,
 }
 

@@ -118,6 +118,19 @@ async fn fixtures(
         assert!(put.status().is_success());
         subs.insert("{upload}", up["video_id"].as_str().expect("id").to_owned());
     }
+    if needs("{search}") {
+        let r = app
+            .post(
+                "/v1/search/history",
+                json!({"query": "my search"}),
+                Some(&owner.access_token),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        position = position.max(position_of(&r));
+        let entry: Value = r.json().await.expect("entry");
+        subs.insert("{search}", entry["id"].as_str().expect("id").to_owned());
+    }
     if needs("{comment}") {
         let r = app
             .post(

@@ -195,8 +195,13 @@ async fn search_finds_captions_misspelt_names_and_korean_tags_but_never_hidden_v
         .get(&format!("/v1/search/users?q={long}"), None, None)
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
-    let r = app.get("/v1/hashtags/%23/videos", None, None).await;
+    let r = app
+        .get(&format!("/v1/hashtags/{}/videos", "a".repeat(51)), None, None)
+        .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+    // what cannot be a tag finds nothing
+    let page = get(&app, "/v1/hashtags/%23/videos", None, head).await;
+    assert!(video_ids(&page).is_empty());
     // a query of only punctuation finds nothing (no error, no scan)
     let page = get(&app, "/v1/search/videos?q=%21%21%21", None, head).await;
     assert!(video_ids(&page).is_empty());
