@@ -44,19 +44,19 @@ pub const HALF_LIFE_HOURS: f64 = 6.0;
 const TRENDS_TTL: Duration = Duration::from_secs(15);
 
 /// A tag from a path: an optional `#`, then 1–50 letters, digits (any
-/// script) or underscores with at least one letter; case-folded. Longer
-/// than that is refused; anything else of that length is no tag (`None`),
+/// script) or underscores with at least one letter; case-folded. More than
+/// 51 characters is refused; anything else that is not a tag is `None`,
 /// which finds no videos.
 fn parse_tag(raw: &str) -> Result<Option<String>, FieldError> {
-    let t = raw.strip_prefix('#').unwrap_or(raw);
-    if t.chars().count() > 50 {
+    if raw.chars().count() > 51 {
         return Err(FieldError::new(
             "tag",
             "length",
-            "must be at most 50 characters (after an optional #)",
+            "must be at most 51 characters (a # and 50)",
         ));
     }
-    let tag = !t.is_empty()
+    let t = raw.strip_prefix('#').unwrap_or(raw);
+    let tag = (1..=50).contains(&t.chars().count())
         && t.chars().all(|c| c.is_alphanumeric() || c == '_')
         && t.chars().any(char::is_alphabetic);
     Ok(tag.then(|| t.to_lowercase()))
@@ -245,6 +245,7 @@ mod tests {
         assert_eq!(parse_tag("123"), Ok(None));
         assert_eq!(parse_tag("a b"), Ok(None));
         assert!(parse_tag(&format!("#{}", "a".repeat(50))).unwrap().is_some());
-        assert!(parse_tag(&"a".repeat(51)).is_err());
+        assert_eq!(parse_tag(&"a".repeat(51)), Ok(None));
+        assert!(parse_tag(&"a".repeat(52)).is_err());
     }
 }

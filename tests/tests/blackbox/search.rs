@@ -196,7 +196,7 @@ async fn search_finds_captions_misspelt_names_and_korean_tags_but_never_hidden_v
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     let r = app
-        .get(&format!("/v1/hashtags/{}/videos", "a".repeat(51)), None, None)
+        .get(&format!("/v1/hashtags/{}/videos", "a".repeat(52)), None, None)
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     // what cannot be a tag finds nothing
