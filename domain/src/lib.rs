@@ -14,6 +14,7 @@ pub mod notification_inbox;
 pub mod payment;
 pub mod report;
 pub mod share;
+pub mod subscription;
 pub mod upcast;
 pub mod user;
 pub mod values;
@@ -38,4 +39,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     block::Block::TYPE_NAME,
     notification_inbox::NotificationInbox::TYPE_NAME,
     share::Share::TYPE_NAME,
+    subscription::Subscription::TYPE_NAME,
 ];
