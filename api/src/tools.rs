@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use lokiz_domain::{
     ai_job, block, bookmark, comment, follow, like, notification_inbox, payment, report, share,
-    user, video, video_view, wallet,
+    subscription, user, video, video_view, wallet,
 };
 use lokiz_infra::stored_event::STORED_EVENT_COLUMNS;
 use lokiz_infra::StoredEvent;
@@ -338,6 +338,9 @@ pub async fn history(
             t if t == report::Report::TYPE_NAME => fold::<report::Report>(&events)?,
             t if t == block::Block::TYPE_NAME => fold::<block::Block>(&events)?,
             t if t == share::Share::TYPE_NAME => fold::<share::Share>(&events)?,
+            t if t == subscription::Subscription::TYPE_NAME => {
+                fold::<subscription::Subscription>(&events)?
+            }
             t if t == notification_inbox::NotificationInbox::TYPE_NAME => {
                 fold::<notification_inbox::NotificationInbox>(&events)?
             }

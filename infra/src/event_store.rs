@@ -17,6 +17,7 @@ use lokiz_domain::notification_inbox::NotificationInbox;
 use lokiz_domain::payment::Payment;
 use lokiz_domain::report::Report;
 use lokiz_domain::share::Share;
+use lokiz_domain::subscription::Subscription;
 use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
 use lokiz_domain::user::User;
 use lokiz_domain::video::Video;
@@ -237,6 +238,7 @@ pub struct EventStore {
     pub blocks: Commands<Block>,
     pub inboxes: Commands<NotificationInbox>,
     pub shares: Commands<Share>,
+    pub subscriptions: Commands<Subscription>,
 }
 
 impl EventStore {
@@ -257,7 +259,8 @@ impl EventStore {
             reports: Commands::new(pool.clone(), signal.clone()),
             blocks: Commands::new(pool.clone(), signal.clone()),
             inboxes: Commands::new(pool.clone(), signal.clone()),
-            shares: Commands::new(pool.clone(), signal),
+            shares: Commands::new(pool.clone(), signal.clone()),
+            subscriptions: Commands::new(pool.clone(), signal),
             pool,
         }
     }

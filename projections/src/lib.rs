@@ -20,6 +20,7 @@ pub mod reports;
 pub mod runtime;
 pub mod shares;
 pub mod status;
+pub mod subscriptions;
 pub mod users;
 pub mod videos;
 pub mod wallets;
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(notifications::NotificationsProjector::default()),
         Arc::new(activity::ActivityProjector),
         Arc::new(shares::SharesProjector),
+        Arc::new(subscriptions::SubscriptionsProjector),
     ]
 }
 

@@ -2,6 +2,10 @@
 //! with `Idempotency-Key: lokiz-purchase-<purchase id>` (a retried purchase
 //! is the same intent, never a second charge), and the `Stripe-Signature`
 //! check of its webhooks (`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).
+//! Subscriptions: `POST /v1/subscriptions` (monthly price, the first invoice
+//! paid at once or the request refused: `payment_behavior=error_if_incomplete`),
+//! created with `Idempotency-Key: <subscription_key>`; canceling sets
+//! `cancel_at_period_end`. Renewals and failures arrive as `invoice.*` events.
 
 use std::time::Duration;
 
@@ -10,7 +14,10 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{Charge, ChargeError, ChargeRequest, ChargeStatus, PaymentProvider};
+use super::{
+    Charge, ChargeError, ChargeRequest, ChargeStatus, PaymentProvider, ProviderSubscription,
+    SubscribeError, SubscriptionRequest,
+};
 use crate::config::{Secret, StripeConfig};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -149,6 +156,248 @@ impl PaymentProvider for StripePayments {
             "payment intent answered {status}"
         )))
     }
+
+    async fn create_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<ProviderSubscription, SubscribeError> {
+        let url = self
+            .base
+            .join("v1/subscriptions")
+            .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+        let mut form: Vec<(&str, String)> = vec![
+            (
+                "items[0][price_data][currency]",
+                request.currency.to_owned(),
+            ),
+            (
+                "items[0][price_data][unit_amount]",
+                request.amount_cents.to_string(),
+            ),
+            (
+                "items[0][price_data][recurring][interval]",
+                "month".to_owned(),
+            ),
+            (
+                "items[0][price_data][product_data][name]",
+                format!("LOKIZ {}", request.plan),
+            ),
+            ("payment_behavior", "error_if_incomplete".to_owned()),
+            ("metadata[user_id]", request.user_id.to_string()),
+            ("metadata[plan]", request.plan.clone()),
+        ];
+        if let Some(pm) = &request.payment_method {
+            form.push(("default_payment_method", pm.clone()));
+        }
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(self.secret_key.expose())
+            .header("Idempotency-Key", request.idempotency_key.as_str())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
+        if status.is_success() {
+            let sub: StripeSubscription = serde_json::from_slice(&body).map_err(|e| {
+                SubscribeError::Unavailable(format!("subscription does not decode: {e}"))
+            })?;
+            if sub.status != "active" && sub.status != "trialing" {
+                return Err(SubscribeError::Declined { code: sub.status });
+            }
+            let (Some(period_start), Some(period_end)) = sub.period() else {
+                return Err(SubscribeError::Unavailable(
+                    "subscription without a period".into(),
+                ));
+            };
+            return Ok(ProviderSubscription {
+                id: sub.id,
+                period_start,
+                period_end,
+            });
+        }
+        if status == reqwest::StatusCode::PAYMENT_REQUIRED {
+            let code = serde_json::from_slice::<ErrorEnvelope>(&body)
+                .ok()
+                .and_then(|e| e.error.decline_code.or(e.error.code))
+                .unwrap_or_else(|| "card_declined".to_owned());
+            return Err(SubscribeError::Declined { code });
+        }
+        let idempotency_error = status == reqwest::StatusCode::BAD_REQUEST
+            && serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .is_some_and(|v| v["error"]["type"] == "idempotency_error");
+        if idempotency_error {
+            return Err(SubscribeError::Conflict);
+        }
+        Err(SubscribeError::Unavailable(format!(
+            "subscriptions answered {status}"
+        )))
+    }
+
+    async fn cancel_subscription(&self, id: &str) -> Result<(), SubscribeError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(SubscribeError::Unavailable(
+                "not a provider subscription id".into(),
+            ));
+        }
+        let url = self
+            .base
+            .join(&format!("v1/subscriptions/{id}"))
+            .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(self.secret_key.expose())
+            .form(&[("cancel_at_period_end", "true")])
+            .send()
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(SubscribeError::Unavailable(format!(
+                "canceling the subscription answered {}",
+                resp.status()
+            )))
+        }
+    }
+}
+
+fn unix(t: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t, 0)
+}
+
+/// The part of a Subscription LOKIZ reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StripeSubscription {
+    pub id: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub metadata: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    current_period_start: Option<i64>,
+    #[serde(default)]
+    current_period_end: Option<i64>,
+    /// Newer API versions keep the period on the items.
+    #[serde(default)]
+    items: Option<List<Periodic>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct List<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Periodic {
+    #[serde(default)]
+    current_period_start: Option<i64>,
+    #[serde(default)]
+    current_period_end: Option<i64>,
+}
+
+impl StripeSubscription {
+    /// The paid period (start, end).
+    pub fn period(
+        &self,
+    ) -> (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let item = self.items.as_ref().and_then(|i| i.data.first());
+        let start = self
+            .current_period_start
+            .or_else(|| item.and_then(|i| i.current_period_start));
+        let end = self
+            .current_period_end
+            .or_else(|| item.and_then(|i| i.current_period_end));
+        (start.and_then(unix), end.and_then(unix))
+    }
+}
+
+/// The part of an Invoice LOKIZ reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    /// The subscription's id (or the expanded subscription).
+    #[serde(default)]
+    subscription: Option<serde_json::Value>,
+    /// `subscription_create` (the first invoice), `subscription_cycle`, …
+    #[serde(default)]
+    pub billing_reason: Option<String>,
+    #[serde(default)]
+    lines: Option<List<InvoiceLine>>,
+    #[serde(default)]
+    subscription_details: Option<SubscriptionDetails>,
+    /// Newer API versions: `parent.subscription_details`.
+    #[serde(default)]
+    parent: Option<InvoiceParent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct InvoiceLine {
+    period: LinePeriod,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct LinePeriod {
+    start: i64,
+    end: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct SubscriptionDetails {
+    #[serde(default)]
+    subscription: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct InvoiceParent {
+    #[serde(default)]
+    subscription_details: Option<SubscriptionDetails>,
+}
+
+impl Invoice {
+    fn details(&self) -> Option<&SubscriptionDetails> {
+        self.subscription_details.as_ref().or_else(|| {
+            self.parent
+                .as_ref()
+                .and_then(|p| p.subscription_details.as_ref())
+        })
+    }
+
+    /// The subscription the invoice bills, if any.
+    pub fn subscription_id(&self) -> Option<String> {
+        let direct = self.subscription.as_ref().and_then(|s| {
+            s.as_str()
+                .or_else(|| s.get("id").and_then(|id| id.as_str()))
+                .map(str::to_owned)
+        });
+        direct.or_else(|| self.details().and_then(|d| d.subscription.clone()))
+    }
+
+    /// The subscription's metadata (LOKIZ sets `user_id` and `plan`).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.details()
+            .and_then(|d| d.metadata.get(key))
+            .map(String::as_str)
+    }
+
+    /// The period the invoice bills (its first line's).
+    pub fn period(&self) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        let line = self.lines.as_ref()?.data.first()?;
+        Some((unix(line.period.start)?, unix(line.period.end)?))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -236,6 +485,22 @@ pub struct WebhookData {
 }
 
 impl WebhookEvent {
+    /// The Invoice of an `invoice.*` event.
+    pub fn invoice(&self) -> Option<Invoice> {
+        if !self.kind.starts_with("invoice.") {
+            return None;
+        }
+        serde_json::from_value(self.data.object.clone()).ok()
+    }
+
+    /// The Subscription of a `customer.subscription.*` event.
+    pub fn subscription(&self) -> Option<StripeSubscription> {
+        if !self.kind.starts_with("customer.subscription.") {
+            return None;
+        }
+        serde_json::from_value(self.data.object.clone()).ok()
+    }
+
     /// The PaymentIntent of a `payment_intent.*` event.
     pub fn intent(&self) -> Option<Intent> {
         if !self.kind.starts_with("payment_intent.") {
