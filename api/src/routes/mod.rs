@@ -19,6 +19,7 @@ pub mod payments;
 pub mod reports;
 pub mod shares;
 pub mod studio;
+pub mod subscriptions;
 pub mod users;
 pub mod videos;
 
@@ -56,6 +57,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(bookmarks::router())
         .merge(reports::router())
         .merge(shares::router())
+        .merge(subscriptions::router())
         .merge(follows::router())
         .merge(blocks::router())
         .merge(notifications::router())
