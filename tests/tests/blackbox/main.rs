@@ -28,3 +28,4 @@ mod seed;
 mod shares;
 mod social;
 mod spine;
+mod subscriptions;
