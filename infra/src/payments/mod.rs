@@ -321,3 +321,36 @@ pub async fn load(store: &EventStore, purchase_id: Uuid) -> Result<Payment, Sett
     }
     Ok(payment)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_test_provider_names_one_subscription_per_key() {
+        let request = |key: &str| SubscriptionRequest {
+            user_id: Uuid::from_u128(1),
+            plan: "pro".into(),
+            amount_cents: 1299,
+            currency: "usd",
+            payment_method: None,
+            idempotency_key: key.into(),
+        };
+        let user = Uuid::from_u128(1);
+        let a = TestPayments
+            .create_subscription(&request(&subscription_key(user, 0)))
+            .await
+            .unwrap();
+        let again = TestPayments
+            .create_subscription(&request(&subscription_key(user, 0)))
+            .await
+            .unwrap();
+        let next = TestPayments
+            .create_subscription(&request(&subscription_key(user, 1)))
+            .await
+            .unwrap();
+        assert_eq!(a.id, again.id);
+        assert_ne!(a.id, next.id);
+        assert_eq!(a.period_end - a.period_start, chrono::Duration::days(30));
+    }
+}

@@ -543,6 +543,59 @@ mod tests {
         );
     }
 
+    fn event(kind: &str, object: serde_json::Value) -> WebhookEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": "evt_1", "type": kind, "data": {"object": object},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_invoice_names_its_subscription_user_and_period_in_either_api_shape() {
+        let lines = serde_json::json!({"data": [{"period": {"start": 100, "end": 200}}]});
+        let classic = event(
+            "invoice.paid",
+            serde_json::json!({"id": "in_1", "subscription": "sub_1",
+                "billing_reason": "subscription_cycle", "lines": lines,
+                "subscription_details": {"metadata": {"user_id": "u", "plan": "pro"}}}),
+        );
+        let newer = event(
+            "invoice.paid",
+            serde_json::json!({"id": "in_1", "billing_reason": "subscription_cycle",
+                "lines": lines, "parent": {"subscription_details":
+                    {"subscription": "sub_1", "metadata": {"user_id": "u", "plan": "pro"}}}}),
+        );
+        for e in [classic, newer] {
+            let invoice = e.invoice().expect("an invoice");
+            assert_eq!(invoice.subscription_id().as_deref(), Some("sub_1"));
+            assert_eq!(invoice.metadata("user_id"), Some("u"));
+            assert_eq!(invoice.metadata("plan"), Some("pro"));
+            let (start, end) = invoice.period().expect("a period");
+            assert_eq!((start.timestamp(), end.timestamp()), (100, 200));
+            assert!(e.subscription().is_none() && e.intent().is_none());
+        }
+    }
+
+    #[test]
+    fn a_subscription_reads_its_period_from_itself_or_its_items() {
+        let top = event(
+            "customer.subscription.deleted",
+            serde_json::json!({"id": "sub_1", "status": "canceled",
+                "current_period_start": 1, "current_period_end": 2}),
+        );
+        let items = event(
+            "customer.subscription.deleted",
+            serde_json::json!({"id": "sub_1", "status": "canceled", "items": {"data":
+                [{"current_period_start": 1, "current_period_end": 2}]}}),
+        );
+        for e in [top, items] {
+            let sub = e.subscription().expect("a subscription");
+            let (start, end) = sub.period();
+            assert_eq!(start.map(|t| t.timestamp()), Some(1));
+            assert_eq!(end.map(|t| t.timestamp()), Some(2));
+        }
+    }
+
     #[test]
     fn any_of_several_signatures_may_match() {
         let good = sign_webhook("whsec_x", 5, b"b");
