@@ -11,7 +11,7 @@
 //! Subscriptions (`POST /v1/subscriptions`, the same idempotency): active at
 //! once for 30 days, unless the default payment method is
 //! `pm_card_chargeDeclined` (402); `POST /v1/subscriptions/{id}` sets
-//! `cancel_at_period_end`. The test plays the provider's later life with
+//! `cancel_at_period_end`; [`FakeStripe::lose_next_answer`] applies too. The test plays the provider's later life with
 //! [`FakeStripe::invoice_event`] and [`FakeStripe::event`].
 
 use std::collections::HashMap;
@@ -371,6 +371,14 @@ async fn create_subscription(
         inner
             .by_key
             .insert(key, (params.clone(), status, body.clone()));
+    }
+    if status == StatusCode::OK && inner.lose_next_answer {
+        inner.lose_next_answer = false;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"type": "api_error"}})),
+        )
+            .into_response();
     }
     (status, Json(body)).into_response()
 }

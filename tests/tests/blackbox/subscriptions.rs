@@ -373,3 +373,47 @@ async fn a_canceled_subscription_runs_to_its_period_end_and_is_not_renewed() {
     crate::rebuild::assert_rebuild_is_identical(&app).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_whose_answer_was_lost_is_one_subscription_granted_once() {
+    let (app, stripe) = stripe_app().await;
+    let body = json!({"plan": "basic", "payment_method": "pm_card_visa"});
+
+    // retried: the same provider subscription, recorded and granted once
+    let retrier = app.register("retrier").await;
+    stripe.lose_next_answer();
+    let r = subscribe(&app, Some(&retrier), body.clone()).await;
+    expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    assert_eq!(stripe.subscriptions_created(), 1, "the provider started it");
+    let r = subscribe(&app, Some(&retrier), body.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(stripe.subscriptions_created(), 1, "never a second one");
+    let sub = stripe
+        .subscription_of(&retrier.id.to_string())
+        .expect("sub");
+    let (start, end) = period(&sub);
+    let first = stripe.invoice_event("invoice.paid", &sub, "subscription_create", start, end);
+    assert_eq!(deliver(&app, &first).await.0, "renewed");
+    assert_eq!(settled_balance(&app, &retrier, 400).await.len(), 1);
+
+    // never retried: the first invoice's webhook starts it
+    let quiet = app.register("quiet").await;
+    stripe.lose_next_answer();
+    let r = subscribe(&app, Some(&quiet), body).await;
+    expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    let sub = stripe.subscription_of(&quiet.id.to_string()).expect("sub");
+    let (start, end) = period(&sub);
+    let first = stripe.invoice_event("invoice.paid", &sub, "subscription_create", start, end);
+    let (outcome, position) = deliver(&app, &first).await;
+    assert_eq!(outcome, "started");
+    assert_eq!(deliver(&app, &first).await.0, "renewed");
+    let now = me(&app, &quiet, position.expect("position")).await;
+    assert_eq!(now["tier"], "basic");
+    assert_eq!(now["status"], "active");
+    assert_eq!(now["current_period_end"], rfc3339(end));
+    assert_eq!(settled_balance(&app, &quiet, 400).await.len(), 1);
+    assert_eq!(stripe.subscriptions_created(), 2);
+
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
