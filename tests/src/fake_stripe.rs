@@ -8,8 +8,9 @@
 //! client (`requires_payment_method`) until the test confirms it
 //! ([`FakeStripe::confirm`]) and delivers the webhook ([`FakeStripe::event`]).
 //!
-//! Subscriptions (`POST /v1/subscriptions`, the same idempotency): active at
-//! once for 30 days, unless the default payment method is
+//! Subscriptions (`POST /v1/products` with a chosen id, `POST /v1/customers`
+//! and `POST /v1/subscriptions` with the same idempotency; a subscription
+//! needs a known customer and product): active at once for 30 days, unless the default payment method is
 //! `pm_card_chargeDeclined` (402); `POST /v1/subscriptions/{id}` sets
 //! `cancel_at_period_end`; [`FakeStripe::lose_next_answer`] applies too. The test plays the provider's later life with
 //! [`FakeStripe::invoice_event`] and [`FakeStripe::event`].
@@ -39,6 +40,8 @@ struct Inner {
     /// Money actually taken: intents that reached `succeeded`.
     charges: usize,
     subscriptions: HashMap<String, Value>,
+    products: HashMap<String, Value>,
+    customers: HashMap<String, Value>,
     /// Subscriptions started (replays of a key excluded).
     subscriptions_created: usize,
     /// Requests to create an intent, replays included.
@@ -61,6 +64,8 @@ impl FakeStripe {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/v1/payment_intents", post(create_intent))
+            .route("/v1/products", post(create_product))
+            .route("/v1/customers", post(create_customer))
             .route("/v1/subscriptions", post(create_subscription))
             .route("/v1/subscriptions/{id}", post(update_subscription))
             .with_state(inner.clone());
@@ -311,18 +316,8 @@ async fn create_subscription(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(key) = &key {
-        if let Some((first, status, body)) = inner.by_key.get(key) {
-            if *first != params {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": {"type": "idempotency_error",
-                        "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})),
-                )
-                    .into_response();
-            }
-            return (*status, Json(body.clone())).into_response();
-        }
+    if let Some(r) = replay(&inner, key.as_deref(), &params) {
+        return r;
     }
     let get = |name: &str| {
         params
@@ -330,14 +325,19 @@ async fn create_subscription(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    let metadata: serde_json::Map<String, Value> = params
-        .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("metadata[")
-                .and_then(|k| k.strip_suffix(']'))
-                .map(|k| (k.to_owned(), json!(v)))
-        })
-        .collect();
+    let metadata = metadata(&params);
+    let known = |map: &HashMap<String, Value>, name: &str| {
+        get(name).is_some_and(|id| map.contains_key(&id))
+    };
+    if !known(&inner.customers, "customer")
+        || !known(&inner.products, "items[0][price_data][product]")
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}})),
+        )
+            .into_response();
+    }
     let (status, body) =
         if get("default_payment_method").as_deref() == Some("pm_card_chargeDeclined") {
             (
@@ -406,4 +406,87 @@ async fn update_subscription(
         }
     }
     (StatusCode::OK, Json(sub.clone())).into_response()
+}
+
+/// The first answer to `key`, or the refusal of other parameters under it.
+fn replay(inner: &Inner, key: Option<&str>, params: &[(String, String)]) -> Option<Response> {
+    let (first, status, body) = inner.by_key.get(key?)?;
+    if first.as_slice() != params {
+        return Some(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"type": "idempotency_error",
+                    "message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})),
+            )
+                .into_response(),
+        );
+    }
+    Some((*status, Json(body.clone())).into_response())
+}
+
+fn metadata(params: &[(String, String)]) -> serde_json::Map<String, Value> {
+    params
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect()
+}
+
+/// Products take the id they are given; an existing id is refused.
+async fn create_product(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Form(params): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = unauthorized(&headers) {
+        return r;
+    }
+    let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+    let id = params
+        .iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| format!("prod_fake{}", inner.products.len() + 1));
+    if inner.products.contains_key(&id) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"type": "invalid_request_error",
+                "code": "resource_already_exists"}})),
+        )
+            .into_response();
+    }
+    let product = json!({"id": id, "object": "product"});
+    inner.products.insert(id, product.clone());
+    (StatusCode::OK, Json(product)).into_response()
+}
+
+async fn create_customer(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Form(params): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = unauthorized(&headers) {
+        return r;
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = replay(&inner, key.as_deref(), &params) {
+        return r;
+    }
+    inner.next_id += 1;
+    let id = format!("cus_fake{:06}", inner.next_id);
+    let customer = json!({"id": id, "object": "customer", "metadata": metadata(&params)});
+    inner.customers.insert(id, customer.clone());
+    if let Some(key) = key {
+        inner
+            .by_key
+            .insert(key, (params.clone(), StatusCode::OK, customer.clone()));
+    }
+    (StatusCode::OK, Json(customer)).into_response()
 }

@@ -2,10 +2,12 @@
 //! with `Idempotency-Key: lokiz-purchase-<purchase id>` (a retried purchase
 //! is the same intent, never a second charge), and the `Stripe-Signature`
 //! check of its webhooks (`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`).
-//! Subscriptions: `POST /v1/subscriptions` (monthly price, the first invoice
-//! paid at once or the request refused: `payment_behavior=error_if_incomplete`),
-//! created with `Idempotency-Key: <subscription_key>`; canceling sets
-//! `cancel_at_period_end`. Renewals and failures arrive as `invoice.*` events.
+//! Subscriptions: the plan's Product (`lokiz_plan_<plan>`, created once), a
+//! Customer per start attempt with the payment method as its default, then
+//! `POST /v1/subscriptions` (a monthly price, the first invoice paid at once
+//! or the request refused: `payment_behavior=error_if_incomplete`), the
+//! customer and the subscription created under the attempt's idempotency key
+//! ([`super::subscription_key`]); canceling sets `cancel_at_period_end`. Renewals and failures arrive as `invoice.*` events.
 
 use std::time::Duration;
 
@@ -33,6 +35,91 @@ pub struct StripePayments {
 }
 
 impl StripePayments {
+    /// POSTs a form; the answer's status and body.
+    async fn post_form(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        form: &[(&str, String)],
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), SubscribeError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+        let mut req = self
+            .http
+            .post(url)
+            .bearer_auth(self.secret_key.expose())
+            .form(form);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// The Product a plan's prices belong to, `lokiz_plan_<plan>`, created
+    /// the first time (an existing one is fine).
+    async fn plan_product(&self, plan: &str) -> Result<String, SubscribeError> {
+        let id = format!("lokiz_plan_{plan}");
+        let form = [("id", id.clone()), ("name", format!("LOKIZ {plan}"))];
+        let (status, body) = self.post_form("v1/products", None, &form).await?;
+        let exists = status == reqwest::StatusCode::BAD_REQUEST
+            && serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .is_some_and(|v| v["error"]["code"] == "resource_already_exists");
+        if status.is_success() || exists {
+            Ok(id)
+        } else {
+            Err(SubscribeError::Unavailable(format!(
+                "products answered {status}"
+            )))
+        }
+    }
+
+    /// The Customer this start attempt bills (its payment method the
+    /// default), under the attempt's idempotency key.
+    async fn customer(&self, request: &SubscriptionRequest) -> Result<String, SubscribeError> {
+        let mut form: Vec<(&str, String)> =
+            vec![("metadata[user_id]", request.user_id.to_string())];
+        if let Some(pm) = &request.payment_method {
+            form.push(("payment_method", pm.clone()));
+            form.push(("invoice_settings[default_payment_method]", pm.clone()));
+        }
+        let key = format!("{}-customer", request.idempotency_key);
+        let (status, body) = self.post_form("v1/customers", Some(&key), &form).await?;
+        if status.is_success() {
+            #[derive(Deserialize)]
+            struct Customer {
+                id: String,
+            }
+            return serde_json::from_slice::<Customer>(&body)
+                .map(|c| c.id)
+                .map_err(|e| {
+                    SubscribeError::Unavailable(format!("customer does not decode: {e}"))
+                });
+        }
+        if is_idempotency_error(status, &body) {
+            return Err(SubscribeError::Conflict);
+        }
+        if status == reqwest::StatusCode::PAYMENT_REQUIRED {
+            return Err(SubscribeError::Declined {
+                code: decline_code(&body),
+            });
+        }
+        Err(SubscribeError::Unavailable(format!(
+            "customers answered {status}"
+        )))
+    }
+
     pub fn new(config: &StripeConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -161,11 +248,11 @@ impl PaymentProvider for StripePayments {
         &self,
         request: &SubscriptionRequest,
     ) -> Result<ProviderSubscription, SubscribeError> {
-        let url = self
-            .base
-            .join("v1/subscriptions")
-            .map_err(|e| SubscribeError::Unavailable(e.to_string()))?;
+        let product = self.plan_product(&request.plan).await?;
+        let customer = self.customer(request).await?;
         let mut form: Vec<(&str, String)> = vec![
+            ("customer", customer),
+            ("items[0][price_data][product]", product),
             (
                 "items[0][price_data][currency]",
                 request.currency.to_owned(),
@@ -178,10 +265,6 @@ impl PaymentProvider for StripePayments {
                 "items[0][price_data][recurring][interval]",
                 "month".to_owned(),
             ),
-            (
-                "items[0][price_data][product_data][name]",
-                format!("LOKIZ {}", request.plan),
-            ),
             ("payment_behavior", "error_if_incomplete".to_owned()),
             ("metadata[user_id]", request.user_id.to_string()),
             ("metadata[plan]", request.plan.clone()),
@@ -189,20 +272,9 @@ impl PaymentProvider for StripePayments {
         if let Some(pm) = &request.payment_method {
             form.push(("default_payment_method", pm.clone()));
         }
-        let resp = self
-            .http
-            .post(url)
-            .bearer_auth(self.secret_key.expose())
-            .header("Idempotency-Key", request.idempotency_key.as_str())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| SubscribeError::Unavailable(e.without_url().to_string()))?;
+        let (status, body) = self
+            .post_form("v1/subscriptions", Some(&request.idempotency_key), &form)
+            .await?;
         if status.is_success() {
             let sub: StripeSubscription = serde_json::from_slice(&body).map_err(|e| {
                 SubscribeError::Unavailable(format!("subscription does not decode: {e}"))
@@ -222,17 +294,11 @@ impl PaymentProvider for StripePayments {
             });
         }
         if status == reqwest::StatusCode::PAYMENT_REQUIRED {
-            let code = serde_json::from_slice::<ErrorEnvelope>(&body)
-                .ok()
-                .and_then(|e| e.error.decline_code.or(e.error.code))
-                .unwrap_or_else(|| "card_declined".to_owned());
-            return Err(SubscribeError::Declined { code });
+            return Err(SubscribeError::Declined {
+                code: decline_code(&body),
+            });
         }
-        let idempotency_error = status == reqwest::StatusCode::BAD_REQUEST
-            && serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .is_some_and(|v| v["error"]["type"] == "idempotency_error");
-        if idempotency_error {
+        if is_idempotency_error(status, &body) {
             return Err(SubscribeError::Conflict);
         }
         Err(SubscribeError::Unavailable(format!(
@@ -267,6 +333,22 @@ impl PaymentProvider for StripePayments {
             )))
         }
     }
+}
+
+/// Stripe's 400 for an idempotency key reused with other parameters.
+fn is_idempotency_error(status: reqwest::StatusCode, body: &[u8]) -> bool {
+    status == reqwest::StatusCode::BAD_REQUEST
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .is_some_and(|v| v["error"]["type"] == "idempotency_error")
+}
+
+/// The decline code of a 402 (`card_declined` when it names none).
+fn decline_code(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .and_then(|e| e.error.decline_code.or(e.error.code))
+        .unwrap_or_else(|| "card_declined".to_owned())
 }
 
 fn unix(t: i64) -> Option<chrono::DateTime<chrono::Utc>> {
