@@ -468,7 +468,10 @@ fn outcome(
             position,
         },
         // about a subscription this server does not (or no longer) know
-        Err(SubscriptionError::NotSubscribed | SubscriptionError::OtherSubscription) => ignored(),
+        Err(reason @ (SubscriptionError::NotSubscribed | SubscriptionError::OtherSubscription)) => {
+            tracing::warn!(event = %event_id, %reason, "subscription webhook ignored");
+            ignored()
+        }
         Err(reason) => {
             tracing::error!(event = %event_id, %reason, "subscription webhook refused");
             Handled {
