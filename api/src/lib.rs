@@ -36,6 +36,7 @@ use lokiz_infra::config::{AiConfig, PaymentsConfig};
 use lokiz_infra::event_store::EventStore;
 use lokiz_infra::process_manager::{self, ProcessManager};
 use lokiz_infra::relay::Relay;
+use lokiz_infra::subscription_saga::SubscriptionSaga;
 use lokiz_infra::Config;
 use lokiz_projections::runtime::RuntimeOptions;
 use lokiz_projections::Projector;
@@ -370,9 +371,10 @@ impl Application {
                 ctx.config.deleted_files_grace,
             );
             tasks.spawn(janitor.run(shutdown.clone()).map(Ok));
-            let managers: [Arc<dyn ProcessManager>; 2] = [
+            let managers: [Arc<dyn ProcessManager>; 3] = [
                 Arc::new(CreditsSaga::new(ctx.pool.clone(), ctx.store.clone())),
                 Arc::new(BlockSaga::new(ctx.store.clone())),
+                Arc::new(SubscriptionSaga::new(ctx.store.clone())),
             ];
             for pm in managers {
                 let run = process_manager::run_forever(

@@ -9,7 +9,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
     admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, hashtags, likes,
-    moderation, notifications, ops, payments, reports, search, shares, studio, users, videos,
+    moderation, notifications, ops, payments, reports, search, shares, studio, subscriptions, users,
+    videos,
 };
 use crate::ApiContext;
 
@@ -39,6 +40,7 @@ use crate::ApiContext;
         ai::music, ai::get_job, ai::cancel_job, ai::batch_status, ai::callback,
         credits::balance, credits::history, credits::glitch_presets, credits::music_presets,
         credits::purchase, credits::packages, credits::plans, payments::webhook,
+        subscriptions::subscribe, subscriptions::me, subscriptions::cancel,
         glitch::glitches, glitch::source, studio::timeline, studio::preview, studio::select_range,
         ops::health, ops::ready, ops::metrics_text,
         search::search_all, search::search_videos, search::search_users, search::autocomplete,
@@ -69,7 +71,8 @@ use crate::ApiContext;
         ai::JobView, ai::Frame, ai::Frames, ai::Canceled, ai::JobStatusView, ai::BatchStatus, ai::CallbackReceived,
         credits::Balance, credits::CreditTransaction, credits::CreditHistory, credits::GlitchPresets,
         credits::PresetView, credits::Package, credits::Packages, credits::Purchase, credits::Plan,
-        credits::Plans, credits::PurchaseRequest, payments::WebhookReceived, glitch::ChainVideo, glitch::ChainPage,
+        credits::Plans, credits::PurchaseRequest, payments::WebhookReceived,
+        subscriptions::SubscribeRequest, subscriptions::SubscriptionView, glitch::ChainVideo, glitch::ChainPage,
         studio::Thumbnail, studio::SelectRangeRequest, studio::Timeline, studio::Preview, studio::SelectedRange,
         search::SearchUser, search::UserSearchPage, search::HashtagMatch, search::SearchResults,
         search::Suggestion, search::Suggestions, search::HistoryEntry, search::History,

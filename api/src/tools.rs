@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use lokiz_domain::{
     ai_job, block, bookmark, comment, follow, like, notification_inbox, payment, report,
-    search_history, share, user, video, video_view, wallet,
+    search_history, share, subscription, user, video, video_view, wallet,
 };
 use lokiz_infra::stored_event::STORED_EVENT_COLUMNS;
 use lokiz_infra::StoredEvent;
@@ -340,6 +340,9 @@ pub async fn history(
             t if t == share::Share::TYPE_NAME => fold::<share::Share>(&events)?,
             t if t == search_history::SearchHistory::TYPE_NAME => {
                 fold::<search_history::SearchHistory>(&events)?
+            }
+            t if t == subscription::Subscription::TYPE_NAME => {
+                fold::<subscription::Subscription>(&events)?
             }
             t if t == notification_inbox::NotificationInbox::TYPE_NAME => {
                 fold::<notification_inbox::NotificationInbox>(&events)?

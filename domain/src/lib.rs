@@ -15,6 +15,7 @@ pub mod payment;
 pub mod report;
 pub mod search_history;
 pub mod share;
+pub mod subscription;
 pub mod upcast;
 pub mod user;
 pub mod values;
@@ -40,4 +41,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     notification_inbox::NotificationInbox::TYPE_NAME,
     share::Share::TYPE_NAME,
     search_history::SearchHistory::TYPE_NAME,
+    subscription::Subscription::TYPE_NAME,
 ];

@@ -18,6 +18,7 @@ use lokiz_domain::payment::Payment;
 use lokiz_domain::report::Report;
 use lokiz_domain::search_history::SearchHistory;
 use lokiz_domain::share::Share;
+use lokiz_domain::subscription::Subscription;
 use lokiz_domain::upcast::{needs_upcast, upcast, EventRef};
 use lokiz_domain::user::User;
 use lokiz_domain::video::Video;
@@ -239,6 +240,7 @@ pub struct EventStore {
     pub inboxes: Commands<NotificationInbox>,
     pub shares: Commands<Share>,
     pub searches: Commands<SearchHistory>,
+    pub subscriptions: Commands<Subscription>,
 }
 
 impl EventStore {
@@ -260,7 +262,8 @@ impl EventStore {
             blocks: Commands::new(pool.clone(), signal.clone()),
             inboxes: Commands::new(pool.clone(), signal.clone()),
             shares: Commands::new(pool.clone(), signal.clone()),
-            searches: Commands::new(pool.clone(), signal),
+            searches: Commands::new(pool.clone(), signal.clone()),
+            subscriptions: Commands::new(pool.clone(), signal),
             pool,
         }
     }

@@ -17,6 +17,7 @@ pub mod relay;
 pub mod render_cache;
 pub mod repository;
 pub mod stored_event;
+pub mod subscription_saga;
 pub mod wake;
 
 pub use config::Config;

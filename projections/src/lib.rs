@@ -22,6 +22,7 @@ pub mod search;
 pub mod search_history;
 pub mod shares;
 pub mod status;
+pub mod subscriptions;
 pub mod users;
 pub mod videos;
 pub mod wallets;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(shares::SharesProjector),
         Arc::new(search::SearchProjector),
         Arc::new(search_history::SearchHistoryProjector),
+        Arc::new(subscriptions::SubscriptionsProjector),
     ]
 }
 

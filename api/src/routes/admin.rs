@@ -70,7 +70,7 @@ pub struct AuditView {
 }
 
 #[utoipa::path(get, path = "/v1/admin/audit/{aggregate_type}/{aggregate_id}", tag = "admin",
-    params(crate::extract::MinPosition, ("aggregate_type" = String, Path, description = "User, Wallet, Video, VideoView, Like, Follow, Comment, AiJob, Payment, Bookmark, Report, Block or NotificationInbox"),
+    params(crate::extract::MinPosition, ("aggregate_type" = String, Path, description = "User, Wallet, Video, VideoView, Like, Follow, Comment, AiJob, Payment, Bookmark, Report, Block, NotificationInbox, Share or Subscription"),
            ("aggregate_id" = String, Path, description = "The aggregate's id as stored (a UUID; Like/Follow/VideoView ids are pairs)"),
            ("as_of" = Option<DateTime<Utc>>, Query, description = "RFC 3339: the history and state as of this time")),
     security(("bearer" = [])),

@@ -1,7 +1,8 @@
 //! `/v1/credits`: the caller's balance and credits history (the `wallets`
 //! projection) and credit purchases (a Payment aggregate per purchase, a
 //! `PaymentProvider` charge, then a `GrantCredits` referencing the payment;
-//! `payments.rs` takes the provider's webhook); `/v1/subscriptions/plans`; and
+//! `payments.rs` takes the provider's webhook); `/v1/subscriptions/plans`
+//! (subscribing: `subscriptions.rs`); and
 //! `/v1/presets`: the glitch and music presets the AI providers use.
 
 use std::collections::HashMap;
@@ -439,7 +440,7 @@ pub fn settle_error(e: SettleError) -> ApiError {
     }
 }
 
-/// A subscription plan (subscribing is not offered yet; the plans are).
+/// A subscription plan (POST /v1/subscriptions/subscribe takes the paid ones).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Plan {
     /// free, basic, pro or enterprise.

@@ -21,6 +21,7 @@ pub mod reports;
 pub mod search;
 pub mod shares;
 pub mod studio;
+pub mod subscriptions;
 pub mod users;
 pub mod videos;
 
@@ -58,6 +59,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(bookmarks::router())
         .merge(reports::router())
         .merge(shares::router())
+        .merge(subscriptions::router())
         .merge(follows::router())
         .merge(blocks::router())
         .merge(notifications::router())

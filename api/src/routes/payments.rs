@@ -2,6 +2,8 @@
 //! `Stripe-Signature` (`LOKIZ_STRIPE_WEBHOOK_SECRET`). A verified
 //! `payment_intent.succeeded` grants the purchase's credits (once, however
 //! often it is delivered); `payment_intent.payment_failed` is recorded.
+//! Subscription events (`invoice.paid`, `invoice.payment_failed`,
+//! `customer.subscription.deleted`) go to `subscriptions::on_webhook`.
 //! Stale or forged deliveries are answered 401 and change nothing.
 
 use axum::body::Bytes;
@@ -32,16 +34,20 @@ pub struct WebhookReceived {
     /// payment failed; recorded), `ignored` (not a payment verdict, or no
     /// purchase of this server), or `refused` (the verdict does not fit
     /// its purchase: another amount or payment; nothing granted).
-    #[schema(pattern = "^(granted|failed|ignored|refused)$")]
+    /// Subscriptions: `started`, `renewed` (the paid period is, or already
+    /// was, recorded; its credits follow), `payment_failed` (the
+    /// subscription ends with its paid period) and `ended`.
+    #[schema(pattern = "^(granted|failed|ignored|refused|started|renewed|payment_failed|ended)$")]
     pub outcome: &'static str,
 }
 
 #[utoipa::path(post, path = "/v1/payments/webhook", tag = "credits",
     params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">` under LOKIZ_STRIPE_WEBHOOK_SECRET; at most 5 minutes old")),
-    request_body(content = Object, description = "A Stripe event (`payment_intent.succeeded`, `payment_intent.payment_failed`; others are ignored)"),
+    request_body(content = Object, description = "A Stripe event (`payment_intent.succeeded`, `payment_intent.payment_failed`, `invoice.paid`, `invoice.payment_succeeded`, `invoice.payment_failed`, `customer.subscription.deleted`; others are ignored)"),
     responses((status = 200, body = WebhookReceived),
               (status = 400, description = "Signed, but not an event", body = crate::error::ErrorEnvelope),
-              (status = 401, description = "INVALID_SIGNATURE: missing, forged or stale (also when this server takes no webhooks: LOKIZ_PAYMENTS=test)", body = crate::error::ErrorEnvelope)))]
+              (status = 401, description = "INVALID_SIGNATURE: missing, forged or stale (also when this server takes no webhooks: LOKIZ_PAYMENTS=test)", body = crate::error::ErrorEnvelope),
+              (status = 500, description = "INTERNAL_ERROR: the event could not be recorded; the provider delivers it again", body = crate::error::ErrorEnvelope)))]
 pub async fn webhook(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
@@ -71,6 +77,9 @@ pub async fn webhook(
         code: "INVALID_EVENT",
         message: "The body is not a payment event.".into(),
     })?;
+    if let Some(handled) = super::subscriptions::on_webhook(&ctx, &event).await? {
+        return Ok(received(handled.outcome, handled.position));
+    }
     let outcome = match event.kind.as_str() {
         "payment_intent.succeeded" => PaymentOutcome::Succeeded,
         "payment_intent.payment_failed" => PaymentOutcome::Failed {

@@ -26,7 +26,8 @@ use uuid::Uuid;
 use crate::event_store::{history, EventStore};
 
 pub use stripe::{
-    sign_webhook, verify_webhook, StripePayments, WebhookError, WebhookEvent, WEBHOOK_TOLERANCE,
+    sign_webhook, verify_webhook, Invoice, StripePayments, StripeSubscription, WebhookError,
+    WebhookEvent, WEBHOOK_TOLERANCE,
 };
 
 /// What the user buys.
@@ -85,7 +86,65 @@ pub trait PaymentProvider: Send + Sync {
     fn webhook_secret(&self) -> Option<&str> {
         None
     }
+    /// Starts a monthly subscription and takes its first payment. The same
+    /// `request.idempotency_key` is the same subscription (a retry never
+    /// starts a second one).
+    async fn create_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<ProviderSubscription, SubscribeError>;
+    /// Stops renewing subscription `id`: it runs to the end of its paid
+    /// period. Asking twice is harmless.
+    async fn cancel_subscription(&self, id: &str) -> Result<(), SubscribeError>;
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("the first payment was declined ({code})")]
+    Declined { code: String },
+    /// The idempotency key already names a subscription with other terms
+    /// (another plan asked for while the first was being started).
+    #[error("a subscription with other terms is being started")]
+    Conflict,
+    #[error("the payment provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A monthly subscription to start.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRequest {
+    pub user_id: Uuid,
+    /// The plan id (also in the provider's metadata, with the user id, so
+    /// its webhooks name both).
+    pub plan: String,
+    pub amount_cents: i64,
+    pub currency: &'static str,
+    /// The provider's payment method (Stripe: `pm_…`) for every invoice.
+    pub payment_method: Option<String>,
+    /// Names this subscription at the provider: see [`subscription_key`].
+    pub idempotency_key: String,
+}
+
+/// A subscription the provider started: paid for its first period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSubscription {
+    pub id: String,
+    pub period_start: chrono::DateTime<chrono::Utc>,
+    pub period_end: chrono::DateTime<chrono::Utc>,
+}
+
+/// The provider's idempotency key of a user's next subscription: the user
+/// and the number of their start attempt (subscriptions started and first
+/// payments declined before). Concurrent or retried subscribe requests (also
+/// after an answer lost on the way) therefore name the same provider
+/// subscription, and it is recorded once; after a decline (recorded) the
+/// next attempt is a new one.
+pub fn subscription_key(user_id: Uuid, attempt: u32) -> String {
+    format!("lokiz-subscription-{user_id}-{attempt}")
+}
+
+/// The test provider's subscription period: 30 days.
+pub const TEST_PERIOD_DAYS: i64 = 30;
 
 /// Completes every charge immediately, without moving money. Development
 /// and tests only: the process refuses it when `LOKIZ_ENV=production`.
@@ -107,6 +166,24 @@ impl PaymentProvider for TestPayments {
             amount_cents: request.amount_cents,
             currency: request.currency.to_owned(),
         })
+    }
+
+    async fn create_subscription(
+        &self,
+        request: &SubscriptionRequest,
+    ) -> Result<ProviderSubscription, SubscribeError> {
+        let id = Uuid::new_v5(&PURCHASE_NAMESPACE, request.idempotency_key.as_bytes());
+        let start = chrono::Utc::now();
+        let start = chrono::DateTime::from_timestamp(start.timestamp(), 0).unwrap_or(start);
+        Ok(ProviderSubscription {
+            id: format!("test_sub_{}", id.simple()),
+            period_start: start,
+            period_end: start + chrono::Duration::days(TEST_PERIOD_DAYS),
+        })
+    }
+
+    async fn cancel_subscription(&self, _id: &str) -> Result<(), SubscribeError> {
+        Ok(())
     }
 }
 
@@ -212,6 +289,24 @@ pub async fn settle(
     })
 }
 
+/// A user's subscription as the store holds it.
+pub async fn load_subscription(
+    store: &EventStore,
+    user_id: Uuid,
+) -> Result<lokiz_domain::subscription::Subscription, String> {
+    use lokiz_domain::subscription::{Subscription, SubscriptionEvent};
+    let events = history(&store.pool, Subscription::TYPE_NAME, &user_id.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut subscription = Subscription::default();
+    for e in events {
+        let event: SubscriptionEvent =
+            e.decode().map_err(|e| format!("subscription event: {e}"))?;
+        subscription.apply(event);
+    }
+    Ok(subscription)
+}
+
 /// The purchase as the store holds it.
 pub async fn load(store: &EventStore, purchase_id: Uuid) -> Result<Payment, SettleError> {
     let events = history(&store.pool, Payment::TYPE_NAME, &purchase_id.to_string())
@@ -225,4 +320,37 @@ pub async fn load(store: &EventStore, purchase_id: Uuid) -> Result<Payment, Sett
         payment.apply(event);
     }
     Ok(payment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_test_provider_names_one_subscription_per_key() {
+        let request = |key: &str| SubscriptionRequest {
+            user_id: Uuid::from_u128(1),
+            plan: "pro".into(),
+            amount_cents: 1299,
+            currency: "usd",
+            payment_method: None,
+            idempotency_key: key.into(),
+        };
+        let user = Uuid::from_u128(1);
+        let a = TestPayments
+            .create_subscription(&request(&subscription_key(user, 0)))
+            .await
+            .unwrap();
+        let again = TestPayments
+            .create_subscription(&request(&subscription_key(user, 0)))
+            .await
+            .unwrap();
+        let next = TestPayments
+            .create_subscription(&request(&subscription_key(user, 1)))
+            .await
+            .unwrap();
+        assert_eq!(a.id, again.id);
+        assert_ne!(a.id, next.id);
+        assert_eq!(a.period_end - a.period_start, chrono::Duration::days(30));
+    }
 }

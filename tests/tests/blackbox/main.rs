@@ -29,3 +29,4 @@ mod seed;
 mod shares;
 mod social;
 mod spine;
+mod subscriptions;
