@@ -9,7 +9,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
     admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes,
-    moderation, notifications, ops, payments, reports, shares, studio, users, videos,
+    moderation, notifications, ops, payments, reports, shares, studio, users, video_stats, videos,
 };
 use crate::ApiContext;
 
@@ -23,7 +23,8 @@ use crate::ApiContext;
         users::get_user, users::update_me, users::my_stats,
         videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
-        videos::feed, videos::prefetch, blobs::put_blob, blobs::get_blob,
+        videos::feed, videos::prefetch, video_stats::stats,
+        blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         shares::share, shares::share_count, shares::landing,
@@ -49,6 +50,8 @@ use crate::ApiContext;
         crate::reads::VideoResponse, crate::reads::VideoUser, crate::reads::VideoPage, videos::UploadUrlRequest,
         videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
+        video_stats::VideoStats, video_stats::StatsTotals, video_stats::DayViews,
+        video_stats::DayLikes, video_stats::DayComments, video_stats::DayGlitches,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         shares::ShareRequest, shares::Shared, shares::ShareCount,

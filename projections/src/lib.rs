@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod shares;
 pub mod status;
 pub mod users;
+pub mod video_stats;
 pub mod videos;
 pub mod wallets;
 
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(notifications::NotificationsProjector::default()),
         Arc::new(activity::ActivityProjector),
         Arc::new(shares::SharesProjector),
+        Arc::new(video_stats::VideoStatsProjector),
     ]
 }
 

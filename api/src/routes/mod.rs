@@ -20,6 +20,7 @@ pub mod reports;
 pub mod shares;
 pub mod studio;
 pub mod users;
+pub mod video_stats;
 pub mod videos;
 
 use std::time::Instant;
@@ -52,6 +53,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(users::router())
         .merge(blobs::router())
         .merge(videos::router())
+        .merge(video_stats::router())
         .merge(likes::router())
         .merge(bookmarks::router())
         .merge(reports::router())
