@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, likes,
+    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, drafts, follows, glitch, likes,
     moderation, notifications, ops, payments, reports, shares, studio, users, video_stats, videos,
 };
 use crate::ApiContext;
@@ -24,7 +24,7 @@ use crate::ApiContext;
         videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
         videos::feed, videos::prefetch, video_stats::stats,
-        blobs::put_blob, blobs::get_blob,
+        drafts::save, drafts::list, drafts::remove, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         shares::share, shares::share_count, shares::landing,
@@ -52,6 +52,7 @@ use crate::ApiContext;
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
         video_stats::VideoStats, video_stats::StatsTotals, video_stats::DayViews,
         video_stats::DayLikes, video_stats::DayComments, video_stats::DayGlitches,
+        drafts::SaveDraftRequest, drafts::DraftSaved, drafts::DraftView, drafts::DraftPage,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         shares::ShareRequest, shares::Shared, shares::ShareCount,

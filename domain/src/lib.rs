@@ -8,6 +8,7 @@ pub mod ai_job;
 pub mod block;
 pub mod bookmark;
 pub mod comment;
+pub mod draft;
 pub mod follow;
 pub mod like;
 pub mod notification_inbox;
@@ -38,4 +39,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     block::Block::TYPE_NAME,
     notification_inbox::NotificationInbox::TYPE_NAME,
     share::Share::TYPE_NAME,
+    draft::Draft::TYPE_NAME,
 ];

@@ -12,3 +12,22 @@ CREATE TABLE IF NOT EXISTS video_daily_stats (
     glitches bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (video_id, day)
 );
+
+-- The draft a video was uploaded from (videos projection), so completing
+-- the upload can publish the draft.
+ALTER TABLE videos ADD COLUMN IF NOT EXISTS draft_id uuid;
+
+-- Drafts (projections/src/drafts.rs): a user's unpublished captions and
+-- parameters. Published and deleted drafts keep their row, out of the list.
+CREATE TABLE IF NOT EXISTS drafts (
+    id         uuid        PRIMARY KEY,
+    owner_id   uuid        NOT NULL,
+    caption    text,
+    params     jsonb,
+    status     text        NOT NULL, -- draft | published | deleted
+    video_id   uuid,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drafts_by_owner ON drafts (owner_id, created_at DESC, id DESC)
+    WHERE status = 'draft';

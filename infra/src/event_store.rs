@@ -11,6 +11,7 @@ use lokiz_domain::ai_job::AiJob;
 use lokiz_domain::block::Block;
 use lokiz_domain::bookmark::Bookmark;
 use lokiz_domain::comment::Comment;
+use lokiz_domain::draft::Draft;
 use lokiz_domain::follow::Follow;
 use lokiz_domain::like::Like;
 use lokiz_domain::notification_inbox::NotificationInbox;
@@ -237,6 +238,7 @@ pub struct EventStore {
     pub blocks: Commands<Block>,
     pub inboxes: Commands<NotificationInbox>,
     pub shares: Commands<Share>,
+    pub drafts: Commands<Draft>,
 }
 
 impl EventStore {
@@ -257,7 +259,8 @@ impl EventStore {
             reports: Commands::new(pool.clone(), signal.clone()),
             blocks: Commands::new(pool.clone(), signal.clone()),
             inboxes: Commands::new(pool.clone(), signal.clone()),
-            shares: Commands::new(pool.clone(), signal),
+            shares: Commands::new(pool.clone(), signal.clone()),
+            drafts: Commands::new(pool.clone(), signal),
             pool,
         }
     }

@@ -11,6 +11,7 @@ pub mod blocks;
 pub mod bookmarks;
 pub mod comments;
 pub mod consistency;
+pub mod drafts;
 pub mod follows;
 pub mod likes;
 pub mod notifications;
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(activity::ActivityProjector),
         Arc::new(shares::SharesProjector),
         Arc::new(video_stats::VideoStatsProjector),
+        Arc::new(drafts::DraftsProjector),
     ]
 }
 

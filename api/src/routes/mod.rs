@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod bookmarks;
 pub mod comments;
 pub mod credits;
+pub mod drafts;
 pub mod follows;
 pub mod glitch;
 pub mod likes;
@@ -54,6 +55,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(blobs::router())
         .merge(videos::router())
         .merge(video_stats::router())
+        .merge(drafts::router())
         .merge(likes::router())
         .merge(bookmarks::router())
         .merge(reports::router())

@@ -137,6 +137,22 @@ async fn fixtures(
             .to_owned();
         subs.insert("{comment}", id);
     }
+    if needs("{draft}") {
+        let r = app
+            .post(
+                "/v1/videos/draft",
+                json!({"caption": "an idea"}),
+                Some(&owner.access_token),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        position = position.max(position_of(&r));
+        let saved: Value = r.json().await.expect("draft");
+        subs.insert(
+            "{draft}",
+            saved["draft_id"].as_str().expect("draft id").to_owned(),
+        );
+    }
     if needs("{job}") {
         let r = app
             .post(

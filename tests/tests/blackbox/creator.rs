@@ -1,6 +1,7 @@
-//! Creator tools (issue 14): a video's stats per day (owner only).
+//! Creator tools (issue 14): a video's stats per day (owner only), drafts
+//! (saved, listed, deleted, published through the upload flow).
 
-use lokiz_tests::{expect_error, position_of, spawn_app, Registered, TestApp};
+use lokiz_tests::{expect_error, position_of, sample_video, spawn_app, Registered, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -155,6 +156,299 @@ async fn stats_count_views_likes_and_comments_per_day_for_the_owner_only() {
         )
         .await;
     expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
+/// Upload-url (from `draft_id`), PUT and complete; returns the video id and
+/// the completion's position.
+async fn upload_from_draft(
+    app: &TestApp,
+    user: &Registered,
+    draft_id: &str,
+    caption: Option<&str>,
+) -> (String, i64) {
+    let bytes = sample_video(108, 192, 3.5).await;
+    let mut body = json!({"filename": "clip.mp4", "content_type": "video/mp4",
+                          "file_size": bytes.len(), "draft_id": draft_id});
+    if let Some(c) = caption {
+        body["caption"] = json!(c);
+    }
+    let r = app
+        .post("/v1/videos/upload-url", body, Some(&user.access_token))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let up: Value = r.json().await.unwrap();
+    let put = app
+        .client
+        .put(up["upload_url"].as_str().unwrap())
+        .header("content-type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let id = up["video_id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/v1/videos/{id}/complete"),
+            json!({"width": 108, "height": 192, "actual_duration": 3.5}),
+            Some(&user.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let position = position_of(&r);
+    (id, position)
+}
+
+#[tokio::test]
+async fn drafts_are_saved_listed_deleted_and_published_through_the_upload() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let mut head = 0;
+
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "first idea", "params": {"preset": "vhs", "speed": 1.5}}),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    head = head.max(position_of(&r));
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["created"], true);
+    let d1 = first["draft_id"].as_str().unwrap().to_owned();
+
+    // updated: the caption and params are replaced
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "  better idea ", "params": {"preset": "glitch"}, "draft_id": d1}),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    head = head.max(position_of(&r));
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(updated["created"], false);
+    assert_eq!(updated["draft_id"], d1.as_str());
+    assert_eq!(updated["caption"], "better idea");
+
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "second"}),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    head = head.max(position_of(&r));
+    let d2 = r.json::<Value>().await.unwrap()["draft_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // newest first, one per page
+    let r = app
+        .get(
+            "/v1/videos/drafts?limit=1",
+            Some(&alice.access_token),
+            Some(head),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page1: Value = r.json().await.unwrap();
+    assert_eq!(page1["drafts"].as_array().unwrap().len(), 1);
+    assert_eq!(page1["drafts"][0]["id"], d2.as_str());
+    assert_eq!(page1["has_more"], true);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: Value = app
+        .get(
+            &format!("/v1/videos/drafts?limit=1&cursor={cursor}"),
+            Some(&alice.access_token),
+            Some(head),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["drafts"][0]["id"], d1.as_str());
+    assert_eq!(page2["drafts"][0]["caption"], "better idea");
+    assert_eq!(page2["drafts"][0]["params"], json!({"preset": "glitch"}));
+    assert_eq!(page2["has_more"], false);
+    assert_eq!(page2["next_cursor"], Value::Null);
+
+    // bob neither sees nor changes alice's drafts
+    let bobs: Value = app
+        .get("/v1/videos/drafts", Some(&bob.access_token), Some(head))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bobs["drafts"], json!([]));
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "mine", "draft_id": d1}),
+            Some(&bob.access_token),
+        )
+        .await;
+    expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let r = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/videos/drafts/{d1}"),
+        None,
+        Some(&bob.access_token),
+        head,
+    )
+    .await;
+    expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "x", "draft_id": Uuid::new_v4()}),
+            Some(&alice.access_token),
+        )
+        .await;
+    expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+
+    // every bad field at once; params bounded at 16 KiB
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"params": {"k": "x".repeat(17 * 1024)}, "draft_id": "nope"}),
+            Some(&alice.access_token),
+        )
+        .await;
+    let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+    let mut fields: Vec<&str> = e["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["caption", "draft_id", "params"], "{e}");
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "x", "params": [1, 2]}),
+            Some(&alice.access_token),
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+
+    // deleted: out of the list, and gone for good
+    let r = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/videos/drafts/{d2}"),
+        None,
+        Some(&alice.access_token),
+        head,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    head = head.max(position_of(&r));
+    let r = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/videos/drafts/{d2}"),
+        None,
+        Some(&alice.access_token),
+        head,
+    )
+    .await;
+    expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let list: Value = app
+        .get("/v1/videos/drafts", Some(&alice.access_token), Some(head))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["drafts"].as_array().unwrap().len(), 1);
+
+    // an upload can only be made from the caller's live draft
+    for (who, draft) in [(&bob, &d1), (&alice, &d2)] {
+        let r = app
+            .post(
+                "/v1/videos/upload-url",
+                json!({"filename": "a.mp4", "content_type": "video/mp4", "file_size": 100,
+                       "draft_id": draft}),
+                Some(&who.access_token),
+            )
+            .await;
+        let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+        assert_eq!(e["details"]["fields"][0]["field"], "draft_id");
+    }
+
+    // published through the upload: the video takes the draft's caption,
+    // and the draft leaves the list
+    let (video, position) = upload_from_draft(&app, &alice, &d1, None).await;
+    head = head.max(position);
+    let v: Value = app
+        .get(
+            &format!("/v1/videos/{video}"),
+            Some(&alice.access_token),
+            Some(head),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["caption"], "better idea");
+    let list: Value = app
+        .get("/v1/videos/drafts", Some(&alice.access_token), Some(head))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["drafts"], json!([]));
+    // a published draft is final
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "later", "draft_id": d1}),
+            Some(&alice.access_token),
+        )
+        .await;
+    expect_error(r, StatusCode::CONFLICT, "DRAFT_PUBLISHED").await;
+    // a caption given with the upload wins over the draft's
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "draft words"}),
+            Some(&alice.access_token),
+        )
+        .await;
+    let d3 = r.json::<Value>().await.unwrap()["draft_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (video, position) = upload_from_draft(&app, &alice, &d3, Some("my own words")).await;
+    head = head.max(position);
+    let v: Value = app
+        .get(
+            &format!("/v1/videos/{video}"),
+            Some(&alice.access_token),
+            Some(head),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["caption"], "my own words");
+    let list: Value = app
+        .get("/v1/videos/drafts", Some(&alice.access_token), Some(head))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["drafts"], json!([]));
 
     crate::rebuild::assert_rebuild_is_identical(&app).await;
     app.stop().await;
