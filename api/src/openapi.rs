@@ -1,5 +1,7 @@
 //! OpenAPI document at `/openapi.json`, interactive docs (Swagger UI, served
-//! from the binary) at `/docs`.
+//! from the binary) at `/docs`, and the same document as Redoc at `/redoc`
+//! (its bundle vendored in `api/assets/` and served from the binary too).
+//! Neither docs page is itself in the document.
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -103,6 +105,43 @@ pub fn router() -> Router<ApiContext> {
         // Swagger UI's files are compiled into the binary (the vendored
         // `utoipa-swagger-ui-vendored` crate): `/docs` needs no network.
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .route("/redoc", get(redoc_page))
+        .route("/redoc/", get(redoc_page))
+        .route("/redoc/redoc.standalone.js", get(redoc_bundle))
+}
+
+/// Redoc 2.1.5's standalone bundle (`api/assets/README.md`).
+const REDOC_BUNDLE: &[u8] = include_bytes!("../assets/redoc.standalone.js");
+
+const REDOC_PAGE: &str = "<!doctype html>
+<html lang=\"en\"><head><meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<title>LOKIZ API reference</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head><body>
+<redoc spec-url=\"/openapi.json\"></redoc>
+<script src=\"/redoc/redoc.standalone.js\"></script>
+</body></html>
+";
+
+async fn redoc_page() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        REDOC_PAGE,
+    )
+}
+
+async fn redoc_bundle() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        REDOC_BUNDLE,
+    )
 }
 
 /// The statuses every operation can answer because of what it takes, added

@@ -1,5 +1,6 @@
 //! Creator tools (issue 14): a video's stats per day (owner only), drafts
-//! (saved, listed, deleted, published through the upload flow).
+//! (saved, listed, deleted, published through the upload flow), the Redoc
+//! page and bundle.
 
 use lokiz_tests::{expect_error, position_of, sample_video, spawn_app, Registered, TestApp};
 use reqwest::StatusCode;
@@ -451,5 +452,41 @@ async fn drafts_are_saved_listed_deleted_and_published_through_the_upload() {
     assert_eq!(list["drafts"], json!([]));
 
     crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redoc_serves_its_page_and_bundle_from_the_server() {
+    let app = spawn_app().await;
+    let r = app.get("/redoc", None, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("spec-url=\"/openapi.json\""), "{html}");
+    assert!(
+        html.contains("src=\"/redoc/redoc.standalone.js\""),
+        "{html}"
+    );
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    let r = app.get("/redoc/redoc.standalone.js", None, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let js = r.bytes().await.unwrap();
+    assert!(js.len() > 500_000, "the whole bundle: {} bytes", js.len());
+    // the docs pages document the API, not themselves
+    let doc: Value = app
+        .get("/openapi.json", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths
+        .keys()
+        .all(|p| !p.starts_with("/redoc") && !p.starts_with("/docs")));
+    assert!(paths.contains_key("/v1/videos/{id}/stats"));
+    assert!(paths.contains_key("/v1/videos/draft"));
     app.stop().await;
 }
