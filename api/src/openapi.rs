@@ -10,8 +10,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, drafts, follows, glitch, likes,
-    moderation, notifications, ops, payments, reports, shares, studio, users, video_stats, videos,
+    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, drafts, follows, glitch, images,
+    likes, moderation, notifications, ops, payments, reports, shares, studio, users, video_stats,
+    videos,
 };
 use crate::ApiContext;
 
@@ -26,7 +27,7 @@ use crate::ApiContext;
         videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
         videos::feed, videos::prefetch, video_stats::stats,
-        drafts::save, drafts::list, drafts::remove, blobs::put_blob, blobs::get_blob,
+        drafts::save, drafts::list, drafts::remove, images::upload_url, images::complete, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         shares::share, shares::share_count, shares::landing,
@@ -55,6 +56,7 @@ use crate::ApiContext;
         video_stats::VideoStats, video_stats::StatsTotals, video_stats::DayViews,
         video_stats::DayLikes, video_stats::DayComments, video_stats::DayGlitches,
         drafts::SaveDraftRequest, drafts::DraftSaved, drafts::DraftView, drafts::DraftPage,
+        images::ImageUploadRequest, images::ImageUploadUrl, images::ImageCompleted,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         shares::ShareRequest, shares::Shared, shares::ShareCount,
@@ -77,7 +79,7 @@ use crate::ApiContext;
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth, &Contract),
-    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"), (name = "bookmarks"),
+    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "images"), (name = "likes"), (name = "bookmarks"),
          (name = "follows"), (name = "blocks"), (name = "notifications"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "ops"))
 )]
 pub struct ApiDoc;

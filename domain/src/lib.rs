@@ -10,6 +10,7 @@ pub mod bookmark;
 pub mod comment;
 pub mod draft;
 pub mod follow;
+pub mod image;
 pub mod like;
 pub mod notification_inbox;
 pub mod payment;
@@ -40,4 +41,5 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     notification_inbox::NotificationInbox::TYPE_NAME,
     share::Share::TYPE_NAME,
     draft::Draft::TYPE_NAME,
+    image::Image::TYPE_NAME,
 ];

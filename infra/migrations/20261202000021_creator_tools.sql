@@ -31,3 +31,19 @@ CREATE TABLE IF NOT EXISTS drafts (
 );
 CREATE INDEX IF NOT EXISTS drafts_by_owner ON drafts (owner_id, created_at DESC, id DESC)
     WHERE status = 'draft';
+
+-- Images (projections/src/images.rs): profile pictures and thumbnails,
+-- uploaded like videos; only a completed one's URL may be used.
+CREATE TABLE IF NOT EXISTS images (
+    id           uuid        PRIMARY KEY,
+    owner_id     uuid        NOT NULL,
+    purpose      text        NOT NULL, -- profile | thumbnail
+    file_key     text        NOT NULL UNIQUE,
+    content_type text        NOT NULL,
+    file_size    bigint      NOT NULL,
+    status       text        NOT NULL, -- processing | completed
+    width        int,
+    height       int,
+    created_at   timestamptz NOT NULL,
+    completed_at timestamptz
+);

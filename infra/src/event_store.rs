@@ -13,6 +13,7 @@ use lokiz_domain::bookmark::Bookmark;
 use lokiz_domain::comment::Comment;
 use lokiz_domain::draft::Draft;
 use lokiz_domain::follow::Follow;
+use lokiz_domain::image::Image;
 use lokiz_domain::like::Like;
 use lokiz_domain::notification_inbox::NotificationInbox;
 use lokiz_domain::payment::Payment;
@@ -239,6 +240,7 @@ pub struct EventStore {
     pub inboxes: Commands<NotificationInbox>,
     pub shares: Commands<Share>,
     pub drafts: Commands<Draft>,
+    pub images: Commands<Image>,
 }
 
 impl EventStore {
@@ -260,7 +262,8 @@ impl EventStore {
             blocks: Commands::new(pool.clone(), signal.clone()),
             inboxes: Commands::new(pool.clone(), signal.clone()),
             shares: Commands::new(pool.clone(), signal.clone()),
-            drafts: Commands::new(pool.clone(), signal),
+            drafts: Commands::new(pool.clone(), signal.clone()),
+            images: Commands::new(pool.clone(), signal),
             pool,
         }
     }

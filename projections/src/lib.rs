@@ -13,6 +13,7 @@ pub mod comments;
 pub mod consistency;
 pub mod drafts;
 pub mod follows;
+pub mod images;
 pub mod likes;
 pub mod notifications;
 pub mod projector;
@@ -48,6 +49,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(shares::SharesProjector),
         Arc::new(video_stats::VideoStatsProjector),
         Arc::new(drafts::DraftsProjector),
+        Arc::new(images::ImagesProjector),
     ]
 }
 

@@ -12,6 +12,7 @@ pub mod credits;
 pub mod drafts;
 pub mod follows;
 pub mod glitch;
+pub mod images;
 pub mod likes;
 pub mod moderation;
 pub mod notifications;
@@ -56,6 +57,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(videos::router())
         .merge(video_stats::router())
         .merge(drafts::router())
+        .merge(images::router())
         .merge(likes::router())
         .merge(bookmarks::router())
         .merge(reports::router())

@@ -1,6 +1,6 @@
 //! Creator tools (issue 14): a video's stats per day (owner only), drafts
 //! (saved, listed, deleted, published through the upload flow), the Redoc
-//! page and bundle.
+//! page and bundle, and images (profile pictures and thumbnails).
 
 use lokiz_tests::{expect_error, position_of, sample_video, spawn_app, Registered, TestApp};
 use reqwest::StatusCode;
@@ -488,5 +488,209 @@ async fn redoc_serves_its_page_and_bundle_from_the_server() {
         .all(|p| !p.starts_with("/redoc") && !p.starts_with("/docs")));
     assert!(paths.contains_key("/v1/videos/{id}/stats"));
     assert!(paths.contains_key("/v1/videos/draft"));
+    app.stop().await;
+}
+
+/// A real 64×48 image made by ffmpeg (`ext`: png, jpg or webp).
+async fn image_bytes(ext: &str) -> Vec<u8> {
+    let path = std::env::temp_dir().join(format!("lokiz-image-{}.{ext}", Uuid::new_v4()));
+    let status = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48",
+        ])
+        .args(["-frames:v", "1"])
+        .arg(&path)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "ffmpeg made the image");
+    let bytes = tokio::fs::read(&path).await.unwrap();
+    let _ = tokio::fs::remove_file(&path).await;
+    bytes
+}
+
+/// Asks for an upload URL and PUTs `bytes` there; returns the answer.
+async fn upload_image(
+    app: &TestApp,
+    user: &Registered,
+    purpose: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> Value {
+    let r = app
+        .post(
+            "/v1/images/upload-url",
+            json!({"purpose": purpose, "content_type": content_type, "size_bytes": bytes.len()}),
+            Some(&user.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let up: Value = r.json().await.unwrap();
+    let put = app
+        .client
+        .put(up["upload_url"].as_str().unwrap())
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "PUT {}", put.status());
+    up
+}
+
+async fn complete_image(app: &TestApp, user: &Registered, id: &str) -> reqwest::Response {
+    app.post(
+        &format!("/v1/images/{id}/complete"),
+        json!({}),
+        Some(&user.access_token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_probed_profile_image_becomes_the_owners_profile_picture() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+
+    // every bad field at once
+    let r = app
+        .post(
+            "/v1/images/upload-url",
+            json!({"purpose": "banner", "content_type": "image/gif", "size_bytes": 6 * 1024 * 1024}),
+            Some(&alice.access_token),
+        )
+        .await;
+    let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+    let mut fields: Vec<&str> = e["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["content_type", "purpose", "size_bytes"], "{e}");
+
+    let up = upload_image(
+        &app,
+        &alice,
+        "profile",
+        "image/png",
+        image_bytes("png").await,
+    )
+    .await;
+    let id = up["image_id"].as_str().unwrap().to_owned();
+    let url = up["file_url"].as_str().unwrap().to_owned();
+    assert!(up["file_key"].as_str().unwrap().ends_with(".png"));
+    // not served before it is completed
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_ne!(r.status(), StatusCode::OK);
+    // nor usable as a profile picture
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"profile_image_url": url}),
+            &alice.access_token,
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+
+    // only its owner completes it
+    let r = complete_image(&app, &bob, &id).await;
+    expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let r = complete_image(&app, &alice, &id).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(
+        (done["width"].as_u64(), done["height"].as_u64()),
+        (Some(64), Some(48))
+    );
+    assert_eq!(done["file_url"], url.as_str());
+    let r = complete_image(&app, &alice, &id).await;
+    expect_error(r, StatusCode::CONFLICT, "ALREADY_COMPLETED").await;
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.bytes().await.unwrap().starts_with(b"\x89PNG"));
+
+    // someone else's image is refused as bob's picture
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"profile_image_url": url}),
+            &bob.access_token,
+        )
+        .await;
+    let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+    assert_eq!(e["details"]["fields"][0]["field"], "profile_image_url");
+    // an outside URL too
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"profile_image_url": "https://cdn.example.com/a.png"}),
+            &bob.access_token,
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+
+    // alice's own: set, and shown on her public profile
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"profile_image_url": url}),
+            &alice.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let position = position_of(&r);
+    let public: Value = app
+        .get(&format!("/v1/users/{}", alice.id), None, Some(position))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(public["profile_image_url"], url.as_str());
+
+    // a thumbnail is not a profile picture
+    let up = upload_image(
+        &app,
+        &alice,
+        "thumbnail",
+        "image/webp",
+        image_bytes("webp").await,
+    )
+    .await;
+    let r = complete_image(&app, &alice, up["image_id"].as_str().unwrap()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({"profile_image_url": up["file_url"]}),
+            &alice.access_token,
+        )
+        .await;
+    expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+
+    // not an image, or not the declared type: refused and removed
+    for (content_type, bytes) in [
+        ("image/png", b"this is not a picture at all".to_vec()),
+        ("image/png", image_bytes("jpg").await),
+        ("image/jpeg", sample_video(64, 48, 1.0).await),
+    ] {
+        let up = upload_image(&app, &alice, "profile", content_type, bytes).await;
+        let id = up["image_id"].as_str().unwrap();
+        let r = complete_image(&app, &alice, id).await;
+        let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+        assert_eq!(e["details"]["fields"][0]["field"], "file", "{e}");
+        let r = complete_image(&app, &alice, id).await;
+        expect_error(r, StatusCode::CONFLICT, "UPLOAD_NOT_FOUND").await;
+    }
+
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
     app.stop().await;
 }
