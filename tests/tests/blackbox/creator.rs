@@ -464,6 +464,10 @@ async fn redoc_serves_its_page_and_bundle_from_the_server() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+    // the browser may load nothing from elsewhere (Redoc's sidebar logo is
+    // on its CDN)
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("img-src 'self' data: blob:"));
     let html = r.text().await.unwrap();
     assert!(html.contains("spec-url=\"/openapi.json\""), "{html}");
     assert!(
