@@ -29,7 +29,7 @@ async fn send(
 }
 
 #[tokio::test]
-async fn stats_count_views_likes_and_comments_per_day_for_the_owner_only() {
+async fn stats_count_views_likes_comments_and_glitches_per_day_for_the_owner_only() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
@@ -102,6 +102,40 @@ async fn stats_count_views_likes_and_comments_per_day_for_the_owner_only() {
     .await;
     assert!(r.status().is_success(), "{}", r.status());
     head = head.max(position_of(&r));
+    // a glitch: bob's AI job publishes a video glitched from alice's
+    let r = send(
+        &app,
+        reqwest::Method::POST,
+        "/v1/ai/glitch/animate",
+        Some(json!({"video_id": video, "start_time": 0, "end_time": 1.0, "preset": "hue-jump"})),
+        Some(&bob.access_token),
+        head,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let j: Value = app
+            .get(&format!("/v1/ai/jobs/{job}"), Some(&bob.access_token), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if j["status"] == "completed" {
+            break;
+        }
+        assert!(j["status"] != "failed", "{j}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "glitch never done: {j}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    head = head.max(app.head().await);
 
     let stats = |days: Option<&str>, who: Option<&Registered>| {
         let path = match days {
@@ -122,7 +156,7 @@ async fn stats_count_views_likes_and_comments_per_day_for_the_owner_only() {
         ("views_by_day", "views", 2),
         ("likes_by_day", "likes", 1),
         ("comments_by_day", "comments", 2),
-        ("glitches_by_day", "glitches", 0),
+        ("glitches_by_day", "glitches", 1),
     ] {
         let days = s[series].as_array().unwrap();
         assert_eq!(days.len(), 7, "{series}: one entry per day");
