@@ -732,3 +732,109 @@ async fn a_probed_profile_image_becomes_the_owners_profile_picture() {
     crate::rebuild::assert_rebuild_is_identical(&app).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_completion_retried_after_a_crash_publishes_its_draft() {
+    use lokiz_domain::values::VideoDimensions;
+    use lokiz_domain::video::VideoCommand;
+
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let r = app
+        .post(
+            "/v1/videos/draft",
+            json!({"caption": "from a draft"}),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let draft = r.json::<Value>().await.unwrap()["draft_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bytes = sample_video(108, 192, 3.5).await;
+    let size = bytes.len() as u64;
+    let r = app
+        .post(
+            "/v1/videos/upload-url",
+            json!({"filename": "clip.mp4", "content_type": "video/mp4",
+                   "file_size": size, "draft_id": draft}),
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let up: Value = r.json().await.unwrap();
+    let video = up["video_id"].as_str().unwrap().to_owned();
+    let put = app
+        .client
+        .put(up["upload_url"].as_str().unwrap())
+        .header("content-type", "video/mp4")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+
+    // the server completes the video and dies before publishing the draft:
+    // the video's command alone
+    let written = app
+        .ctx
+        .store
+        .videos
+        .execute(
+            &video,
+            VideoCommand::CompleteUpload {
+                actor: alice.id,
+                dimensions: VideoDimensions::parse(108, 192, 3.5).unwrap(),
+                stored_size: Some(size),
+                at: chrono::Utc::now(),
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let list: Value = app
+        .get(
+            "/v1/videos/drafts",
+            Some(&alice.access_token),
+            written.position,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["drafts"].as_array().unwrap().len(), 1, "still listed");
+
+    // the client retries the completion: already complete, and the draft is
+    // published now
+    let r = app
+        .post(
+            &format!("/v1/videos/{video}/complete"),
+            json!({"width": 108, "height": 192, "actual_duration": 3.5}),
+            Some(&alice.access_token),
+        )
+        .await;
+    expect_error(r, StatusCode::CONFLICT, "ALREADY_COMPLETED").await;
+    let head = app.head().await;
+    let list: Value = app
+        .get("/v1/videos/drafts", Some(&alice.access_token), Some(head))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["drafts"], json!([]));
+    let v: Value = app
+        .get(
+            &format!("/v1/videos/{video}"),
+            Some(&alice.access_token),
+            Some(head),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["caption"], "from a draft");
+
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
