@@ -47,3 +47,5 @@ CREATE TABLE IF NOT EXISTS images (
     created_at   timestamptz NOT NULL,
     completed_at timestamptz
 );
+-- (the file janitor records swept image uploads in file_sweeps by image id,
+-- beside video ids: both are v7 UUIDs, never the same)

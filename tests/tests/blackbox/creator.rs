@@ -838,3 +838,52 @@ async fn a_completion_retried_after_a_crash_publishes_its_draft() {
     crate::rebuild::assert_rebuild_is_identical(&app).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn abandoned_image_uploads_lose_their_files() {
+    let app = lokiz_tests::spawn_app_with(
+        lokiz_api::Components::ALL,
+        &[("LOKIZ_UPLOAD_EXPIRY_SECS", "3")],
+    )
+    .await;
+    let alice = app.register("alice").await;
+    let kept = upload_image(
+        &app,
+        &alice,
+        "profile",
+        "image/png",
+        image_bytes("png").await,
+    )
+    .await;
+    let r = complete_image(&app, &alice, kept["image_id"].as_str().unwrap()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let abandoned = upload_image(
+        &app,
+        &alice,
+        "thumbnail",
+        "image/png",
+        image_bytes("png").await,
+    )
+    .await;
+    let key = abandoned["file_key"].as_str().unwrap().to_owned();
+    app.eventually(30, "the abandoned image removed", || async {
+        app.ctx.blobs.stored_size(&key).await.unwrap().is_none()
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM file_sweeps WHERE reason = 'expired_image_upload'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+                == 1
+    })
+    .await;
+    // the completed one stays
+    let r = app
+        .client
+        .get(kept["file_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}
