@@ -27,7 +27,7 @@ use crate::ApiContext;
         videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
         videos::feed, videos::prefetch, video_stats::stats,
-        drafts::save, drafts::list, drafts::remove, images::upload_url, images::complete, blobs::put_blob, blobs::get_blob,
+        drafts::save, drafts::list, drafts::remove, images::upload_url, images::complete, images::file, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         shares::share, shares::share_count, shares::landing,

@@ -4,7 +4,10 @@
 //! file with ffprobe — it must really be an image of the declared type,
 //! within bounded dimensions — and only then makes its `file_url` usable
 //! (served to anybody; accepted as `profile_image_url` for its owner when
-//! its purpose is `profile`).
+//! its purpose is `profile`). The `file_url` is this server's
+//! `GET /v1/images/{id}/file`, which redirects to where the file is served
+//! (the local store's plain URL, or a signed S3 URL): it stays valid in a
+//! profile whatever the blob store.
 //!
 //! Images are events (the Image aggregate), as video uploads are: the
 //! request and the completion are facts with an owner, audited and rebuilt
@@ -13,8 +16,9 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, State};
-use axum::response::Response;
-use axum::routing::post;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use lokiz_domain::image::{ImageCommand, ImageError, ImagePurpose};
 use lokiz_domain::values::FieldError;
@@ -45,6 +49,12 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/images/upload-url", post(upload_url))
         .route("/images/{id}/complete", post(complete))
+        .route("/images/{id}/file", get(file))
+}
+
+/// The stable URL of image `image_id` (its `file_url`).
+pub fn image_url(ctx: &ApiContext, image_id: Uuid) -> String {
+    format!("{}/v1/images/{image_id}/file", ctx.public_base)
 }
 
 fn image_error(e: ImageError) -> ApiError {
@@ -98,7 +108,8 @@ pub struct ImageUploadUrl {
     /// PUT the file here with the same Content-Type, within 15 minutes.
     pub upload_url: String,
     pub file_key: String,
-    /// Where the image will be served once completed (404 before).
+    /// Where the image will be served once completed (404 before): a
+    /// redirect to the file.
     pub file_url: String,
     pub image_id: Uuid,
 }
@@ -191,7 +202,7 @@ pub async fn upload_url(
         written.position,
         Json(ImageUploadUrl {
             upload_url,
-            file_url: ctx.blobs.object_url(&file_key),
+            file_url: image_url(&ctx, image_id),
             file_key,
             image_id,
         }),
@@ -280,10 +291,40 @@ pub async fn complete(
             content_type,
             width,
             height,
-            file_url: ctx.blobs.object_url(&key),
+            file_url: image_url(&ctx, image_id),
             position: written.position,
         }),
     ))
+}
+
+#[utoipa::path(get, path = "/v1/images/{id}/file", tag = "images",
+    params(("id" = Uuid, Path)),
+    responses((status = 302, description = "To the image's file (`Location`: a plain URL on the local store, a signed one on S3)",
+               headers(("Location" = String))),
+              (status = 404, description = "No such image, or its upload is not completed", body = crate::error::ErrorEnvelope)))]
+pub async fn file(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let image_id = path_uuid(&id, "Image")?;
+    let key: Option<String> =
+        sqlx::query_scalar("SELECT file_key FROM images WHERE id = $1 AND status = 'completed'")
+            .bind(image_id)
+            .fetch_optional(&ctx.pool)
+            .await?;
+    let Some(key) = key else {
+        return Err(ApiError::NotFound { what: "Image" });
+    };
+    let target = crate::files::file_url(&ctx, &key, true);
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, target),
+            // shorter than a signed URL lives
+            (header::CACHE_CONTROL, "public, max-age=300".to_owned()),
+        ],
+    )
+        .into_response())
 }
 
 /// The stored file's size, by ffprobe, when it is an image of
@@ -365,18 +406,17 @@ pub async fn is_own_profile_image(
     user: Uuid,
     url: &str,
 ) -> Result<bool, ApiError> {
-    // `…/images/<id>.<ext>`: the id names the only image it can be
+    // `…/v1/images/<id>/file`: the id names the only image it can be
     let Some(id) = url
-        .rsplit('/')
-        .next()
-        .and_then(|name| name.split('.').next())
+        .strip_suffix("/file")
+        .and_then(|rest| rest.rsplit('/').next())
         .and_then(parse_id)
     else {
         return Ok(false);
     };
     let find = || {
-        sqlx::query_as::<_, (Uuid, String, String, String)>(
-            "SELECT owner_id, purpose, status, file_key FROM images WHERE id = $1",
+        sqlx::query_as::<_, (Uuid, String, String)>(
+            "SELECT owner_id, purpose, status FROM images WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&ctx.pool)
@@ -387,10 +427,10 @@ pub async fn is_own_profile_image(
         ctx.wait_for_head(&["images"]).await?;
         row = find().await?;
     }
-    Ok(row.is_some_and(|(owner, purpose, status, key)| {
+    Ok(row.is_some_and(|(owner, purpose, status)| {
         owner == user
             && purpose == ImagePurpose::Profile.as_str()
             && status == "completed"
-            && ctx.blobs.object_url(&key) == url
+            && image_url(ctx, id) == url
     }))
 }

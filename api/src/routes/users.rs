@@ -188,7 +188,7 @@ pub struct UpdateProfileRequest {
     /// any other URL is refused (422). Null clears.
     #[schema(
         max_length = 2048,
-        pattern = r"^https?://[^\s/]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/images/[0-9a-fA-F-]{36}\.(jpg|png|webp)$"
+        pattern = r"^https?://[^\s/]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/v1/images/[0-9a-fA-F-]{36}/file$"
     )]
     profile_image_url: Option<String>,
 }

@@ -626,6 +626,8 @@ async fn a_probed_profile_image_becomes_the_owners_profile_picture() {
     let id = up["image_id"].as_str().unwrap().to_owned();
     let url = up["file_url"].as_str().unwrap().to_owned();
     assert!(up["file_key"].as_str().unwrap().ends_with(".png"));
+    // a stable URL of this server (redirecting to the file), whatever the store
+    assert_eq!(url, app.url(&format!("/v1/images/{id}/file")));
     // not served before it is completed
     let r = app.client.get(&url).send().await.unwrap();
     assert_ne!(r.status(), StatusCode::OK);
