@@ -1,5 +1,7 @@
 //! OpenAPI document at `/openapi.json`, interactive docs (Swagger UI, served
-//! from the binary) at `/docs`.
+//! from the binary) at `/docs`, and the same document as Redoc at `/redoc`
+//! (its bundle vendored in `api/assets/` and served from the binary too).
+//! Neither docs page is itself in the document.
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -8,9 +10,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::routes::{
-    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, follows, glitch, hashtags, likes,
-    moderation, notifications, ops, payments, reports, search, shares, studio, subscriptions, users,
-    videos,
+    admin, ai, auth, blobs, blocks, bookmarks, comments, credits, drafts, follows, glitch,
+    hashtags, images, likes, moderation, notifications, ops, payments, reports, search, shares,
+    studio, subscriptions, users, video_stats, videos,
 };
 use crate::ApiContext;
 
@@ -24,7 +26,8 @@ use crate::ApiContext;
         users::get_user, users::update_me, users::my_stats,
         videos::upload_url, videos::complete_upload, videos::get_video, videos::update_video,
         videos::delete_video, videos::view, videos::batch_metadata, videos::list_latest,
-        videos::feed, videos::prefetch, blobs::put_blob, blobs::get_blob,
+        videos::feed, videos::prefetch, video_stats::stats,
+        drafts::save, drafts::list, drafts::remove, images::upload_url, images::complete, images::file, blobs::put_blob, blobs::get_blob,
         likes::like, likes::unlike, likes::check, likes::check_batch,
         bookmarks::save, bookmarks::remove, bookmarks::check_one, bookmarks::list, reports::report,
         shares::share, shares::share_count, shares::landing,
@@ -54,6 +57,10 @@ use crate::ApiContext;
         crate::reads::VideoResponse, crate::reads::VideoUser, crate::reads::VideoPage, videos::UploadUrlRequest,
         videos::UploadUrlResponse, videos::CompleteRequest, videos::CompleteResponse,
         videos::UpdateVideoRequest, videos::ViewResponse, videos::Algorithm, videos::VideoCounts, videos::BatchMetadata,
+        video_stats::VideoStats, video_stats::StatsTotals, video_stats::DayViews,
+        video_stats::DayLikes, video_stats::DayComments, video_stats::DayGlitches,
+        drafts::SaveDraftRequest, drafts::DraftSaved, drafts::DraftView, drafts::DraftPage,
+        images::ImageUploadRequest, images::ImageUploadUrl, images::ImageCompleted,
         likes::LikeState, likes::LikeCheck, likes::VideoIds, likes::LikedVideos,
         bookmarks::BookmarkState, bookmarks::BookmarkCheck, reports::ReportRequest, reports::Filed,
         shares::ShareRequest, shares::Shared, shares::ShareCount,
@@ -80,7 +87,7 @@ use crate::ApiContext;
         crate::error::ErrorEnvelope, crate::error::ErrorBody,
     )),
     modifiers(&BearerAuth, &Contract),
-    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "likes"), (name = "bookmarks"),
+    tags((name = "auth"), (name = "users"), (name = "videos"), (name = "images"), (name = "likes"), (name = "bookmarks"),
          (name = "follows"), (name = "blocks"), (name = "notifications"), (name = "comments"), (name = "ai"), (name = "credits"), (name = "glitch"), (name = "studio"), (name = "admin"), (name = "search"), (name = "ops"))
 )]
 pub struct ApiDoc;
@@ -108,6 +115,53 @@ pub fn router() -> Router<ApiContext> {
         // Swagger UI's files are compiled into the binary (the vendored
         // `utoipa-swagger-ui-vendored` crate): `/docs` needs no network.
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .route("/redoc", get(redoc_page))
+        .route("/redoc/", get(redoc_page))
+        .route("/redoc/redoc.standalone.js", get(redoc_bundle))
+}
+
+/// Redoc 2.1.5's standalone bundle (`api/assets/README.md`).
+const REDOC_BUNDLE: &[u8] = include_bytes!("../assets/redoc.standalone.js");
+
+const REDOC_PAGE: &str = "<!doctype html>
+<html lang=\"en\"><head><meta charset=\"utf-8\">
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<title>LOKIZ API reference</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head><body>
+<redoc spec-url=\"/openapi.json\"></redoc>
+<script src=\"/redoc/redoc.standalone.js\"></script>
+</body></html>
+";
+
+/// The page may load only from this server: Redoc's sidebar shows a logo
+/// from its CDN, which this keeps the browser from asking for (the logo
+/// hides itself when it cannot load).
+const REDOC_CSP: &str = "default-src 'none'; script-src 'self'; worker-src 'self' blob:; \
+    connect-src 'self'; img-src 'self' data: blob:; font-src 'self' data:; \
+    style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'";
+
+async fn redoc_page() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CONTENT_SECURITY_POLICY, REDOC_CSP),
+        ],
+        REDOC_PAGE,
+    )
+}
+
+async fn redoc_bundle() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        REDOC_BUNDLE,
+    )
 }
 
 /// The statuses every operation can answer because of what it takes, added

@@ -1002,6 +1002,7 @@ impl Generator {
                         content_type: content_type.to_owned(),
                         file_size,
                         caption,
+                        draft_id: None,
                         at: time(v.requested),
                     };
                     videos.execute(&id, request, Some(owner)).await?;

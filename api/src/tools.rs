@@ -10,8 +10,8 @@ use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use lokiz_domain::{
-    ai_job, block, bookmark, comment, follow, like, notification_inbox, payment, report,
-    search_history, share, subscription, user, video, video_view, wallet,
+    ai_job, block, bookmark, comment, draft, follow, image, like, notification_inbox, payment,
+    report, search_history, share, subscription, user, video, video_view, wallet,
 };
 use lokiz_infra::stored_event::STORED_EVENT_COLUMNS;
 use lokiz_infra::StoredEvent;
@@ -344,6 +344,8 @@ pub async fn history(
             t if t == subscription::Subscription::TYPE_NAME => {
                 fold::<subscription::Subscription>(&events)?
             }
+            t if t == draft::Draft::TYPE_NAME => fold::<draft::Draft>(&events)?,
+            t if t == image::Image::TYPE_NAME => fold::<image::Image>(&events)?,
             t if t == notification_inbox::NotificationInbox::TYPE_NAME => {
                 fold::<notification_inbox::NotificationInbox>(&events)?
             }

@@ -8,7 +8,9 @@ pub mod ai_job;
 pub mod block;
 pub mod bookmark;
 pub mod comment;
+pub mod draft;
 pub mod follow;
+pub mod image;
 pub mod like;
 pub mod notification_inbox;
 pub mod payment;
@@ -42,4 +44,6 @@ pub const AGGREGATE_TYPES: &[&str] = &[
     share::Share::TYPE_NAME,
     search_history::SearchHistory::TYPE_NAME,
     subscription::Subscription::TYPE_NAME,
+    draft::Draft::TYPE_NAME,
+    image::Image::TYPE_NAME,
 ];

@@ -188,6 +188,12 @@ impl Bio {
 impl ImageUrl {
     pub const MAX: usize = 2048;
 
+    /// A URL this server issued for a stored file (the `file_url` of a
+    /// completed image), kept as issued.
+    pub fn issued(url: String) -> Self {
+        Self(url)
+    }
+
     /// An absolute `http` or `https` URL of at most 2048 characters.
     pub fn parse(field: &'static str, raw: &str) -> Result<Self, FieldError> {
         if raw.len() > Self::MAX {

@@ -11,7 +11,9 @@ use lokiz_domain::ai_job::AiJob;
 use lokiz_domain::block::Block;
 use lokiz_domain::bookmark::Bookmark;
 use lokiz_domain::comment::Comment;
+use lokiz_domain::draft::Draft;
 use lokiz_domain::follow::Follow;
+use lokiz_domain::image::Image;
 use lokiz_domain::like::Like;
 use lokiz_domain::notification_inbox::NotificationInbox;
 use lokiz_domain::payment::Payment;
@@ -241,6 +243,8 @@ pub struct EventStore {
     pub shares: Commands<Share>,
     pub searches: Commands<SearchHistory>,
     pub subscriptions: Commands<Subscription>,
+    pub drafts: Commands<Draft>,
+    pub images: Commands<Image>,
 }
 
 impl EventStore {
@@ -263,7 +267,9 @@ impl EventStore {
             inboxes: Commands::new(pool.clone(), signal.clone()),
             shares: Commands::new(pool.clone(), signal.clone()),
             searches: Commands::new(pool.clone(), signal.clone()),
-            subscriptions: Commands::new(pool.clone(), signal),
+            subscriptions: Commands::new(pool.clone(), signal.clone()),
+            drafts: Commands::new(pool.clone(), signal.clone()),
+            images: Commands::new(pool.clone(), signal),
             pool,
         }
     }

@@ -3,11 +3,12 @@
 //! `/metrics` (`lokiz_files_removed_total{reason}`):
 //! - `expired_upload`: uploads never completed, `LOKIZ_UPLOAD_EXPIRY_SECS`
 //!   (24 h) after they were requested — their upload URL is long expired;
+//! - `expired_image_upload`: the same for images (`images` read model);
 //! - `deleted_video`: the file and studio renders of a video deleted
 //!   `LOKIZ_DELETED_FILES_GRACE_SECS` (72 h) ago — time to undo a mistake
 //!   by hand, or to finish a takedown review.
 //!
-//! It reads the `videos` read model (a lagging projection only delays it)
+//! It reads the `videos` and `images` read models (a lagging projection only delays it)
 //! and acts on the blob store; it writes no event and no read model.
 
 use std::sync::Arc;
@@ -73,6 +74,14 @@ impl FileJanitor {
                 self.upload_expiry,
             ),
             (
+                "expired_image_upload",
+                "SELECT i.id, i.file_key FROM images i
+                  WHERE i.status = 'processing' AND i.created_at < now() - make_interval(secs => $1)
+                    AND NOT EXISTS (SELECT 1 FROM file_sweeps s WHERE s.video_id = i.id)
+                  LIMIT $2",
+                self.upload_expiry,
+            ),
+            (
                 "deleted_video",
                 "SELECT v.id, v.file_key FROM videos v
                   WHERE v.status = 'deleted' AND v.deleted_at < now() - make_interval(secs => $1)
@@ -87,7 +96,18 @@ impl FileJanitor {
                 .fetch_all(&self.pool)
                 .await?;
             for (video_id, key) in rows {
-                if reason == "expired_upload" && self.completed_in_store(video_id).await? {
+                let completed = match reason {
+                    "expired_upload" => {
+                        self.completed_in_store(video_id, "Video", "UploadCompleted")
+                            .await?
+                    }
+                    "expired_image_upload" => {
+                        self.completed_in_store(video_id, "Image", "ImageUploadCompleted")
+                            .await?
+                    }
+                    _ => false,
+                };
+                if completed {
                     // completed a moment ago; the read model has not caught up
                     continue;
                 }
@@ -112,13 +132,20 @@ impl FileJanitor {
 
     /// The store, not the (lagging) read model, says whether the upload was
     /// completed.
-    async fn completed_in_store(&self, video_id: Uuid) -> Result<bool, sqlx::Error> {
+    async fn completed_in_store(
+        &self,
+        id: Uuid,
+        aggregate_type: &str,
+        completed: &str,
+    ) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM events
-                             WHERE aggregate_type = 'Video' AND aggregate_id = $1
-                               AND event_type = 'UploadCompleted')",
+                             WHERE aggregate_type = $2 AND aggregate_id = $1
+                               AND event_type = $3)",
         )
-        .bind(video_id.to_string())
+        .bind(id.to_string())
+        .bind(aggregate_type)
+        .bind(completed)
         .fetch_one(&self.pool)
         .await
     }

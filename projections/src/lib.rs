@@ -11,7 +11,9 @@ pub mod blocks;
 pub mod bookmarks;
 pub mod comments;
 pub mod consistency;
+pub mod drafts;
 pub mod follows;
+pub mod images;
 pub mod likes;
 pub mod notifications;
 pub mod projector;
@@ -24,6 +26,7 @@ pub mod shares;
 pub mod status;
 pub mod subscriptions;
 pub mod users;
+pub mod video_stats;
 pub mod videos;
 pub mod wallets;
 
@@ -50,6 +53,9 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(search::SearchProjector),
         Arc::new(search_history::SearchHistoryProjector),
         Arc::new(subscriptions::SubscriptionsProjector),
+        Arc::new(video_stats::VideoStatsProjector),
+        Arc::new(drafts::DraftsProjector),
+        Arc::new(images::ImagesProjector),
     ]
 }
 

@@ -125,6 +125,7 @@ impl Projector for VideosProjector {
                             file_size,
                             caption,
                             requested_at,
+                            draft_id,
                             ..
                         } => {
                             folding.insert(id, created.ids.len());
@@ -136,6 +137,7 @@ impl Projector for VideosProjector {
                                 file_size as i64,
                                 caption.map(|c| c.into_inner()),
                                 requested_at,
+                                draft_id,
                             )
                         }
                         change => {
@@ -336,6 +338,7 @@ struct NewVideos {
     updated: Vec<DateTime<Utc>>,
     published: Vec<Option<DateTime<Utc>>>,
     listed: Vec<bool>,
+    drafts: Vec<Option<Uuid>>,
     /// The changes folded into each row, to apply one by one should the row
     /// exist already.
     folded: Vec<Vec<VideoEvent>>,
@@ -352,6 +355,7 @@ impl NewVideos {
         size: i64,
         caption: Option<String>,
         at: DateTime<Utc>,
+        draft: Option<Uuid>,
     ) {
         self.ids.push(id);
         self.owners.push(owner);
@@ -367,6 +371,7 @@ impl NewVideos {
         self.updated.push(at);
         self.published.push(None);
         self.listed.push(false);
+        self.drafts.push(draft);
         self.folded.push(Vec::new());
     }
 
@@ -402,16 +407,20 @@ impl NewVideos {
         let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO videos (id, owner_id, file_key, content_type, file_size, caption,
                                  visibility, status, width, height, duration,
-                                 created_at, updated_at, published_at, listed, hot_score)
+                                 created_at, updated_at, published_at, listed, hot_score,
+                                 draft_id)
              SELECT u.id, u.owner_id, u.file_key, u.content_type, u.file_size, u.caption,
                     'public', u.status, u.width, u.height, u.duration,
                     u.at, u.updated, u.published, u.listed,
-                    CASE WHEN u.published IS NULL THEN 0 ELSE lokiz_hot_score(0, u.published) END
+                    CASE WHEN u.published IS NULL THEN 0 ELSE lokiz_hot_score(0, u.published) END,
+                    u.draft_id
                FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[],
                            $6::text[], $7::timestamptz[], $8::text[], $9::int[], $10::int[],
-                           $11::float8[], $12::timestamptz[], $13::timestamptz[], $14::bool[])
+                           $11::float8[], $12::timestamptz[], $13::timestamptz[], $14::bool[],
+                           $15::uuid[])
                     AS u(id, owner_id, file_key, content_type, file_size, caption, at,
-                         status, width, height, duration, updated, published, listed)
+                         status, width, height, duration, updated, published, listed,
+                         draft_id)
              ON CONFLICT (id) DO NOTHING
              RETURNING id",
         )
@@ -429,6 +438,7 @@ impl NewVideos {
         .bind(self.updated)
         .bind(self.published)
         .bind(self.listed)
+        .bind(self.drafts)
         .fetch_all(&mut *conn)
         .await?;
         if inserted.len() == self.ids.len() {
@@ -535,12 +545,13 @@ async fn apply_video(
             file_size,
             caption,
             requested_at,
+            draft_id,
             ..
         } => {
             sqlx::query(
                 "INSERT INTO videos (id, owner_id, file_key, content_type, file_size, caption,
-                                     visibility, status, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'public', 'processing', $7, $7)
+                                     visibility, status, created_at, updated_at, draft_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'public', 'processing', $7, $7, $8)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
@@ -550,6 +561,7 @@ async fn apply_video(
             .bind(file_size as i64)
             .bind(caption.map(|c| c.into_inner()))
             .bind(requested_at)
+            .bind(draft_id)
             .execute(conn)
             .await?;
         }

@@ -185,6 +185,15 @@ pub async fn sample_video(width: u32, height: u32, seconds: f64) -> Vec<u8> {
     tokio::fs::read(&path).await.expect("sample")
 }
 
+/// A valid 1×1 PNG (one green pixel), for image uploads.
+pub fn tiny_png() -> Vec<u8> {
+    vec![
+        137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 1, 0, 0, 0, 1, 8, 2,
+        0, 0, 0, 144, 119, 83, 222, 0, 0, 0, 12, 73, 68, 65, 84, 120, 156, 99, 248, 207, 192, 0, 0,
+        3, 1, 1, 0, 201, 254, 146, 239, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+    ]
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Components::ALL, &[]).await
 }

@@ -71,8 +71,17 @@ pub fn blob_error(e: BlobError) -> ApiError {
 }
 
 /// Whether anybody may fetch `key` without a signed URL: the file of a
-/// completed public video, or a studio render of one.
+/// completed public video, a studio render of one, or a completed image.
 async fn public_file(ctx: &ApiContext, key: &str) -> Result<bool, ApiError> {
+    if key.starts_with("images/") {
+        // an image is public once its upload completed (probed)
+        return Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM images WHERE file_key = $1 AND status = 'completed')",
+        )
+        .bind(key)
+        .fetch_one(&ctx.pool)
+        .await?);
+    }
     if let Some(rest) = key.strip_prefix("studio/") {
         let Some(video) = rest.split('/').next().and_then(crate::extract::parse_id) else {
             return Ok(false);

@@ -244,7 +244,9 @@ mod tests {
         assert_eq!(parse_tag("#"), Ok(None));
         assert_eq!(parse_tag("123"), Ok(None));
         assert_eq!(parse_tag("a b"), Ok(None));
-        assert!(parse_tag(&format!("#{}", "a".repeat(50))).unwrap().is_some());
+        assert!(parse_tag(&format!("#{}", "a".repeat(50)))
+            .unwrap()
+            .is_some());
         assert_eq!(parse_tag(&"a".repeat(51)), Ok(None));
         assert!(parse_tag(&"a".repeat(52)).is_err());
     }

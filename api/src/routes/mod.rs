@@ -9,9 +9,11 @@ pub mod blocks;
 pub mod bookmarks;
 pub mod comments;
 pub mod credits;
+pub mod drafts;
 pub mod follows;
 pub mod glitch;
 pub mod hashtags;
+pub mod images;
 pub mod likes;
 pub mod moderation;
 pub mod notifications;
@@ -23,6 +25,7 @@ pub mod shares;
 pub mod studio;
 pub mod subscriptions;
 pub mod users;
+pub mod video_stats;
 pub mod videos;
 
 use std::time::Instant;
@@ -55,6 +58,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(users::router())
         .merge(blobs::router())
         .merge(videos::router())
+        .merge(video_stats::router())
+        .merge(drafts::router())
+        .merge(images::router())
         .merge(likes::router())
         .merge(bookmarks::router())
         .merge(reports::router())

@@ -183,10 +183,12 @@ pub struct UpdateProfileRequest {
         pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
     )]
     bio: Option<String>,
-    /// Absolute http(s) URL; null clears.
+    /// The `file_url` of one of the caller's completed profile images
+    /// (`POST /v1/images/upload-url`, then `POST /v1/images/{id}/complete`);
+    /// any other URL is refused (422). Null clears.
     #[schema(
         max_length = 2048,
-        pattern = r"^https?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(:[0-9]{1,4})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+        pattern = r"^https?://[^\s/]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/v1/images/[0-9a-fA-F-]{36}/file$"
     )]
     profile_image_url: Option<String>,
 }
@@ -231,10 +233,30 @@ pub async fn update_me(
         Some(None) => Some(None),
         None => None,
     };
+    // a profile image is one of the caller's own completed profile images
+    // (`file_url` of POST /v1/images/{id}/complete), nothing else
     let profile_image_url = match f.nullable_str("profile_image_url") {
-        Some(Some(raw)) => f
-            .parse("profile_image_url", Some(raw), ImageUrl::parse)
-            .map(Some),
+        Some(Some(raw)) if raw.len() > ImageUrl::MAX => {
+            f.reject(
+                "profile_image_url",
+                "length",
+                format!("must be at most {} characters", ImageUrl::MAX),
+            );
+            None
+        }
+        Some(Some(raw)) => {
+            if crate::routes::images::is_own_profile_image(&ctx, user.user_id, raw).await? {
+                Some(Some(ImageUrl::issued(raw.to_owned())))
+            } else {
+                f.reject(
+                    "profile_image_url",
+                    "not_your_image",
+                    "must be the file_url of one of your completed profile images \
+                     (POST /v1/images/upload-url, then POST /v1/images/{id}/complete)",
+                );
+                None
+            }
+        }
         Some(None) => Some(None),
         None => None,
     };

@@ -104,12 +104,16 @@ pub struct UploadUrlRequest {
     /// Bytes, at most 500 MiB. The upload must be exactly this size.
     #[schema(minimum = 1, maximum = 524288000)]
     file_size: u64,
-    /// At most 2200 characters.
+    /// At most 2200 characters. With `draft_id` and no caption, the
+    /// draft's caption.
     #[schema(
         max_length = 2200,
         pattern = r"^[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
     )]
     caption: Option<String>,
+    /// One of the caller's drafts (not published or deleted): completing
+    /// this upload publishes it, and it leaves the drafts list.
+    draft_id: Option<Uuid>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -187,7 +191,25 @@ pub async fn upload_url(
         },
     };
     let raw = f.optional_str("caption");
-    let caption = f.parse("caption", raw, Caption::parse);
+    let mut caption = f.parse("caption", raw, Caption::parse);
+    let draft_id = f.optional_uuid("draft_id");
+    if let (Some(draft), true) = (draft_id, f.errors.is_empty()) {
+        match crate::routes::drafts::live_draft_caption(&ctx, user.user_id, draft).await? {
+            Some(draft_caption) => {
+                if raw.is_none() {
+                    caption = draft_caption
+                        .map(|c| Caption::parse("caption", &c))
+                        .transpose()
+                        .map_err(|e| ApiError::Validation(vec![e]))?;
+                }
+            }
+            None => f.reject(
+                "draft_id",
+                "unknown",
+                "is not one of your drafts (or it was published or deleted)",
+            ),
+        }
+    }
     f.finish()?;
     let (Some((content_type, ext)), Some(file_size)) = (ext, file_size) else {
         return Err(ApiError::internal(anyhow::anyhow!(
@@ -213,6 +235,7 @@ pub async fn upload_url(
                 content_type: content_type.to_owned(),
                 file_size,
                 caption,
+                draft_id,
                 at: crate::now(),
             },
             actor(user.user_id),
@@ -311,8 +334,8 @@ pub async fn complete_upload(
     };
     ctx.wait_for(min, &["videos"]).await?;
     let upload_of = || {
-        sqlx::query_as::<_, (String, Uuid, String)>(
-            "SELECT file_key, owner_id, status FROM videos WHERE id = $1",
+        sqlx::query_as::<_, (String, Uuid, String, Option<Uuid>)>(
+            "SELECT file_key, owner_id, status, draft_id FROM videos WHERE id = $1",
         )
         .bind(video_id)
         .fetch_optional(&ctx.pool)
@@ -325,7 +348,7 @@ pub async fn complete_upload(
     }
     let mut dimensions = client_dimensions;
     let mut stored_size = None;
-    if let Some((key, owner, status)) = &upload {
+    if let Some((key, owner, status, _)) = &upload {
         stored_size = ctx
             .blobs
             .stored_size(key)
@@ -337,7 +360,7 @@ pub async fn complete_upload(
             dimensions = probe_upload(&ctx, key).await?;
         }
     }
-    let written = ctx
+    let completed = ctx
         .store
         .videos
         .execute(
@@ -350,14 +373,33 @@ pub async fn complete_upload(
             },
             actor(user.user_id),
         )
-        .await
-        .map_err(|e| command_error(e, video_error))?;
+        .await;
+    // An upload made from a draft publishes it, after the video is complete
+    // (never a published draft without its video). Should the process die
+    // between the two commands, the draft stays listed until the client
+    // retries the completion: the retry's ALREADY_COMPLETED (the video's
+    // owner, so the draft's) publishes it then; publishing again for the
+    // same video records nothing.
+    let mut draft_position = None;
+    let done = matches!(
+        completed,
+        Ok(_)
+            | Err(cqrs_es::AggregateError::UserError(
+                VideoError::AlreadyCompleted
+            ))
+    );
+    if let (true, Some((_, _, _, Some(draft)))) = (done, &upload) {
+        draft_position =
+            crate::routes::drafts::publish(&ctx, user.user_id, *draft, video_id).await?;
+    }
+    let written = completed.map_err(|e| command_error(e, video_error))?;
+    let position = written.position.max(draft_position);
     Ok(with_position(
-        written.position,
+        position,
         Json(CompleteResponse {
             video_id,
             status: "completed",
-            position: written.position,
+            position,
         }),
     ))
 }

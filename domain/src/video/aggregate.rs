@@ -84,6 +84,7 @@ impl Aggregate for Video {
                 content_type,
                 file_size,
                 caption,
+                draft_id,
                 at,
             } => {
                 if self.status != VideoStatus::None {
@@ -97,6 +98,7 @@ impl Aggregate for Video {
                     file_size,
                     caption,
                     requested_at: at,
+                    draft_id,
                 };
                 sink.write(event, self).await;
             }
@@ -174,6 +176,7 @@ impl Aggregate for Video {
                         file_size,
                         caption,
                         requested_at: at,
+                        draft_id: None,
                     },
                     VideoEvent::UploadCompleted {
                         dimensions,
@@ -280,6 +283,7 @@ mod tests {
             file_size: 1000,
             caption: None,
             requested_at: at(),
+            draft_id: None,
         }
     }
 
@@ -291,6 +295,7 @@ mod tests {
             content_type: "video/mp4".into(),
             file_size: 1000,
             caption: None,
+            draft_id: None,
             at: at(),
         }
     }
@@ -428,6 +433,7 @@ mod tests {
                     file_size: 1234,
                     caption: None,
                     requested_at: at(),
+                    draft_id: None,
                 },
                 VideoEvent::UploadCompleted {
                     dimensions: dims(),

@@ -14,6 +14,8 @@ pub enum VideoCommand {
         content_type: String,
         file_size: u64,
         caption: Option<Caption>,
+        /// The caller's draft this upload publishes once it completes.
+        draft_id: Option<Uuid>,
         at: DateTime<Utc>,
     },
     /// The owner reports the upload finished. `stored_size` is what the blob

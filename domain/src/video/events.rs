@@ -15,6 +15,9 @@ pub enum VideoEvent {
         file_size: u64,
         caption: Option<Caption>,
         requested_at: DateTime<Utc>,
+        /// The draft this upload publishes once it completes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        draft_id: Option<Uuid>,
     },
     UploadCompleted {
         dimensions: VideoDimensions,

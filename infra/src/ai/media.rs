@@ -156,6 +156,64 @@ pub async fn probe(path: &Path) -> Result<MediaInfo, MediaError> {
     parse_probe(&out.stdout)
 }
 
+/// What [`probe_image`] found in a still image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// ffprobe's codec of the (only) stream: `png`, `mjpeg`, `webp`…
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub streams: usize,
+}
+
+/// Probes `path` as a still image (PNG, JPEG or WebP, found by content, not
+/// by name). `Err(MediaError::Probe)` when ffprobe cannot read it as one.
+pub async fn probe_image(path: &Path) -> Result<ImageInfo, MediaError> {
+    #[derive(Deserialize)]
+    struct Out {
+        #[serde(default)]
+        streams: Vec<Stream>,
+    }
+    #[derive(Deserialize)]
+    struct Stream {
+        codec_type: Option<String>,
+        codec_name: Option<String>,
+        width: Option<u32>,
+        height: Option<u32>,
+    }
+    let mut cmd = Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-protocol_whitelist",
+        "file",
+        "-format_whitelist",
+        "image2,png_pipe,jpeg_pipe,webp_pipe",
+    ]);
+    cmd.arg("-i").arg(file_url(path));
+    die_with_parent(&mut cmd);
+    let out = cmd.stdin(Stdio::null()).kill_on_drop(true).output().await?;
+    if !out.status.success() {
+        return Err(MediaError::Probe(tail_string(&out.stderr)));
+    }
+    let probed: Out = serde_json::from_slice(&out.stdout)
+        .map_err(|e| MediaError::Probe(format!("unreadable ffprobe output: {e}")))?;
+    let video = probed
+        .streams
+        .iter()
+        .find(|s| s.codec_type.as_deref() == Some("video"))
+        .ok_or_else(|| MediaError::Probe("no image stream".into()))?;
+    Ok(ImageInfo {
+        codec: video.codec_name.clone().unwrap_or_default(),
+        width: video.width.unwrap_or(0),
+        height: video.height.unwrap_or(0),
+        streams: probed.streams.len(),
+    })
+}
+
 /// Renders `job` from `input` to `output`, calling `on_progress` with each
 /// new integer percent (0..=99 while running, 100 once on success).
 pub async fn render(

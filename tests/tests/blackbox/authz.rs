@@ -150,6 +150,46 @@ async fn fixtures(
             .to_owned();
         subs.insert("{comment}", id);
     }
+    if needs("{draft}") {
+        let r = app
+            .post(
+                "/v1/videos/draft",
+                json!({"caption": "an idea"}),
+                Some(&owner.access_token),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        position = position.max(position_of(&r));
+        let saved: Value = r.json().await.expect("draft");
+        subs.insert(
+            "{draft}",
+            saved["draft_id"].as_str().expect("draft id").to_owned(),
+        );
+    }
+    if needs("{image}") {
+        // a real PNG (1×1), so the owner's completion probes an image
+        let png = lokiz_tests::tiny_png();
+        let r = app
+            .post(
+                "/v1/images/upload-url",
+                json!({"purpose": "profile", "content_type": "image/png", "size_bytes": png.len()}),
+                Some(&owner.access_token),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        position = position.max(position_of(&r));
+        let up: Value = r.json().await.expect("image upload");
+        let put = app
+            .client
+            .put(up["upload_url"].as_str().expect("url"))
+            .header("content-type", "image/png")
+            .body(png)
+            .send()
+            .await
+            .expect("put");
+        assert!(put.status().is_success());
+        subs.insert("{image}", up["image_id"].as_str().expect("id").to_owned());
+    }
     if needs("{job}") {
         let r = app
             .post(

@@ -1,6 +1,6 @@
 //! The contract: schemathesis fuzzes every operation of `/openapi.json`
 //! against a real server and must find nothing; headless Chromium renders
-//! `/docs` from the server alone.
+//! `/docs` (Swagger UI) and `/redoc` (Redoc) from the server alone.
 //!
 //! Both tools are installed by `scripts/contract-tools.sh` (run by
 //! `scripts/test.sh`), which exports `LOKIZ_SCHEMATHESIS` and
@@ -97,13 +97,57 @@ async fn schemathesis_finds_nothing_in_any_operation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docs_render_in_chromium_with_no_request_leaving_the_server() {
-    let chromium = tool("LOKIZ_CHROMIUM");
     let app = spawn_app_with(Components::ALL, &[]).await;
+    render_from_the_server_alone(
+        &app,
+        "/docs/",
+        "docs",
+        &[
+            "/v1/videos/batch-metadata",
+            "/v1/likes/check-batch",
+            "/v1/follows/check-batch",
+            "/v1/auth/register",
+        ],
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redoc_renders_in_chromium_with_no_request_leaving_the_server() {
+    let app = spawn_app_with(Components::ALL, &[]).await;
+    // the API's title and description come from /openapi.json, rendered by
+    // the bundle the server itself serves
+    render_from_the_server_alone(
+        &app,
+        "/redoc",
+        "redoc",
+        &["LOKIZ API", "Commands answer with"],
+    )
+    .await;
+    let js = app.get("/redoc/redoc.standalone.js", None, None).await;
+    assert_eq!(js.status(), reqwest::StatusCode::OK);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/javascript"));
+    app.stop().await;
+}
+
+/// Renders `path` in headless Chromium: the DOM shows every text of
+/// `must_show`, and every request the page made went to this server.
+async fn render_from_the_server_alone(
+    app: &lokiz_tests::TestApp,
+    path: &str,
+    name: &str,
+    must_show: &[&str],
+) {
+    let chromium = tool("LOKIZ_CHROMIUM");
     let dir = std::env::temp_dir().join(format!("lokiz-chromium-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let netlog = dir.join("netlog.json");
-    let screenshot = artifacts().join("docs.png");
-    let page = app.url("/docs/");
+    let screenshot = artifacts().join(format!("{name}.png"));
+    let page = app.url(path);
     let common = |cmd: &mut tokio::process::Command| {
         cmd.arg("--headless")
             .arg("--no-sandbox")
@@ -137,16 +181,8 @@ async fn docs_render_in_chromium_with_no_request_leaving_the_server() {
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for operation in [
-        "/v1/videos/batch-metadata",
-        "/v1/likes/check-batch",
-        "/v1/follows/check-batch",
-        "/v1/auth/register",
-    ] {
-        assert!(
-            dom.contains(operation),
-            "the docs page does not show {operation}"
-        );
+    for text in must_show {
+        assert!(dom.contains(text), "{path} does not show {text}");
     }
 
     // every URL the page asked for was on this server
@@ -184,15 +220,15 @@ async fn docs_render_in_chromium_with_no_request_leaving_the_server() {
     }
     requested.sort();
     requested.dedup();
-    println!("requests made by the docs page ({}):", requested.len());
+    println!("requests made by {path} ({}):", requested.len());
     for u in &requested {
         println!("  {u}");
     }
     println!("Chromium's own background requests (not the page's): {background:?}");
     std::fs::write(
-        artifacts().join("docs-requests.txt"),
+        artifacts().join(format!("{name}-requests.txt")),
         format!(
-            "requests made by /docs ({}), all to {}:\n{}\nChromium's own background requests (not the page's): {}\n",
+            "requests made by {path} ({}), all to {}:\n{}\nChromium's own background requests (not the page's): {}\n",
             requested.len(),
             app.address,
             requested.iter().map(|u| format!("  {u}")).collect::<Vec<_>>().join("\n"),
@@ -243,5 +279,4 @@ async fn docs_render_in_chromium_with_no_request_leaving_the_server() {
     assert!(png.len() > 10_000, "the screenshot shows a rendered page");
     println!("screenshot: {}", screenshot.display());
     let _ = std::fs::remove_dir_all(&dir);
-    app.stop().await;
 }

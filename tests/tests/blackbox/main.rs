@@ -10,6 +10,7 @@ mod blocks;
 mod bookmarks;
 mod bounds;
 mod contract;
+mod creator;
 mod delivery;
 mod faults;
 mod files;

@@ -196,7 +196,11 @@ async fn search_finds_captions_misspelt_names_and_korean_tags_but_never_hidden_v
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     let r = app
-        .get(&format!("/v1/hashtags/{}/videos", "a".repeat(52)), None, None)
+        .get(
+            &format!("/v1/hashtags/{}/videos", "a".repeat(52)),
+            None,
+            None,
+        )
         .await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     // what cannot be a tag finds nothing
@@ -359,6 +363,7 @@ async fn backdated_video(app: &TestApp, owner: Uuid, caption: &str, days_ago: i6
                 content_type: "video/mp4".into(),
                 file_size: 1000,
                 caption: Some(Caption::parse("caption", caption).unwrap()),
+                draft_id: None,
                 at,
             },
             HashMap::new(),
