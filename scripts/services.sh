@@ -50,6 +50,23 @@ if ! port_open 5432; then
   wait_port 5432 PostgreSQL
 fi
 
+# The test suite runs 4 tests at once, some with four `lokiz` processes and
+# their pools each: Postgres' default of 100 connections is not enough
+# ("too many clients" made tests flaky). Raised once, with a restart.
+want_conns=300
+conns="$(psql -h 127.0.0.1 -U postgres -Atc 'SHOW max_connections' 2>/dev/null || echo 0)"
+if [ "${conns:-0}" -lt "$want_conns" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+  ver="$(ls /etc/postgresql | sort -V | tail -n1)"
+  log "raising max_connections from $conns to $want_conns (restarting PostgreSQL $ver)"
+  psql -h 127.0.0.1 -U postgres -qAtc "ALTER SYSTEM SET max_connections = $want_conns"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$ver" main restart || $SUDO pg_ctlcluster "$ver" main restart
+  wait_port 5432 PostgreSQL
+  for _ in $(seq 1 60); do
+    if psql -h 127.0.0.1 -U postgres -Atc 'SELECT 1' >/dev/null 2>&1; then break; fi
+    sleep 0.5
+  done
+fi
+
 # --- NATS with JetStream ----------------------------------------------------
 if ! port_open 4222; then
   need_pkg nats-server nats-server

@@ -70,7 +70,9 @@ async fn client_loop(
         let job_allowed = Instant::now() >= next_job;
         let v = videos[rng.next(videos.len())];
         let u = users[rng.next(users.len())];
-        let pick = rng.next(200);
+        let pick = rng.next(240);
+        // the client's own video (clients 1–4 uploaded one each, in order)
+        let own = videos.get((seed as usize).wrapping_sub(1)).copied();
         let req = match pick {
             0..=49 => client.post(format!("{base}/v1/likes/videos/{v}")),
             50..=89 => client.delete(format!("{base}/v1/likes/videos/{v}")),
@@ -86,9 +88,35 @@ async fn client_loop(
             199 if job_allowed => client
                 .post(format!("{base}/v1/ai/music"))
                 .json(&json!({"video_id": v, "start_time": 0, "end_time": 1, "preset": "arcade"})),
+            // the features of issue 13/14 under the same faults: shares,
+            // search history (past 50 entries the oldest is forgotten),
+            // caption edits (the search projection's words, hashtags and
+            // trend uses), blocks (the block saga's unfollows)
+            200..=209 => {
+                let channel = ["link", "kakao", "x"][rng.next(3)];
+                client
+                    .post(format!("{base}/v1/videos/{v}/share"))
+                    .json(&json!({ "channel": channel }))
+            }
+            210..=219 => client
+                .post(format!("{base}/v1/search/history"))
+                .json(&json!({"query": format!("fault query {}", rng.next(60))})),
+            220..=229 => match own {
+                Some(own) => client.patch(format!("{base}/v1/videos/{own}")).json(
+                    &json!({"caption": format!(
+                        "take {step} #tag{} #태그{} words{}",
+                        rng.next(5),
+                        rng.next(3),
+                        rng.next(7)
+                    )}),
+                ),
+                None => continue,
+            },
+            230..=233 if u != me.id => client.post(format!("{base}/v1/blocks/users/{u}")),
+            234..=239 if u != me.id => client.delete(format!("{base}/v1/blocks/users/{u}")),
             _ => continue,
         };
-        if pick >= 197 {
+        if (197..=199).contains(&pick) {
             next_job = Instant::now() + Duration::from_secs(10);
         }
         tally.requests.fetch_add(1, Ordering::Relaxed);
@@ -271,6 +299,24 @@ async fn run_with_faults(schedule: &[Fault]) -> Summary {
         in_stream == in_store,
         "the stream is not the store in commit order"
     );
+
+    // The load reached every kind of read model the faults hit.
+    for kind in [
+        "VideoLiked",
+        "UserFollowed",
+        "CommentPosted",
+        "VideoShared",
+        "SearchRecorded",
+        "MetadataUpdated",
+        "UserBlocked",
+    ] {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = $1")
+            .bind(kind)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(n > 0, "no {kind} under the faults");
+    }
 
     // Replaying the store gives the live read models, row for row.
     let verify = cluster
