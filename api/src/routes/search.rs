@@ -100,7 +100,22 @@ fn query_param(params: &Params, errors: &mut Vec<FieldError>) -> String {
     }
 }
 
-const Q_PARAM: &str = "What to look for: 1–100 characters on one line, not only spaces";
+/// The `q` of every search operation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct QueryParam {
+    /// What to look for: 1–100 characters on one line, not only spaces.
+    /// Autocomplete: `@…` completes people, `#…` hashtags, anything else
+    /// keywords (the caller's own past searches first, then caption words)
+    /// and a few people and hashtags.
+    #[param(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    q: String,
+}
 
 // ---------------------------------------------------------------- videos
 
@@ -188,7 +203,7 @@ fn score_cursor(params: &Params, errors: &mut Vec<FieldError>) -> Option<ScoreCu
 
 #[utoipa::path(get, path = "/v1/search/videos", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = Q_PARAM),
+           QueryParam,
            ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = VideoPage, description = "Videos whose caption holds every word (as a prefix: `danc` finds dancing, `고양이` finds 고양이가), most relevant and engaging first"),
@@ -294,7 +309,7 @@ async fn user_matches(
 
 #[utoipa::path(get, path = "/v1/search/users", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = Q_PARAM),
+           QueryParam,
            ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = UserSearchPage, description = "People by username or display name, misspellings included; closest first"),
@@ -379,7 +394,7 @@ pub struct SearchResults {
 
 #[utoipa::path(get, path = "/v1/search", tag = "search", security((), ("bearer" = [])),
     params(crate::extract::MinPosition,
-           ("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = Q_PARAM),
+           QueryParam,
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Videos on the first page (default 20)")),
     responses((status = 200, body = SearchResults, description = "Videos, people and hashtags at once; each list continues at its own endpoint"),
               (status = 422, body = crate::error::ErrorEnvelope)))]
@@ -555,7 +570,7 @@ async fn keyword_suggestions(
 }
 
 #[utoipa::path(get, path = "/v1/search/autocomplete", tag = "search", security((), ("bearer" = [])),
-    params(("q" = String, Query, min_length = 1, max_length = 100, pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$", description = "What was typed so far: `@…` completes people, `#…` hashtags, anything else keywords (the caller's own past searches first, then caption words) and a few people and hashtags"),
+    params(QueryParam,
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 20, description = "At most this many suggestions (default 10)")),
     responses((status = 200, body = Suggestions),
               (status = 422, body = crate::error::ErrorEnvelope)))]
@@ -669,23 +684,14 @@ pub async fn record(
         )));
     };
     let at = crate::now();
-    let written = ctx
-        .store
-        .searches
-        .execute(
-            &me.user_id.to_string(),
-            SearchHistoryCommand::RecordSearch {
-                user_id: me.user_id,
-                entry_id: Uuid::new_v4(),
-                query: query.clone(),
-                at,
-            },
-            actor(me.user_id),
-        )
-        .await
-        .map_err(|e| command_error(e, history_error))?;
+    let command = SearchHistoryCommand::RecordSearch {
+        user_id: me.user_id,
+        entry_id: Uuid::new_v4(),
+        query: query.clone(),
+        at,
+    };
     // the entry as the history now holds it (a repeated search keeps its id)
-    ctx.wait_for(written.position, &["search_history"]).await?;
+    let position = run_history(&ctx, me, command).await?;
     let entry: Option<HistoryEntry> = sqlx::query_as(
         "SELECT id, query, searched_at FROM search_history WHERE user_id = $1 AND query = $2",
     )
@@ -698,18 +704,30 @@ pub async fn record(
         query: query.into_inner(),
         searched_at: at,
     });
-    Ok(with_position(
-        written.position,
-        (StatusCode::CREATED, Json(entry)),
-    ))
+    Ok(with_position(position, (StatusCode::CREATED, Json(entry))))
 }
 
-fn history_error(e: SearchHistoryError) -> ApiError {
-    match e {
-        SearchHistoryError::EntryNotFound => ApiError::NotFound {
-            what: "Search history entry",
-        },
-    }
+/// Runs `command` on the caller's history and waits until the read model
+/// has it; returns the position.
+async fn run_history(
+    ctx: &ApiContext,
+    me: AuthUser,
+    command: SearchHistoryCommand,
+) -> Result<Option<i64>, ApiError> {
+    let written = ctx
+        .store
+        .searches
+        .execute(&me.user_id.to_string(), command, actor(me.user_id))
+        .await
+        .map_err(|e| {
+            command_error(e, |e| match e {
+                SearchHistoryError::EntryNotFound => ApiError::NotFound {
+                    what: "Search history entry",
+                },
+            })
+        })?;
+    ctx.wait_for(written.position, &["search_history"]).await?;
+    Ok(written.position)
 }
 
 #[utoipa::path(delete, path = "/v1/search/history/{id}", tag = "search", security(("bearer" = [])),
@@ -722,22 +740,13 @@ pub async fn forget(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let entry_id = path_uuid(&id, "Search history entry")?;
-    let written = ctx
-        .store
-        .searches
-        .execute(
-            &me.user_id.to_string(),
-            SearchHistoryCommand::DeleteSearch {
-                entry_id,
-                at: crate::now(),
-            },
-            actor(me.user_id),
-        )
-        .await
-        .map_err(|e| command_error(e, history_error))?;
-    ctx.wait_for(written.position, &["search_history"]).await?;
+    let command = SearchHistoryCommand::DeleteSearch {
+        entry_id,
+        at: crate::now(),
+    };
+    let position = run_history(&ctx, me, command).await?;
     Ok(with_position(
-        written.position,
+        position,
         StatusCode::NO_CONTENT.into_response(),
     ))
 }
@@ -745,19 +754,10 @@ pub async fn forget(
 #[utoipa::path(delete, path = "/v1/search/history/clear", tag = "search", security(("bearer" = [])),
     responses((status = 204, description = "The caller's history is empty")))]
 pub async fn clear(State(ctx): State<ApiContext>, me: AuthUser) -> Result<Response, ApiError> {
-    let written = ctx
-        .store
-        .searches
-        .execute(
-            &me.user_id.to_string(),
-            SearchHistoryCommand::ClearHistory { at: crate::now() },
-            actor(me.user_id),
-        )
-        .await
-        .map_err(|e| command_error(e, history_error))?;
-    ctx.wait_for(written.position, &["search_history"]).await?;
+    let command = SearchHistoryCommand::ClearHistory { at: crate::now() };
+    let position = run_history(&ctx, me, command).await?;
     Ok(with_position(
-        written.position,
+        position,
         StatusCode::NO_CONTENT.into_response(),
     ))
 }
