@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS search_videos
     tsv          tsvector GENERATED ALWAYS AS (to_tsvector('lokiz', caption)) STORED
 );
 CREATE INDEX IF NOT EXISTS search_videos_tsv ON search_videos USING gin (tsv);
+-- The newest counted videos first (a search's first look walks them).
+CREATE INDEX IF NOT EXISTS search_videos_recent ON search_videos (published_at DESC, video_id DESC)
+    WHERE live AND public AND published_at IS NOT NULL;
 
 -- Caption words of counted videos (autocomplete keywords), with how many
 -- videos use each.

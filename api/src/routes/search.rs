@@ -9,8 +9,9 @@
 //! published, not deleted or removed, owner not banned, no block either way).
 //!
 //! Cost per request is bounded: a video search ranks at most
-//! [`CANDIDATES`] matches (the most engaging ones), a people search at most
-//! [`CANDIDATES`] nearest names; pages walk that set with a keyset cursor.
+//! [`CANDIDATES`] matches (the newest ones), a people search at most
+//! [`USER_CANDIDATES`] nearest names; pages walk that set with a keyset
+//! cursor (a video published between two pages may shift the set).
 
 use std::collections::HashMap;
 
@@ -44,8 +45,11 @@ pub fn router() -> Router<ApiContext> {
         .route("/search/history/{id}", delete(forget))
 }
 
-/// How many matches a search ranks at most (then pages through them).
-pub const CANDIDATES: i64 = 500;
+/// How many matches a search ranks at most (then pages through them): the
+/// newest ones.
+pub const CANDIDATES: i64 = 200;
+/// How many names a people search ranks at most.
+pub const USER_CANDIDATES: i64 = 100;
 /// Below this trigram similarity a name is not a match.
 const MIN_SIMILARITY: f64 = 0.2;
 
@@ -59,15 +63,59 @@ fn words(q: &str) -> Vec<String> {
         .collect()
 }
 
-/// A `to_tsquery` text: every word, as a prefix (`고양이:*` finds 고양이가,
-/// `danc:*` every form of dance). Words hold only letters and digits, so
-/// nothing in them is tsquery syntax.
-fn prefix_tsquery(words: &[String]) -> String {
+/// A `to_tsquery` text: every word. English (ASCII) words are stemmed by
+/// the `lokiz` configuration (`dancing` finds dance); other words match as
+/// prefixes (`고양이:*` finds 고양이가: Korean attaches particles). Words hold
+/// only letters and digits, so nothing in them is tsquery syntax.
+fn words_tsquery(words: &[String]) -> String {
     words
         .iter()
-        .map(|w| format!("{w}:*"))
+        .map(|w| {
+            if w.is_ascii() {
+                w.clone()
+            } else {
+                format!("{w}:*")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" & ")
+}
+
+/// How many of the newest counted videos the first look walks.
+const WINDOW: i64 = 5_000;
+
+/// The newest [`CANDIDATES`] counted videos matching `query`, in two looks
+/// whose cost does not depend on the planner's guess of how common the
+/// words are: first along the newest [`WINDOW`] videos (stops as soon as it
+/// has enough: common words); when that falls short, through the text
+/// index alone (rarer words: few matches to sort).
+async fn video_candidates(ctx: &ApiContext, query: &str) -> Result<Vec<Uuid>, ApiError> {
+    let recent: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT r.video_id
+           FROM (SELECT video_id, tsv FROM search_videos
+                  WHERE live AND public AND published_at IS NOT NULL
+                  ORDER BY published_at DESC, video_id DESC
+                  LIMIT {WINDOW}) r
+          WHERE r.tsv @@ to_tsquery('lokiz', $1)
+          LIMIT {CANDIDATES}"
+    ))
+    .bind(query)
+    .fetch_all(&ctx.pool)
+    .await?;
+    if recent.len() as i64 == CANDIDATES {
+        return Ok(recent);
+    }
+    // ordering by an expression no index holds keeps this on the text index
+    let all: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT video_id FROM search_videos
+          WHERE tsv @@ to_tsquery('lokiz', $1) AND live AND public AND published_at IS NOT NULL
+          ORDER BY published_at + interval '0 seconds' DESC, video_id DESC
+          LIMIT {CANDIDATES}"
+    ))
+    .bind(query)
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(all)
 }
 
 /// `s` for a `LIKE` pattern: its wildcards escaped, `%` appended.
@@ -136,20 +184,20 @@ async fn video_matches(
             has_more: false,
         });
     }
-    // Candidates: the CANDIDATES most engaging (hot score) listed videos
-    // whose caption has every word as a prefix. Ranked by the hot score
-    // plus up to 2 for relevance (`ts_rank_cd` normalized to 0..1): a
-    // closer match outranks a day of recency or a hundredfold engagement.
+    let query = words_tsquery(&words);
+    let candidates = video_candidates(ctx, &query).await?;
+    // Ranked by the hot score (engagement and recency) plus up to 2 for
+    // relevance (`ts_rank_cd` normalized to 0..1): a closer match outranks a
+    // day of recency or a hundredfold engagement. The feeds' visibility
+    // rule (banned owners, blocks) applies here.
     let listed = listed_for("$5::uuid");
     let sql = format!(
-        "WITH q AS (SELECT to_tsquery('lokiz', $1) AS q),
-              c AS (SELECT v.id, v.hot_score + 2.0 * ts_rank_cd(s.tsv, q.q, 32) AS score
-                      FROM q, search_videos s
-                      JOIN videos v ON v.id = s.video_id
+        "WITH c AS (SELECT v.id, v.hot_score + 2.0 * ts_rank_cd(s.tsv, to_tsquery('lokiz', $1), 32) AS score
+                      FROM unnest($6::uuid[]) AS c(id)
+                      JOIN search_videos s ON s.video_id = c.id
+                      JOIN videos v ON v.id = c.id
                       JOIN users u ON u.id = v.owner_id
-                     WHERE s.tsv @@ q.q AND {listed}
-                     ORDER BY v.hot_score DESC, v.id DESC
-                     LIMIT {CANDIDATES})
+                     WHERE {listed})
          SELECT {VIDEO_COLUMNS}, c.score
            FROM c JOIN videos v ON v.id = c.id JOIN users u ON u.id = v.owner_id
           WHERE (c.score, v.id) < ($2, $3)
@@ -164,11 +212,12 @@ async fn video_matches(
     }
     let (after_score, after_id) = after.unwrap_or((f64::INFINITY, Uuid::max()));
     let rows: Vec<Scored> = sqlx::query_as(&sql)
-        .bind(prefix_tsquery(&words))
+        .bind(&query)
         .bind(after_score)
         .bind(after_id)
         .bind(limit + 1)
         .bind(viewer.unwrap_or(Uuid::nil()))
+        .bind(&candidates)
         .fetch_all(&ctx.pool)
         .await?;
     let (rows, has_more) = page(rows, limit);
@@ -264,11 +313,11 @@ async fn user_matches(
     let visible = format!("NOT u.banned AND {}", unblocked("$5::uuid", "u.id"));
     let sql = format!(
         "WITH c AS ((SELECT u.id FROM users u WHERE {visible}
-                      ORDER BY {NAME} <-> $1 LIMIT {CANDIDATES})
+                      ORDER BY {NAME} <-> $1 LIMIT {USER_CANDIDATES})
                     UNION
                     (SELECT u.id FROM users u
                       WHERE lower(u.username) LIKE $6 AND {visible}
-                      ORDER BY lower(u.username) LIMIT {CANDIDATES})),
+                      ORDER BY lower(u.username) LIMIT {USER_CANDIDATES})),
               s AS (SELECT u.id,
                            greatest(similarity({NAME}, $1), word_similarity($1, {NAME}))
                            + CASE WHEN lower(u.username) LIKE $6 THEN 0.5 ELSE 0 END
@@ -449,39 +498,46 @@ pub struct Suggestions {
     pub suggestions: Vec<Suggestion>,
 }
 
+/// Usernames starting with `prefix`; with `typos`, when those are fewer
+/// than `limit` and the prefix has 3 characters or more, then the nearest
+/// names (trigram distance).
 async fn user_suggestions(
     ctx: &ApiContext,
     prefix: &str,
     viewer: Option<Uuid>,
     limit: i64,
+    typos: bool,
 ) -> Result<Vec<Suggestion>, ApiError> {
     let prefix = prefix.trim_start_matches('@').to_lowercase();
     if prefix.is_empty() {
         return Ok(Vec::new());
     }
     let visible = format!("NOT u.banned AND {}", unblocked("$3::uuid", "u.id"));
-    // usernames starting with it, then (3 characters or more) the nearest
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
-        "(SELECT u.id, u.username, 0 AS k, 0::real AS d FROM users u
-           WHERE lower(u.username) LIKE $1 AND {visible}
-           ORDER BY lower(u.username) LIMIT $2)
-         UNION ALL
-         (SELECT id, username, 1, d FROM (
-             SELECT u.id, u.username, lower(u.username) <-> $4 AS d FROM users u
-              WHERE {visible} AND char_length($4) >= 3
-              ORDER BY {NAME} <-> $4 LIMIT $2) n
-           WHERE d <= 0.7)
-         ORDER BY k, d LIMIT $2 * 2"
+    let mut rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+        "SELECT u.id, u.username FROM users u
+          WHERE lower(u.username) LIKE $1 AND {visible}
+          ORDER BY lower(u.username) LIMIT $2"
     ))
     .bind(like_prefix(&prefix))
     .bind(limit)
     .bind(viewer.unwrap_or(Uuid::nil()))
-    .bind(&prefix)
     .fetch_all(&ctx.pool)
-    .await?
-    .into_iter()
-    .map(|(id, name, _, _): (Uuid, String, i32, f32)| (id, name))
-    .collect();
+    .await?;
+    if typos && (rows.len() as i64) < limit && prefix.chars().count() >= 3 {
+        let near: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+            "SELECT id, username FROM (
+                SELECT u.id, u.username, {NAME} <-> $2 AS d FROM users u
+                 WHERE {visible}
+                 ORDER BY {NAME} <-> $2 LIMIT $1) n
+              WHERE d <= 0.7 ORDER BY d"
+        ))
+        .bind(limit)
+        .bind(&prefix)
+        .bind(viewer.unwrap_or(Uuid::nil()))
+        .fetch_all(&ctx.pool)
+        .await?;
+        rows.extend(near);
+    }
     let mut out: Vec<Suggestion> = Vec::new();
     for (id, username) in rows {
         if (out.len() as i64) < limit && !out.iter().any(|s| s.id == Some(id)) {
@@ -591,7 +647,7 @@ pub async fn autocomplete(
         count: Some(m.video_count),
     };
     let suggestions = if q.starts_with('@') {
-        user_suggestions(&ctx, &q, viewer, limit).await?
+        user_suggestions(&ctx, &q, viewer, limit, true).await?
     } else if q.starts_with('#') {
         hashtag_matches(&ctx, &q, limit)
             .await?
@@ -601,7 +657,7 @@ pub async fn autocomplete(
     } else {
         let (mut keywords, users, tags) = tokio::try_join!(
             keyword_suggestions(&ctx, &q, viewer, limit),
-            user_suggestions(&ctx, &q, viewer, 2),
+            user_suggestions(&ctx, &q, viewer, 2, false),
             hashtag_matches(&ctx, &q, 2),
         )?;
         // keywords first, keeping room for up to two people and two tags
@@ -770,7 +826,7 @@ mod tests {
     fn queries_become_prefix_tsqueries_of_their_words() {
         let w = words("  Dancing, 고양이!  it's ");
         assert_eq!(w, vec!["dancing", "고양이", "it", "s"]);
-        assert_eq!(prefix_tsquery(&w[..2]), "dancing:* & 고양이:*");
+        assert_eq!(words_tsquery(&w[..2]), "dancing & 고양이:*");
         assert!(words("!!! ... ???").is_empty());
     }
 
