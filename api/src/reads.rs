@@ -239,3 +239,27 @@ pub struct VideoPage {
     pub next_cursor: Option<String>,
     pub has_more: bool,
 }
+
+impl VideoPage {
+    /// A page from the `limit + 1` rows a keyset query fetched: the first
+    /// `limit` as videos, and `key(last shown row)` as the next cursor when
+    /// more follow.
+    pub fn from_rows<R>(
+        ctx: &ApiContext,
+        rows: Vec<R>,
+        limit: i64,
+        video: impl Fn(R) -> VideoRow,
+        key: impl Fn(&R) -> String,
+    ) -> VideoPage {
+        let (rows, has_more) = crate::pagination::page(rows, limit);
+        let next_cursor = rows.last().filter(|_| has_more).map(key);
+        VideoPage {
+            videos: rows
+                .into_iter()
+                .map(|r| video(r).into_response(ctx))
+                .collect(),
+            next_cursor,
+            has_more,
+        }
+    }
+}

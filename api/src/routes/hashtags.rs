@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{MaybeAuthUser, MinPosition};
-use crate::pagination::{check, encode_cursor, page, Params};
+use crate::pagination::{check, encode_cursor, Params};
 use crate::reads::{listed_for, VideoPage, VideoRow, VIDEO_COLUMNS};
 use crate::ApiContext;
 
@@ -115,19 +115,13 @@ pub async fn tag_videos(
     .bind(viewer.unwrap_or(Uuid::nil()))
     .fetch_all(&ctx.pool)
     .await?;
-    let (rows, has_more) = page(rows, limit);
-    let next_cursor = match rows.last() {
-        Some(r) if has_more => Some(encode_cursor(&(r.tagged_at, r.video.id))),
-        _ => None,
-    };
-    Ok(Json(VideoPage {
-        videos: rows
-            .into_iter()
-            .map(|r| r.video.into_response(&ctx))
-            .collect(),
-        next_cursor,
-        has_more,
-    }))
+    Ok(Json(VideoPage::from_rows(
+        &ctx,
+        rows,
+        limit,
+        |r| r.video,
+        |r| encode_cursor(&(r.tagged_at, r.video.id)),
+    )))
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]

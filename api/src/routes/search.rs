@@ -220,19 +220,13 @@ async fn video_matches(
         .bind(&candidates)
         .fetch_all(&ctx.pool)
         .await?;
-    let (rows, has_more) = page(rows, limit);
-    let next_cursor = match rows.last() {
-        Some(r) if has_more => Some(encode_cursor(&(r.score, r.video.id))),
-        _ => None,
-    };
-    Ok(VideoPage {
-        videos: rows
-            .into_iter()
-            .map(|r| r.video.into_response(ctx))
-            .collect(),
-        next_cursor,
-        has_more,
-    })
+    Ok(VideoPage::from_rows(
+        ctx,
+        rows,
+        limit,
+        |r| r.video,
+        |r| encode_cursor(&(r.score, r.video.id)),
+    ))
 }
 
 fn score_cursor(params: &Params, errors: &mut Vec<FieldError>) -> Option<ScoreCursor> {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::{command_error, ApiError};
 use crate::extract::{path_uuid, AuthUser, Fields, JsonObject, MaybeAuthUser, MinPosition};
-use crate::pagination::{check, encode_cursor, page, Params};
+use crate::pagination::{check, encode_cursor, Params};
 use crate::reads::{
     listed_for, live_video, unblocked, VideoPage, VideoResponse, VideoRow, VIDEO_COLUMNS,
 };
@@ -908,25 +908,19 @@ async fn feed_page(
         .bind(viewer.unwrap_or(Uuid::nil()))
         .fetch_all(&ctx.pool)
         .await?;
-    let (rows, has_more) = page(rows, limit);
-    let next_cursor = match rows.last() {
-        Some(r) if has_more => {
+    Ok(VideoPage::from_rows(
+        ctx,
+        rows,
+        limit,
+        |r| r.video,
+        |r| {
             let key = match algorithm {
                 Algorithm::Latest | Algorithm::Following => serde_json::Number::from(r.tk),
                 _ => serde_json::Number::from_f64(r.sk).unwrap_or_else(|| 0.into()),
             };
-            Some(encode_cursor(&(algorithm.tag(), key, r.video.id)))
-        }
-        _ => None,
-    };
-    Ok(VideoPage {
-        videos: rows
-            .into_iter()
-            .map(|r| r.video.into_response(ctx))
-            .collect(),
-        next_cursor,
-        has_more,
-    })
+            encode_cursor(&(algorithm.tag(), key, r.video.id))
+        },
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/videos/", tag = "videos", security((), ("bearer" = [])),
