@@ -540,23 +540,134 @@ async fn videos_batches_equal_event_by_event_application() {
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     caught_up(&app).await;
+    let rows = batches_equal_event_by_event(&app, "videos").await;
+    assert!(rows >= 123, "{rows} rows");
+    app.stop().await;
+}
 
-    // one event at a time, into a copy of the table
-    let videos = lokiz_projections::by_name("videos").unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::raw_sql(
-        "CREATE SCHEMA one_by_one; CREATE TABLE one_by_one.videos (LIKE public.videos INCLUDING ALL);
-         SET LOCAL search_path TO one_by_one, public;",
+/// The `notifications` projection applies runs of likes, follows, comments
+/// and uploads set-based, and everything between them (read marks, settings,
+/// blocks, deleted comments) on its own: the rows equal those of applying
+/// every event on its own, coalesced likes and distinct actors included.
+#[tokio::test]
+async fn notification_batches_equal_event_by_event_application() {
+    let app = spawn_app().await;
+    seed(&app.pool, &small_seed()).await.unwrap();
+    let [alice, bob, carol, dave, erin] = [
+        app.register("alice").await,
+        app.register("bob").await,
+        app.register("carol").await,
+        app.register("dave").await,
+        app.register("erin").await,
+    ];
+    let (video, _) = app.upload_video(&alice, Some("look")).await;
+    let like = format!("/v1/likes/videos/{video}");
+    let comments = format!("/v1/comments/videos/{video}");
+    // likes gather; carol's like, unlike and like again counts once; alice's own is no news
+    for who in [&bob, &carol] {
+        send(&app, "POST", &like, json!({}), who).await;
+    }
+    send(&app, "DELETE", &like, json!({}), &carol).await;
+    send(&app, "POST", &like, json!({}), &carol).await;
+    send(&app, "POST", &like, json!({}), &alice).await;
+    let follow_alice = format!("/v1/follows/users/{}", alice.id);
+    send(&app, "POST", &follow_alice, json!({}), &bob).await;
+    // read: the next like starts a new notification
+    send(
+        &app,
+        "POST",
+        "/v1/notifications/read-all",
+        json!({}),
+        &alice,
     )
-    .execute(&mut *tx)
+    .await;
+    send(&app, "POST", &like, json!({}), &dave).await;
+    // a comment, a reply to it, and the comment deleted (the reply stays)
+    let c = send(&app, "POST", &comments, json!({"content": "nice"}), &bob).await;
+    let parent = c["id"].as_str().unwrap().to_owned();
+    let reply = json!({"content": "agreed", "parent_id": parent});
+    send(&app, "POST", &comments, reply, &carol).await;
+    let comment = format!("/v1/comments/{parent}");
+    send(&app, "DELETE", &comment, json!({}), &bob).await;
+    // likes turned off, then on; a block, then lifted
+    let settings = "/v1/notifications/settings";
+    send(&app, "PATCH", settings, json!({"like": false}), &alice).await;
+    send(&app, "DELETE", &like, json!({}), &dave).await;
+    send(&app, "POST", &like, json!({}), &dave).await;
+    let block_erin = format!("/v1/blocks/users/{}", erin.id);
+    send(&app, "POST", &block_erin, json!({}), &alice).await;
+    send(&app, "POST", &follow_alice, json!({}), &dave).await;
+    send(&app, "PATCH", settings, json!({"like": true}), &alice).await;
+    send(&app, "DELETE", &block_erin, json!({}), &alice).await;
+    send(&app, "POST", &like, json!({}), &erin).await;
+    caught_up(&app).await;
+
+    let alices: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT kind, actor_count FROM notifications WHERE user_id = $1 ORDER BY seq_xid, seq_pos",
+    )
+    .bind(alice.id)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
+    let kinds: Vec<(&str, i32)> = alices.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("like", 2),
+            ("follow", 1),
+            ("comment", 1),
+            ("follow", 1),
+            ("like", 2)
+        ],
+        "bob and carol; bob; carol's reply (bob's comment went with its deletion); dave; \
+         dave, then erin once unblocked (dave's like while likes were off is no news)"
+    );
+    let rows = batches_equal_event_by_event(&app, "notifications").await;
+    assert!(rows >= 300, "{rows} rows");
+    app.stop().await;
+}
+
+/// A request that must succeed; its JSON body (null when there is none).
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    body: Value,
+    who: &lokiz_tests::Registered,
+) -> Value {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let r = app
+        .client
+        .request(method.clone(), app.url(path))
+        .bearer_auth(&who.access_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{method} {path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+/// Applies every event of `name`'s types one at a time into a copy of its
+/// tables (schema `one_by_one`), then rebuilds it (thousands of events per
+/// batch) and asserts that both leave the same rows. Returns the rows.
+async fn batches_equal_event_by_event(app: &TestApp, name: &str) -> i64 {
+    let projector = lokiz_projections::by_name(name).unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    let mut ddl = String::from("CREATE SCHEMA one_by_one;");
+    for t in projector.tables() {
+        ddl.push_str(&format!(
+            "CREATE TABLE one_by_one.{t} (LIKE public.{t} INCLUDING ALL);"
+        ));
+    }
+    ddl.push_str("SET LOCAL search_path TO one_by_one, public;");
+    sqlx::raw_sql(&ddl).execute(&mut *tx).await.unwrap();
     let events: Vec<lokiz_infra::StoredEvent> = sqlx::query_as(&format!(
         "SELECT {} FROM events WHERE aggregate_type = ANY($1) ORDER BY events.xid, events.position",
         lokiz_infra::stored_event::STORED_EVENT_COLUMNS
     ))
     .bind(
-        videos
+        projector
             .aggregate_types()
             .iter()
             .map(|t| t.to_string())
@@ -566,28 +677,28 @@ async fn videos_batches_equal_event_by_event_application() {
     .await
     .unwrap();
     for e in &events {
-        videos.apply(&mut tx, e).await.unwrap();
+        projector.apply(&mut tx, e).await.unwrap();
     }
     tx.commit().await.unwrap();
 
     // in batches (a rebuild replays thousands per batch)
-    rebuild(&app.pool, std::slice::from_ref(&videos), None)
+    rebuild(&app.pool, std::slice::from_ref(&projector), None)
         .await
         .unwrap();
-    let differing: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM (SELECT to_jsonb(v) FROM public.videos v
-                                       EXCEPT ALL SELECT to_jsonb(w) FROM one_by_one.videos w) a)
-              + (SELECT count(*) FROM (SELECT to_jsonb(w) FROM one_by_one.videos w
-                                       EXCEPT ALL SELECT to_jsonb(v) FROM public.videos v) b)",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM one_by_one.videos")
+    let mut total = 0;
+    for t in projector.tables() {
+        let (differing, rows): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT (SELECT count(*) FROM (SELECT to_jsonb(v) FROM public.{t} v
+                                           EXCEPT ALL SELECT to_jsonb(w) FROM one_by_one.{t} w) a)
+                  + (SELECT count(*) FROM (SELECT to_jsonb(w) FROM one_by_one.{t} w
+                                           EXCEPT ALL SELECT to_jsonb(v) FROM public.{t} v) b),
+                    (SELECT count(*) FROM one_by_one.{t})"
+        ))
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    assert!(rows >= 123, "{rows} videos");
-    assert_eq!(differing, 0, "batched and one-by-one rows differ");
-    app.stop().await;
+        assert_eq!(differing, 0, "{t}: batched and one-by-one rows differ");
+        total += rows;
+    }
+    total
 }
