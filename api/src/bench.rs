@@ -1246,7 +1246,14 @@ impl Bench {
             "/v1/search/autocomplete?q=glich",
         ];
         let clients = args.read_clients;
-        for (kind, paths) in [("search", SEARCHES), ("autocomplete", COMPLETIONS)] {
+        // A search reuses a query's ranking for a few seconds unless the
+        // request names a position it must see: "cold" asks for position 1
+        // on every request, so each one ranks anew.
+        for (kind, paths, cold) in [
+            ("search", SEARCHES, false),
+            ("search, cold (every request ranks anew)", SEARCHES, true),
+            ("autocomplete", COMPLETIONS, false),
+        ] {
             eprintln!(
                 "bench: {kind} via HTTP, {clients} clients, {}s",
                 args.duration
@@ -1256,7 +1263,11 @@ impl Bench {
                 let (http, base) = (http.clone(), base.clone());
                 async move {
                     let path = paths[(client + n as usize) % paths.len()];
-                    let r = http.get(format!("{base}{path}")).send().await?;
+                    let mut request = http.get(format!("{base}{path}"));
+                    if cold {
+                        request = request.header("X-Lokiz-Min-Position", "1");
+                    }
+                    let r = request.send().await?;
                     Ok(r.status().is_success())
                 }
             })

@@ -77,6 +77,8 @@ pub struct ApiContext {
     pub public_base: Arc<str>,
     /// The hashtag trends, computed at most every few seconds per process.
     pub trends: Arc<routes::hashtags::TrendsCache>,
+    /// Recent rankings of search queries (see `routes::search::Rankings`).
+    pub search: Arc<routes::search::SearchRankings>,
 }
 
 impl ApiContext {
@@ -265,6 +267,7 @@ impl Application {
             live: live::LiveHub::new(config.live.clone()),
             public_base: public_base.trim_end_matches('/').into(),
             trends: Arc::default(),
+            search: Arc::default(),
             config: Arc::new(config),
             pool,
             nats,

@@ -4,6 +4,9 @@
 //!   `lokiz` text search configuration, GIN-indexed) and whether it counts:
 //!   public, published, not deleted or removed. Its own copy, so the counter
 //!   updates on `videos` never rewrite a text index.
+//! - `search_terms`, `search_lexicon`: one posting per (lexeme, counted
+//!   video), kept in publication order per lexeme, and each lexeme's video
+//!   count: a search walks only the newest postings of its rarest word.
 //! - `search_keywords`: caption words of counted videos with their video
 //!   counts (autocomplete keywords).
 //! - `hashtags`, `video_hashtags`: tags of counted videos, and which videos
@@ -90,6 +93,8 @@ impl Projector for SearchProjector {
             "video_hashtags",
             "hashtag_uses",
             "hashtag_days",
+            "search_terms",
+            "search_lexicon",
         ]
     }
 
@@ -246,6 +251,21 @@ async fn write(
         .iter()
         .filter(|(id, t)| before.get(id) != Some(t))
         .collect();
+    // postings follow what counts: a video's lexemes leave when it stops
+    // counting or its text changes, and come (back) when it counts again
+    let posted = |t: &VideoText| t.counted().then(|| (t.caption.clone(), t.published_at));
+    let (mut unpost, mut post) = (Vec::new(), Vec::new());
+    for (id, now) in &changed {
+        let was = before.get(*id).and_then(posted);
+        let is = posted(now);
+        if was.is_some() && was != is {
+            unpost.push(**id);
+        }
+        if is.is_some() && was != is {
+            post.push(**id);
+        }
+    }
+    unpost_terms(conn, &unpost).await?;
     if !changed.is_empty() {
         let ids: Vec<Uuid> = changed.iter().map(|(id, _)| **id).collect();
         let owners: Vec<Uuid> = changed.iter().map(|(_, t)| t.owner_id).collect();
@@ -272,6 +292,7 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
+    post_terms(conn, &post).await?;
     let (words, deltas): (Vec<String>, Vec<i64>) = changes
         .keywords
         .into_iter()
@@ -374,5 +395,63 @@ async fn write(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Removes the postings of `ids` (as `search_videos` still has them) and
+/// counts them off the lexicon; a lexeme no video uses any more goes.
+async fn unpost_terms(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), ProjectionError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "WITH removed AS (
+            DELETE FROM search_terms t USING search_videos s, unnest(s.tsv) AS l
+             WHERE s.video_id = ANY($1) AND t.term = l.lexeme
+               AND t.published_at = s.published_at AND t.video_id = s.video_id
+            RETURNING t.term)
+         UPDATE search_lexicon x SET videos = x.videos - r.n
+           FROM (SELECT term, count(*) AS n FROM removed GROUP BY term) r
+          WHERE x.term = r.term
+         RETURNING x.term, x.videos",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let emptied: Vec<String> = counts
+        .into_iter()
+        .filter(|(_, videos)| *videos <= 0)
+        .map(|(term, _)| term)
+        .collect();
+    if !emptied.is_empty() {
+        sqlx::query("DELETE FROM search_lexicon WHERE term = ANY($1)")
+            .bind(&emptied)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds the postings of `ids` (counted videos, as `search_videos` now has
+/// them) and counts them on the lexicon.
+async fn post_terms(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), ProjectionError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH added AS (
+            INSERT INTO search_terms (term, published_at, video_id)
+            SELECT l.lexeme, s.published_at, s.video_id
+              FROM search_videos s, unnest(s.tsv) AS l
+             WHERE s.video_id = ANY($1)
+            ON CONFLICT DO NOTHING
+            RETURNING term)
+         INSERT INTO search_lexicon (term, videos)
+         SELECT term, count(*) FROM added GROUP BY term
+         ON CONFLICT (term) DO UPDATE SET videos = search_lexicon.videos + EXCLUDED.videos",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -13,7 +13,9 @@
 //! [`USER_CANDIDATES`] nearest names; pages walk that set with a keyset
 //! cursor (a video published between two pages may shift the set).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -81,29 +83,122 @@ fn words_tsquery(words: &[String]) -> String {
         .join(" & ")
 }
 
-/// How many of the newest counted videos the first look walks.
-const WINDOW: i64 = 5_000;
+/// How many of its rarest word's newest postings a many-word search walks
+/// (checking the other words on each) before it turns to the text index.
+const WALK: i64 = 5_000;
 
-/// The newest [`CANDIDATES`] counted videos matching `query`, in two looks
-/// whose cost does not depend on the planner's guess of how common the
-/// words are: first along the newest [`WINDOW`] videos (stops as soon as it
-/// has enough: common words); when that falls short, through the text
-/// index alone (rarer words: few matches to sort).
-async fn video_candidates(ctx: &ApiContext, query: &str) -> Result<Vec<Uuid>, ApiError> {
-    let recent: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "SELECT r.video_id
-           FROM (SELECT video_id, tsv FROM search_videos
-                  WHERE live AND public AND published_at IS NOT NULL
-                  ORDER BY published_at DESC, video_id DESC
-                  LIMIT {WINDOW}) r
-          WHERE r.tsv @@ to_tsquery('lokiz', $1)
+/// Lexicon words one prefix (a non-English word) stands for at most: the
+/// most used ones.
+const PREFIX_TERMS: i64 = 10;
+
+/// The newest [`CANDIDATES`] counted videos holding every word, at a cost
+/// bounded by the words' own postings (`search_terms`), not by how many
+/// videos there are:
+/// - each word becomes its lexemes (`lokiz` stems English words) or, for a
+///   prefix, the lexicon's words starting with it; a word no counted video
+///   holds ends the search at once;
+/// - the rarest word's newest postings are the candidates, checked against
+///   the whole query when there are other words (at most [`WALK`]);
+/// - only when that walk ends short with more postings left does the text
+///   index answer (rare combinations of common words: few matches).
+async fn video_candidates(
+    ctx: &ApiContext,
+    words: &[String],
+    query: &str,
+) -> Result<Vec<Uuid>, ApiError> {
+    let (mut exact, mut exact_at, mut prefixes, mut prefix_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, w) in words.iter().enumerate() {
+        if w.is_ascii() {
+            exact.push(w.as_str());
+            exact_at.push(i as i32);
+        } else {
+            prefixes.push(like_prefix(w));
+            prefix_at.push(i as i32);
+        }
+    }
+    let terms: Vec<(i32, String, i64)> = sqlx::query_as(&format!(
+        "SELECT e.i, x.lexeme, coalesce(l.videos, 0)
+           FROM unnest($1::text[], $2::int[]) AS e(w, i)
+          CROSS JOIN LATERAL unnest(to_tsvector('lokiz', e.w)) AS x
+           LEFT JOIN search_lexicon l ON l.term = x.lexeme
+         UNION ALL
+         SELECT p.i, l.term, l.videos
+           FROM unnest($3::text[], $4::int[]) AS p(pattern, i)
+          CROSS JOIN LATERAL (SELECT term, videos FROM search_lexicon
+                               WHERE term LIKE p.pattern
+                               ORDER BY videos DESC, term LIMIT {PREFIX_TERMS}) l"
+    ))
+    .bind(&exact)
+    .bind(&exact_at)
+    .bind(&prefixes)
+    .bind(&prefix_at)
+    .fetch_all(&ctx.pool)
+    .await?;
+    // per word: its terms and their videos (English stop words have none
+    // and are left out, as the text index leaves them out)
+    let mut groups: BTreeMap<i32, Vec<(String, i64)>> = BTreeMap::new();
+    for (i, term, videos) in terms {
+        groups.entry(i).or_default().push((term, videos));
+    }
+    let held = |g: &Vec<(String, i64)>| g.iter().map(|(_, n)| n).sum::<i64>();
+    let prefix_missing = prefix_at.iter().any(|i| !groups.contains_key(i));
+    let Some(driver) = groups.values().min_by_key(|g| held(g)) else {
+        return Ok(Vec::new());
+    };
+    if prefix_missing || held(driver) == 0 {
+        return Ok(Vec::new());
+    }
+    // one word (a prefix's words are alternatives): its postings are the matches
+    let alone = groups.len() == 1
+        && groups
+            .iter()
+            .all(|(i, g)| g.len() == 1 || prefix_at.contains(i));
+    let walk = if alone { CANDIDATES } else { WALK };
+    let per_term = (walk / driver.len() as i64).max(CANDIDATES);
+    // whether the walk reads every posting of the driver
+    let whole = held(driver) <= walk && driver.iter().all(|(_, n)| *n <= per_term);
+    let driver: Vec<&str> = driver.iter().map(|(t, _)| t.as_str()).collect();
+    // the other words are checked on each walked posting, newest first,
+    // until enough match (a scalar subquery: a probe per posting, never a
+    // join that would read every match of the other words)
+    let check = if alone {
+        ""
+    } else {
+        "WHERE (SELECT s.tsv FROM search_videos s WHERE s.video_id = p.video_id)
+               @@ to_tsquery('lokiz', $4)"
+    };
+    // one term's postings are already in order; several are merged (a
+    // video holding two of a prefix's words once)
+    let postings = if driver.len() == 1 {
+        "SELECT published_at, video_id FROM search_terms
+          WHERE term = ($1::text[])[1]
+          ORDER BY published_at DESC, video_id DESC
+          LIMIT $3"
+    } else {
+        "SELECT DISTINCT t.published_at, t.video_id
+           FROM unnest($1::text[]) AS d(term)
+          CROSS JOIN LATERAL (SELECT published_at, video_id FROM search_terms
+                               WHERE term = d.term
+                               ORDER BY published_at DESC, video_id DESC
+                               LIMIT $2) t
+          ORDER BY t.published_at DESC, t.video_id DESC
+          LIMIT $3"
+    };
+    let found: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT p.video_id FROM ({postings}) p
+          {check}
+          ORDER BY p.published_at DESC, p.video_id DESC
           LIMIT {CANDIDATES}"
     ))
+    .bind(&driver)
+    .bind(per_term)
+    .bind(walk)
     .bind(query)
     .fetch_all(&ctx.pool)
     .await?;
-    if recent.len() as i64 == CANDIDATES {
-        return Ok(recent);
+    if alone || whole || found.len() as i64 == CANDIDATES {
+        return Ok(found);
     }
     // ordering by an expression no index holds keeps this on the text index
     let all: Vec<Uuid> = sqlx::query_scalar(&format!(
@@ -165,9 +260,139 @@ pub struct QueryParam {
     q: String,
 }
 
+// ---------------------------------------------------------------- rankings
+
+/// One ranked match: (score, id).
+type Ranked = (f64, Uuid);
+
+/// How long a query's ranking is reused by later pages and searches.
+const RANKING_TTL: Duration = Duration::from_secs(10);
+
+/// Queries whose rankings one process keeps (per kind); past this, expired
+/// ones are dropped, and if none has expired, all of them.
+const RANKINGS_KEPT: usize = 1_000;
+
+/// Recent rankings of queries, per process. A ranking is who matches and
+/// in what order, decided with no viewer; every page still reads its rows
+/// fresh and applies the viewer's visibility rules (listed, banned,
+/// blocks), so a cached ranking can be late by [`RANKING_TTL`] (a new video
+/// or a changed score), never show what the viewer may not see. A request
+/// that names a position it must see (`X-Lokiz-Min-Position`) ranks anew.
+#[derive(Default)]
+pub struct Rankings(Mutex<HashMap<String, (Instant, Ranking)>>);
+
+/// A query's matches, best first.
+type Ranking = Arc<Vec<Ranked>>;
+
+impl Rankings {
+    fn recent(&self, key: &str, fresh: bool) -> Option<Ranking> {
+        if fresh {
+            return None;
+        }
+        let kept = self.0.lock().ok()?;
+        kept.get(key)
+            .filter(|(at, _)| at.elapsed() < RANKING_TTL)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn keep(&self, key: &str, ranking: &Ranking) {
+        if let Ok(mut kept) = self.0.lock() {
+            if kept.len() >= RANKINGS_KEPT {
+                kept.retain(|_, (at, _)| at.elapsed() < RANKING_TTL);
+                if kept.len() >= RANKINGS_KEPT {
+                    kept.clear();
+                }
+            }
+            kept.insert(key.to_owned(), (Instant::now(), ranking.clone()));
+        }
+    }
+}
+
+/// Recent rankings of video and people searches.
+#[derive(Default)]
+pub struct SearchRankings {
+    videos: Rankings,
+    users: Rankings,
+}
+
+/// Up to `limit + 1` rows of `ranking` after `after`, in ranked order, read
+/// by `fetch` (which leaves out what the viewer may not see) a few at a
+/// time, each with its score.
+async fn page_of<R, F, Fut>(
+    ranking: &[Ranked],
+    after: Option<ScoreCursor>,
+    limit: i64,
+    fetch: F,
+    id_of: impl Fn(&R) -> Uuid,
+) -> Result<Vec<(f64, R)>, ApiError>
+where
+    F: Fn(Vec<Uuid>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<R>, sqlx::Error>>,
+{
+    let want = limit as usize + 1;
+    let start = match after {
+        Some(cursor) => ranking
+            .iter()
+            .position(|&(score, id)| (score, id) < cursor)
+            .unwrap_or(ranking.len()),
+        None => 0,
+    };
+    let mut rest = &ranking[start..];
+    let mut rows = Vec::with_capacity(want);
+    while rows.len() < want && !rest.is_empty() {
+        // a few more than needed: some may be hidden from this viewer
+        let (chunk, tail) = rest.split_at((2 * (want - rows.len())).min(rest.len()));
+        rest = tail;
+        let mut found: HashMap<Uuid, R> = fetch(chunk.iter().map(|(_, id)| *id).collect())
+            .await?
+            .into_iter()
+            .map(|r| (id_of(&r), r))
+            .collect();
+        for (score, id) in chunk {
+            if let Some(row) = found.remove(id) {
+                rows.push((*score, row));
+                if rows.len() == want {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
 // ---------------------------------------------------------------- videos
 
 type ScoreCursor = (f64, Uuid);
+
+/// The videos `q` finds, best first, as (score, id): every match among
+/// the candidates that is listed and whose owner is not banned. Ranked by
+/// the hot score (engagement and recency) plus up to 2 for relevance
+/// (`ts_rank_cd` normalized to 0..1): a closer match outranks a day of
+/// recency or a hundredfold engagement.
+async fn rank_videos(
+    ctx: &ApiContext,
+    words: &[String],
+    query: &str,
+) -> Result<Vec<Ranked>, ApiError> {
+    let candidates = video_candidates(ctx, words, query).await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ranked: Vec<(Uuid, f64)> = sqlx::query_as(
+        "SELECT v.id, v.hot_score + 2.0 * ts_rank_cd(s.tsv, to_tsquery('lokiz', $1), 32) AS score
+           FROM unnest($2::uuid[]) AS c(id)
+           JOIN search_videos s ON s.video_id = c.id
+           JOIN videos v ON v.id = c.id
+           JOIN users u ON u.id = v.owner_id
+          WHERE v.listed AND NOT u.banned
+          ORDER BY score DESC, v.id DESC",
+    )
+    .bind(query)
+    .bind(&candidates)
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(ranked.into_iter().map(|(id, score)| (score, id)).collect())
+}
 
 async fn video_matches(
     ctx: &ApiContext,
@@ -175,57 +400,44 @@ async fn video_matches(
     viewer: Option<Uuid>,
     after: Option<ScoreCursor>,
     limit: i64,
+    fresh: bool,
 ) -> Result<VideoPage, ApiError> {
     let words = words(q);
-    if words.is_empty() {
-        return Ok(VideoPage {
-            videos: Vec::new(),
-            next_cursor: None,
-            has_more: false,
-        });
-    }
     let query = words_tsquery(&words);
-    let candidates = video_candidates(ctx, &query).await?;
-    // Ranked by the hot score (engagement and recency) plus up to 2 for
-    // relevance (`ts_rank_cd` normalized to 0..1): a closer match outranks a
-    // day of recency or a hundredfold engagement. The feeds' visibility
-    // rule (banned owners, blocks) applies here.
-    let listed = listed_for("$5::uuid");
+    let ranking = match ctx.search.videos.recent(&query, fresh) {
+        Some(r) => r,
+        None if words.is_empty() => Arc::new(Vec::new()),
+        None => {
+            let r = Arc::new(rank_videos(ctx, &words, &query).await?);
+            ctx.search.videos.keep(&query, &r);
+            r
+        }
+    };
+    // the viewer's page: ranked videos after the cursor that they may see now
+    let listed = listed_for("$2::uuid");
     let sql = format!(
-        "WITH c AS (SELECT v.id, v.hot_score + 2.0 * ts_rank_cd(s.tsv, to_tsquery('lokiz', $1), 32) AS score
-                      FROM unnest($6::uuid[]) AS c(id)
-                      JOIN search_videos s ON s.video_id = c.id
-                      JOIN videos v ON v.id = c.id
-                      JOIN users u ON u.id = v.owner_id
-                     WHERE {listed})
-         SELECT {VIDEO_COLUMNS}, c.score
-           FROM c JOIN videos v ON v.id = c.id JOIN users u ON u.id = v.owner_id
-          WHERE (c.score, v.id) < ($2, $3)
-          ORDER BY c.score DESC, v.id DESC
-          LIMIT $4"
+        "SELECT {VIDEO_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id
+          WHERE v.id = ANY($1) AND {listed}"
     );
-    #[derive(sqlx::FromRow)]
-    struct Scored {
-        #[sqlx(flatten)]
-        video: VideoRow,
-        score: f64,
-    }
-    let (after_score, after_id) = after.unwrap_or((f64::INFINITY, Uuid::max()));
-    let rows: Vec<Scored> = sqlx::query_as(&sql)
-        .bind(&query)
-        .bind(after_score)
-        .bind(after_id)
-        .bind(limit + 1)
-        .bind(viewer.unwrap_or(Uuid::nil()))
-        .bind(&candidates)
-        .fetch_all(&ctx.pool)
-        .await?;
+    let rows = page_of(
+        &ranking,
+        after,
+        limit,
+        |ids| {
+            sqlx::query_as::<_, VideoRow>(&sql)
+                .bind(ids)
+                .bind(viewer.unwrap_or(Uuid::nil()))
+                .fetch_all(&ctx.pool)
+        },
+        |v| v.id,
+    )
+    .await?;
     Ok(VideoPage::from_rows(
         ctx,
         rows,
         limit,
-        |r| r.video,
-        |r| encode_cursor(&(r.score, r.video.id)),
+        |(_, v)| v,
+        |(score, v)| encode_cursor(&(*score, v.id)),
     ))
 }
 
@@ -265,7 +477,9 @@ pub async fn search_videos(
     ctx.wait_for(min, &["search", "videos", "users", "blocks"])
         .await?;
     let viewer = user.map(|u| u.user_id);
-    Ok(Json(video_matches(&ctx, &q, viewer, after, limit).await?))
+    Ok(Json(
+        video_matches(&ctx, &q, viewer, after, limit, min.is_some()).await?,
+    ))
 }
 
 // ---------------------------------------------------------------- users
@@ -293,51 +507,80 @@ pub struct UserSearchPage {
 /// SQL: a user's searchable name (what the trigram index holds).
 const NAME: &str = "(lower(u.username) || ' ' || lower(u.display_name))";
 
+/// The people `q` finds, closest first, as (score, id), banned ones left
+/// out. Candidates: the nearest names by trigram distance (typos:
+/// "trikster" finds trickster) and usernames starting with the query.
+/// Score: similarity, +0.5 for a username prefix, plus a little for
+/// followers.
+async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> {
+    let sql = format!(
+        "WITH c AS ((SELECT u.id FROM users u WHERE NOT u.banned
+                      ORDER BY {NAME} <-> $1 LIMIT {USER_CANDIDATES})
+                    UNION
+                    (SELECT u.id FROM users u
+                      WHERE lower(u.username) LIKE $2 AND NOT u.banned
+                      ORDER BY lower(u.username) LIMIT {USER_CANDIDATES})),
+              s AS (SELECT u.id,
+                           greatest(similarity({NAME}, $1), word_similarity($1, {NAME})) AS sim,
+                           lower(u.username) LIKE $2 AS prefix,
+                           coalesce(fc.followers, 0) AS followers
+                      FROM c JOIN users u ON u.id = c.id
+                      LEFT JOIN follow_counts fc ON fc.user_id = u.id)
+         SELECT id, sim + CASE WHEN prefix THEN 0.5 ELSE 0 END
+                    + 0.02 * ln(1 + followers) AS score
+           FROM s
+          WHERE sim >= {MIN_SIMILARITY} OR prefix
+          ORDER BY score DESC, id DESC"
+    );
+    let ranked: Vec<(Uuid, f64)> = sqlx::query_as(&sql)
+        .bind(q)
+        .bind(like_prefix(q.trim_start_matches('@')))
+        .fetch_all(&ctx.pool)
+        .await?;
+    Ok(ranked.into_iter().map(|(id, score)| (score, id)).collect())
+}
+
 async fn user_matches(
     ctx: &ApiContext,
     q: &str,
     viewer: Option<Uuid>,
     after: Option<ScoreCursor>,
     limit: i64,
+    fresh: bool,
 ) -> Result<UserSearchPage, ApiError> {
     let q = q.to_lowercase();
-    // Candidates: the nearest names by trigram distance (typos: "trikster"
-    // finds trickster) and usernames starting with the query. Score:
-    // similarity, +0.5 for a username prefix, plus a little for followers.
-    let visible = format!("NOT u.banned AND {}", unblocked("$5::uuid", "u.id"));
+    let ranking = match ctx.search.users.recent(&q, fresh) {
+        Some(r) => r,
+        None => {
+            let r = Arc::new(rank_users(ctx, &q).await?);
+            ctx.search.users.keep(&q, &r);
+            r
+        }
+    };
     let sql = format!(
-        "WITH c AS ((SELECT u.id FROM users u WHERE {visible}
-                      ORDER BY {NAME} <-> $1 LIMIT {USER_CANDIDATES})
-                    UNION
-                    (SELECT u.id FROM users u
-                      WHERE lower(u.username) LIKE $6 AND {visible}
-                      ORDER BY lower(u.username) LIMIT {USER_CANDIDATES})),
-              s AS (SELECT u.id,
-                           greatest(similarity({NAME}, $1), word_similarity($1, {NAME}))
-                           + CASE WHEN lower(u.username) LIKE $6 THEN 0.5 ELSE 0 END
-                           + 0.02 * ln(1 + coalesce(fc.followers, 0)) AS score,
-                           greatest(similarity({NAME}, $1), word_similarity($1, {NAME})) AS sim,
-                           lower(u.username) LIKE $6 AS prefix,
-                           coalesce(fc.followers, 0)::bigint AS followers
-                      FROM c JOIN users u ON u.id = c.id
-                      LEFT JOIN follow_counts fc ON fc.user_id = u.id)
-         SELECT u.id, u.username, u.display_name, u.profile_image_url,
-                s.followers AS follower_count, s.score
-           FROM s JOIN users u ON u.id = s.id
-          WHERE (s.sim >= {MIN_SIMILARITY} OR s.prefix) AND (s.score, u.id) < ($2, $3)
-          ORDER BY s.score DESC, u.id DESC
-          LIMIT $4"
+        "SELECT u.id, u.username, u.display_name, u.profile_image_url,
+                coalesce(fc.followers, 0)::bigint AS follower_count, 0::float8 AS score
+           FROM users u LEFT JOIN follow_counts fc ON fc.user_id = u.id
+          WHERE u.id = ANY($1) AND NOT u.banned AND {}",
+        unblocked("$2::uuid", "u.id")
     );
-    let (after_score, after_id) = after.unwrap_or((f64::INFINITY, Uuid::max()));
-    let rows: Vec<SearchUser> = sqlx::query_as(&sql)
-        .bind(&q)
-        .bind(after_score)
-        .bind(after_id)
-        .bind(limit + 1)
-        .bind(viewer.unwrap_or(Uuid::nil()))
-        .bind(like_prefix(q.trim_start_matches('@')))
-        .fetch_all(&ctx.pool)
-        .await?;
+    let rows = page_of(
+        &ranking,
+        after,
+        limit,
+        |ids| {
+            sqlx::query_as::<_, SearchUser>(&sql)
+                .bind(ids)
+                .bind(viewer.unwrap_or(Uuid::nil()))
+                .fetch_all(&ctx.pool)
+        },
+        |u| u.id,
+    )
+    .await?;
+    let rows: Vec<SearchUser> = rows
+        .into_iter()
+        .map(|(score, u)| SearchUser { score, ..u })
+        .collect();
     let (users, has_more) = page(rows, limit);
     let next_cursor = match users.last() {
         Some(u) if has_more => Some(encode_cursor(&(u.score, u.id))),
@@ -370,7 +613,9 @@ pub async fn search_users(
     check(errors)?;
     ctx.wait_for(min, &["users", "follows", "blocks"]).await?;
     let viewer = user.map(|u| u.user_id);
-    Ok(Json(user_matches(&ctx, &q, viewer, after, limit).await?))
+    Ok(Json(
+        user_matches(&ctx, &q, viewer, after, limit, min.is_some()).await?,
+    ))
 }
 
 // ---------------------------------------------------------------- hashtags
@@ -456,8 +701,8 @@ pub async fn search_all(
     let viewer = user.map(|u| u.user_id);
     let first = words(&q).into_iter().next().unwrap_or_default();
     let (videos, users, hashtags) = tokio::try_join!(
-        video_matches(&ctx, &q, viewer, None, limit),
-        user_matches(&ctx, &q, viewer, None, 5),
+        video_matches(&ctx, &q, viewer, None, limit, min.is_some()),
+        user_matches(&ctx, &q, viewer, None, 5, min.is_some()),
         hashtag_matches(&ctx, &first, 5),
     )?;
     Ok(Json(SearchResults {

@@ -108,6 +108,19 @@ async fn search_finds_captions_misspelt_names_and_korean_tags_but_never_hidden_v
     )
     .await;
     assert_eq!(video_ids(&page), vec![cat.to_string()]);
+    // several words: a video needs every one (English stop words aside)
+    let page = get(&app, "/v1/search/videos?q=the%20rain%20dancing", None, head).await;
+    assert_eq!(video_ids(&page), vec![dance.to_string()], "{page}");
+    let page = get(
+        &app,
+        &format!("/v1/search/videos?q={}", enc("고양이 춤")),
+        None,
+        head,
+    )
+    .await;
+    assert_eq!(video_ids(&page), vec![cat.to_string()], "{page}");
+    let page = get(&app, "/v1/search/videos?q=dancing%20nowhere", None, head).await;
+    assert!(video_ids(&page).is_empty(), "{page}");
 
     // people, misspelt
     let page = get(&app, "/v1/search/users?q=trikster", None, head).await;
@@ -241,6 +254,69 @@ async fn search_pages_follow_the_cursor_without_repeats() {
     assert_eq!(sorted.len(), seen.len(), "no repeats");
     made.sort();
     assert_eq!(sorted, made);
+}
+
+/// A search without a position to wait for may reuse a query's ranking
+/// for a few seconds, but every page reads its rows anew: what has since
+/// become private, or is blocked for this viewer, never shows.
+#[tokio::test]
+async fn a_reused_ranking_never_shows_what_has_since_been_hidden() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let (hers, _) = app.upload_video(&alice, Some("sunset timelapse")).await;
+    let (his, _) = app.upload_video(&bob, Some("sunset drive")).await;
+    let head = app.head().await;
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    let both = sorted(vec![hers.to_string(), his.to_string()]);
+    let page = get(&app, "/v1/search/videos?q=sunset", None, head).await;
+    assert_eq!(sorted(video_ids(&page)), both, "{page}");
+    let anew = |who: Option<&Registered>| {
+        let token = who.map(|w| w.access_token.clone());
+        let app = &app;
+        async move {
+            let r = app
+                .get("/v1/search/videos?q=sunset", token.as_deref(), None)
+                .await;
+            assert_eq!(r.status(), StatusCode::OK);
+            video_ids(&r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(sorted(anew(None).await), both);
+
+    // alice makes hers private, carol blocks bob
+    let r = app
+        .patch(
+            &format!("/v1/videos/{hers}"),
+            json!({"visibility": "private"}),
+            &alice.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .post(
+            &format!("/v1/blocks/users/{}", bob.id),
+            json!({}),
+            Some(&carol.access_token),
+        )
+        .await;
+    assert!(r.status().is_success());
+    let head = app.head().await;
+    let r = app
+        .get(&format!("/v1/videos/{his}"), None, Some(head))
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the read models have both changes"
+    );
+
+    assert_eq!(anew(None).await, vec![his.to_string()]);
+    assert!(anew(Some(&carol)).await.is_empty());
 }
 
 #[tokio::test]
