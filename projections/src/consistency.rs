@@ -140,23 +140,29 @@ async fn reached(
     .bind(p.name())
     .fetch_optional(pool)
     .await?;
-    if checkpoint.is_some_and(|c| c >= (xid, position)) {
+    let (from_xid, from_position) = checkpoint.unwrap_or_default();
+    if (from_xid, from_position) >= (xid, position) {
         return Ok(true);
     }
+    // Otherwise: is any event of its types in between? One probe per type
+    // (`events_type_commit_order`), whatever lies between of other types.
     let types: Vec<String> = p.aggregate_types().iter().map(|s| s.to_string()).collect();
     sqlx::query_scalar(
         "SELECT NOT EXISTS (
-            SELECT 1 FROM events e
-             WHERE (e.xid, e.position) > (
-                     (SELECT coalesce(max(last_xid), 0) FROM projection_checkpoints WHERE projection = $1)::text::xid8,
-                     (SELECT coalesce(max(last_position), 0) FROM projection_checkpoints WHERE projection = $1))
-               AND (e.xid, e.position) <= ($2::bigint::text::xid8, $3)
-               AND e.aggregate_type = ANY($4))",
+            SELECT 1 FROM unnest($1::text[]) AS t(aggregate_type)
+             CROSS JOIN LATERAL (
+                   SELECT 1 FROM events e
+                    WHERE e.aggregate_type = t.aggregate_type
+                      AND (e.xid, e.position) > ($2::bigint::text::xid8, $3)
+                      AND (e.xid, e.position) <= ($4::bigint::text::xid8, $5)
+                    ORDER BY e.xid, e.position
+                    LIMIT 1) x)",
     )
-    .bind(p.name())
+    .bind(&types)
+    .bind(from_xid)
+    .bind(from_position)
     .bind(xid)
     .bind(position)
-    .bind(&types)
     .fetch_one(pool)
     .await
 }

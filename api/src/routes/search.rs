@@ -511,7 +511,8 @@ const NAME: &str = "(lower(u.username) || ' ' || lower(u.display_name))";
 /// out. Candidates: the nearest names by trigram distance (typos:
 /// "trikster" finds trickster) and usernames starting with the query.
 /// Score: similarity, +0.5 for a username prefix, plus a little for
-/// followers.
+/// followers. (`s` is materialized: the planner would otherwise push the
+/// similarity test down into a scan of every user.)
 async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> {
     let sql = format!(
         "WITH c AS ((SELECT u.id FROM users u WHERE NOT u.banned
@@ -520,7 +521,7 @@ async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> 
                     (SELECT u.id FROM users u
                       WHERE lower(u.username) LIKE $2 AND NOT u.banned
                       ORDER BY lower(u.username) LIMIT {USER_CANDIDATES})),
-              s AS (SELECT u.id,
+              s AS MATERIALIZED (SELECT u.id,
                            greatest(similarity({NAME}, $1), word_similarity($1, {NAME})) AS sim,
                            lower(u.username) LIKE $2 AS prefix,
                            coalesce(fc.followers, 0) AS followers
