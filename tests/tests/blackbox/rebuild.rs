@@ -547,10 +547,13 @@ async fn videos_batches_equal_event_by_event_application() {
 
 /// The `notifications` projection applies runs of likes, follows, comments
 /// and uploads set-based, and everything between them (read marks, settings,
-/// blocks, deleted comments) on its own: the rows equal those of applying
-/// every event on its own, coalesced likes and distinct actors included.
+/// blocks, deleted comments) on its own; `likes`, `follows` and `comments`
+/// fold their batches too. Each leaves the rows of applying every event on
+/// its own: coalesced likes and distinct actors, a like, unlike and like
+/// again, a follow, unfollow and follow again with its counts, replies,
+/// edits and deletions.
 #[tokio::test]
-async fn notification_batches_equal_event_by_event_application() {
+async fn notification_and_social_batches_equal_event_by_event_application() {
     let app = spawn_app().await;
     seed(&app.pool, &small_seed()).await.unwrap();
     let [alice, bob, carol, dave, erin] = [
@@ -572,6 +575,10 @@ async fn notification_batches_equal_event_by_event_application() {
     send(&app, "POST", &like, json!({}), &alice).await;
     let follow_alice = format!("/v1/follows/users/{}", alice.id);
     send(&app, "POST", &follow_alice, json!({}), &bob).await;
+    let follow_bob = format!("/v1/follows/users/{}", bob.id);
+    for method in ["POST", "DELETE", "POST", "DELETE"] {
+        send(&app, method, &follow_bob, json!({}), &carol).await;
+    }
     // read: the next like starts a new notification
     send(
         &app,
@@ -588,6 +595,7 @@ async fn notification_batches_equal_event_by_event_application() {
     let reply = json!({"content": "agreed", "parent_id": parent});
     send(&app, "POST", &comments, reply, &carol).await;
     let comment = format!("/v1/comments/{parent}");
+    send(&app, "PATCH", &comment, json!({"content": "nicer"}), &bob).await;
     send(&app, "DELETE", &comment, json!({}), &bob).await;
     // likes turned off, then on; a block, then lifted
     let settings = "/v1/notifications/settings";
@@ -624,6 +632,10 @@ async fn notification_batches_equal_event_by_event_application() {
     );
     let rows = batches_equal_event_by_event(&app, "notifications").await;
     assert!(rows >= 300, "{rows} rows");
+    for (name, at_least) in [("likes", 300), ("follows", 60), ("comments", 120)] {
+        let rows = batches_equal_event_by_event(&app, name).await;
+        assert!(rows >= at_least, "{name}: {rows} rows");
+    }
     app.stop().await;
 }
 
@@ -700,5 +712,9 @@ async fn batches_equal_event_by_event(app: &TestApp, name: &str) -> i64 {
         assert_eq!(differing, 0, "{t}: batched and one-by-one rows differ");
         total += rows;
     }
+    sqlx::raw_sql("DROP SCHEMA one_by_one CASCADE")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     total
 }
