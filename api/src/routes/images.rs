@@ -279,6 +279,9 @@ pub async fn complete(
         )
         .await
         .map_err(|e| command_error(e, image_error))?;
+    // The file URL goes straight into an <img> or a profile (no header can
+    // carry a position there): answer once the read model serves it.
+    ctx.wait_for(written.position, &["images"]).await?;
     Ok(with_position(
         written.position,
         Json(ImageCompleted {
