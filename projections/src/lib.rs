@@ -16,6 +16,7 @@ pub mod follows;
 pub mod images;
 pub mod likes;
 pub mod notifications;
+pub mod pairs;
 pub mod projector;
 pub mod rebuild;
 pub mod reports;

@@ -315,19 +315,20 @@ pub struct SearchRankings {
     users: Rankings,
 }
 
-/// Up to `limit + 1` rows of `ranking` after `after`, in ranked order, read
-/// by `fetch` (which leaves out what the viewer may not see) a few at a
-/// time, each with its score.
-async fn page_of<R, F, Fut>(
+/// Up to `limit + 1` rows of `ranking` after `after`, in ranked order, each
+/// with its score, read a few at a time by `sql` (`$1` the ids, `$2` the
+/// viewer, nil for nobody), which leaves out what the viewer may not see.
+async fn page_of<R>(
+    ctx: &ApiContext,
     ranking: &[Ranked],
     after: Option<ScoreCursor>,
     limit: i64,
-    fetch: F,
+    sql: &str,
+    viewer: Option<Uuid>,
     id_of: impl Fn(&R) -> Uuid,
 ) -> Result<Vec<(f64, R)>, ApiError>
 where
-    F: Fn(Vec<Uuid>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<R>, sqlx::Error>>,
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
     let want = limit as usize + 1;
     let start = match after {
@@ -343,7 +344,11 @@ where
         // a few more than needed: some may be hidden from this viewer
         let (chunk, tail) = rest.split_at((2 * (want - rows.len())).min(rest.len()));
         rest = tail;
-        let mut found: HashMap<Uuid, R> = fetch(chunk.iter().map(|(_, id)| *id).collect())
+        let ids: Vec<Uuid> = chunk.iter().map(|(_, id)| *id).collect();
+        let mut found: HashMap<Uuid, R> = sqlx::query_as::<_, R>(sql)
+            .bind(ids)
+            .bind(viewer.unwrap_or(Uuid::nil()))
+            .fetch_all(&ctx.pool)
             .await?
             .into_iter()
             .map(|r| (id_of(&r), r))
@@ -419,18 +424,9 @@ async fn video_matches(
         "SELECT {VIDEO_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id
           WHERE v.id = ANY($1) AND {listed}"
     );
-    let rows = page_of(
-        &ranking,
-        after,
-        limit,
-        |ids| {
-            sqlx::query_as::<_, VideoRow>(&sql)
-                .bind(ids)
-                .bind(viewer.unwrap_or(Uuid::nil()))
-                .fetch_all(&ctx.pool)
-        },
-        |v| v.id,
-    )
+    let rows = page_of(ctx, &ranking, after, limit, &sql, viewer, |v: &VideoRow| {
+        v.id
+    })
     .await?;
     Ok(VideoPage::from_rows(
         ctx,
@@ -566,16 +562,13 @@ async fn user_matches(
         unblocked("$2::uuid", "u.id")
     );
     let rows = page_of(
+        ctx,
         &ranking,
         after,
         limit,
-        |ids| {
-            sqlx::query_as::<_, SearchUser>(&sql)
-                .bind(ids)
-                .bind(viewer.unwrap_or(Uuid::nil()))
-                .fetch_all(&ctx.pool)
-        },
-        |u| u.id,
+        &sql,
+        viewer,
+        |u: &SearchUser| u.id,
     )
     .await?;
     let rows: Vec<SearchUser> = rows
