@@ -253,7 +253,9 @@ async fn write(
         .collect();
     // postings follow what counts: a video's lexemes leave when it stops
     // counting or its text changes, and come (back) when it counts again
-    let posted = |t: &VideoText| t.counted().then(|| (t.caption.clone(), t.published_at));
+    fn posted(t: &VideoText) -> Option<(&str, Option<DateTime<Utc>>)> {
+        t.counted().then_some((t.caption.as_str(), t.published_at))
+    }
     let (mut unpost, mut post) = (Vec::new(), Vec::new());
     for (id, now) in &changed {
         let was = before.get(*id).and_then(posted);

@@ -12,6 +12,10 @@
 //! [`CANDIDATES`] matches (the newest ones), a people search at most
 //! [`USER_CANDIDATES`] nearest names; pages walk that set with a keyset
 //! cursor (a video published between two pages may shift the set).
+//! Video candidates come from the `search_terms` postings of the query's
+//! rarest word, not from a walk over videos. A query's ranking is reused
+//! for a few seconds per process ([`Rankings`]); rows and the viewer's
+//! rules are read anew for every page.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -383,8 +387,8 @@ async fn rank_videos(
     if candidates.is_empty() {
         return Ok(Vec::new());
     }
-    let ranked: Vec<(Uuid, f64)> = sqlx::query_as(
-        "SELECT v.id, v.hot_score + 2.0 * ts_rank_cd(s.tsv, to_tsquery('lokiz', $1), 32) AS score
+    let ranked: Vec<Ranked> = sqlx::query_as(
+        "SELECT v.hot_score + 2.0 * ts_rank_cd(s.tsv, to_tsquery('lokiz', $1), 32) AS score, v.id
            FROM unnest($2::uuid[]) AS c(id)
            JOIN search_videos s ON s.video_id = c.id
            JOIN videos v ON v.id = c.id
@@ -396,7 +400,7 @@ async fn rank_videos(
     .bind(&candidates)
     .fetch_all(&ctx.pool)
     .await?;
-    Ok(ranked.into_iter().map(|(id, score)| (score, id)).collect())
+    Ok(ranked)
 }
 
 async fn video_matches(
@@ -523,18 +527,18 @@ async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> 
                            coalesce(fc.followers, 0) AS followers
                       FROM c JOIN users u ON u.id = c.id
                       LEFT JOIN follow_counts fc ON fc.user_id = u.id)
-         SELECT id, sim + CASE WHEN prefix THEN 0.5 ELSE 0 END
-                    + 0.02 * ln(1 + followers) AS score
+         SELECT sim + CASE WHEN prefix THEN 0.5 ELSE 0 END
+                    + 0.02 * ln(1 + followers) AS score, id
            FROM s
           WHERE sim >= {MIN_SIMILARITY} OR prefix
           ORDER BY score DESC, id DESC"
     );
-    let ranked: Vec<(Uuid, f64)> = sqlx::query_as(&sql)
+    let ranked: Vec<Ranked> = sqlx::query_as(&sql)
         .bind(q)
         .bind(like_prefix(q.trim_start_matches('@')))
         .fetch_all(&ctx.pool)
         .await?;
-    Ok(ranked.into_iter().map(|(id, score)| (score, id)).collect())
+    Ok(ranked)
 }
 
 async fn user_matches(
