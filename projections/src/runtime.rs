@@ -19,6 +19,11 @@
 //! decoded messages gathered by a reader task while the batch before them is
 //! applied (batches grow when the database is the slow part).
 //!
+//! **Sharing a consumer.** Projectors that read several aggregate types
+//! need the whole stream (NATS 2.9: one filter subject per consumer); those
+//! a process locks together share one consumer ([`run_group`]), and each
+//! applies the shared batches under its own checkpoint exactly as below.
+//!
 //! **Applying.** A batch is applied and the checkpoint advanced in one
 //! transaction that first locks the checkpoint row (rebuild, verify and
 //! reset-parked take the same lock). Anything at or below the checkpoint is
@@ -188,30 +193,53 @@ impl ProjectionRunner {
         stream: &jetstream::stream::Stream,
         start: u64,
     ) -> Result<consumer::PullConsumer, RuntimeError> {
-        let deliver_policy = if start <= 1 {
-            consumer::DeliverPolicy::All
-        } else {
-            consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            }
-        };
-        stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: None,
-                description: Some(format!("lokiz projection {}", self.projector.name())),
-                filter_subject: self.filter_subject(),
-                deliver_policy,
-                // Nothing is acked: where to resume is the checkpoint's business.
-                ack_policy: consumer::AckPolicy::None,
-                // a dead runner's consumer goes away by itself
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| RuntimeError::JetStream(e.to_string()))
+        create_consumer(
+            stream,
+            start,
+            format!("lokiz projection {}", self.projector.name()),
+            self.filter_subject(),
+        )
+        .await
     }
 
+    /// Whether this runner's consumer reads the whole stream (its projector
+    /// reads several aggregate types): such runners can share one consumer.
+    fn reads_whole_stream(&self) -> bool {
+        self.projector.aggregate_types().len() != 1
+    }
+}
+
+async fn create_consumer(
+    stream: &jetstream::stream::Stream,
+    start: u64,
+    description: String,
+    filter_subject: String,
+) -> Result<consumer::PullConsumer, RuntimeError> {
+    let deliver_policy = if start <= 1 {
+        consumer::DeliverPolicy::All
+    } else {
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        }
+    };
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: None,
+            description: Some(description),
+            filter_subject,
+            deliver_policy,
+            // Nothing is acked: where to resume is the checkpoint's business.
+            ack_policy: consumer::AckPolicy::None,
+            // a dead runner's consumer goes away by itself
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| RuntimeError::JetStream(e.to_string()))
+}
+
+impl ProjectionRunner {
     /// The advisory-lock key that makes this runner the only active one.
     pub fn lock_key(&self) -> String {
         format!(
@@ -255,15 +283,7 @@ impl ProjectionRunner {
         shutdown: &CancellationToken,
     ) -> Result<(), RuntimeError> {
         let name = self.projector.name();
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(self.options.max_batch)
-            .max_bytes_per_batch(self.options.max_bytes)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
+        let messages = self.messages(consumer).await?;
         // A reader task takes in and decodes what arrives while a batch is
         // in the database, and hands over everything it has (up to
         // `max_batch`) when the applier asks: batches grow when the database
@@ -293,24 +313,8 @@ impl ProjectionRunner {
                 }
                 return Err(RuntimeError::JetStream("the reader stopped".into()));
             };
-            if !incoming.is_empty() {
-                // Retry until applied (or parked); only shutdown interrupts,
-                // and the next start reads the batch again.
-                let mut failures = 0u32;
-                loop {
-                    match self.process(&incoming).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            failures = failures.saturating_add(1);
-                            let wait = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
-                            tracing::warn!(projection = name, error = %e, ?wait, "batch failed; retrying");
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return Ok(()),
-                                _ = tokio::time::sleep(wait) => {}
-                            }
-                        }
-                    }
-                }
+            if !self.apply_until_done(&incoming, shutdown).await {
+                return Ok(());
             }
             tracing::debug!(
                 projection = name,
@@ -321,6 +325,46 @@ impl ProjectionRunner {
             );
             if let Some(e) = broken {
                 return Err(e);
+            }
+        }
+    }
+
+    async fn messages(
+        &self,
+        consumer: &consumer::PullConsumer,
+    ) -> Result<consumer::pull::Stream, RuntimeError> {
+        consumer
+            .stream()
+            .max_messages_per_batch(self.options.max_batch)
+            .max_bytes_per_batch(self.options.max_bytes)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| RuntimeError::JetStream(e.to_string()))
+    }
+
+    /// Applies a batch, retrying until it is applied (or its failing events
+    /// parked). False when `shutdown` came first: the next start reads the
+    /// batch again.
+    async fn apply_until_done(&self, incoming: &[Incoming], shutdown: &CancellationToken) -> bool {
+        if incoming.is_empty() {
+            return true;
+        }
+        let mut failures = 0u32;
+        loop {
+            match self.process(incoming).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+                    tracing::warn!(projection = self.projector.name(), error = %e, ?wait,
+                        "batch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
             }
         }
     }
@@ -881,6 +925,137 @@ pub async fn run_all(
     }
 }
 
+/// Batches a group's reader may hand each member ahead of what it applies:
+/// the fastest member runs at most this far ahead of the slowest.
+const GROUP_QUEUE: usize = 4;
+
+/// Runs `members` (runners whose projectors read the whole stream) on one
+/// shared consumer, until `shutdown` or until the delivery breaks.
+///
+/// Seven projectors reading the whole stream through seven consumers cost
+/// NATS seven deliveries of every message and this process seven decodes;
+/// a group pays one of each. The consumer starts after the lowest of the
+/// members' checkpoints, and each member applies the same decoded batches
+/// exactly as its own runner does ([`ProjectionRunner::process`]: its
+/// checkpoint, in its transaction, skips what it has), so sharing changes
+/// nothing about exactly-once. Members keep their own pace within
+/// [`GROUP_QUEUE`] batches; a member that is further behind holds the reader
+/// back, not the others' transactions. When delivery breaks, members finish
+/// what they were handed (a gap-free prefix) and the group starts again
+/// from its checkpoints.
+pub async fn run_group(
+    members: &[Arc<ProjectionRunner>],
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let Some(first) = members.first() else {
+        return Ok(());
+    };
+    let mut stream = first
+        .js
+        .get_stream(&first.config.stream)
+        .await
+        .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
+    let mut start = u64::MAX;
+    for member in members {
+        // Consumers of earlier versions were durable: remove the leftover.
+        let _ = stream.delete_consumer(member.projector.name()).await;
+        start = start.min(member.resume_sequence(&mut stream).await?);
+    }
+    let names: Vec<&str> = members.iter().map(|m| m.projector.name()).collect();
+    let consumer = create_consumer(
+        &stream,
+        start,
+        format!("lokiz projections {}", names.join(" ")),
+        format!("{}.>", first.config.subject_prefix()),
+    )
+    .await?;
+    let consumer_name = consumer.cached_info().name.clone();
+    tracing::info!(projections = ?names, start, "projection group running");
+    let outcome = fan_out(members, &consumer, &shutdown).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.delete_consumer(&consumer_name),
+    )
+    .await;
+    tracing::info!(projections = ?names, "projection group stopped");
+    outcome
+}
+
+/// Reads the group's deliveries and hands every batch to every member.
+async fn fan_out(
+    members: &[Arc<ProjectionRunner>],
+    consumer: &consumer::PullConsumer,
+    shutdown: &CancellationToken,
+) -> Result<(), RuntimeError> {
+    let Some(first) = members.first() else {
+        return Ok(());
+    };
+    let messages = first.messages(consumer).await?;
+    let (ask, asked) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Delivery>>(1);
+    let reader = tokio::spawn(read_batches(
+        messages,
+        first.options.max_batch,
+        asked,
+        shutdown.clone(),
+    ));
+    let _abort = AbortOnDrop(reader);
+    let mut queues = Vec::with_capacity(members.len());
+    let mut appliers = tokio::task::JoinSet::new();
+    for member in members {
+        let (queue, mut batches) = tokio::sync::mpsc::channel::<Arc<Vec<Incoming>>>(GROUP_QUEUE);
+        queues.push(queue);
+        let (member, shutdown) = (member.clone(), shutdown.clone());
+        appliers.spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                if shutdown.is_cancelled() || !member.apply_until_done(&batch, &shutdown).await {
+                    return;
+                }
+            }
+        });
+    }
+    let outcome = loop {
+        let (reply, delivery) = tokio::sync::oneshot::channel();
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            d = async {
+                ask.send(reply).await.ok()?;
+                delivery.await.ok()
+            } => d,
+        };
+        let Some(Delivery { incoming, broken }) = delivery else {
+            if shutdown.is_cancelled() {
+                break Ok(());
+            }
+            break Err(RuntimeError::JetStream("the reader stopped".into()));
+        };
+        if !incoming.is_empty() {
+            let batch = Arc::new(incoming);
+            let mut handed = true;
+            for queue in &queues {
+                handed &= tokio::select! {
+                    _ = shutdown.cancelled() => false,
+                    sent = queue.send(batch.clone()) => sent.is_ok(),
+                };
+            }
+            if !handed {
+                if shutdown.is_cancelled() {
+                    break Ok(());
+                }
+                break Err(RuntimeError::JetStream(
+                    "a projection of the group stopped".into(),
+                ));
+            }
+        }
+        if let Some(e) = broken {
+            break Err(e);
+        }
+    };
+    // members apply what they were handed (or stop at shutdown), then end
+    drop(queues);
+    while appliers.join_next().await.is_some() {}
+    outcome
+}
+
 /// Holds the locks on one connection and runs each runner once it has its
 /// lock; returns when the lock connection is lost or `round` is cancelled.
 async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &CancellationToken) {
@@ -901,6 +1076,7 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
     let mut waiting: Vec<Arc<ProjectionRunner>> = runners.to_vec();
     loop {
         let mut still = Vec::new();
+        let mut locked = Vec::new();
         for runner in waiting {
             let got: Result<bool, _> =
                 sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
@@ -908,29 +1084,7 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
                     .fetch_one(&mut lock)
                     .await;
             match got {
-                Ok(true) => {
-                    let token = round.clone();
-                    tasks.spawn(async move {
-                        let name = runner.projector.name();
-                        // A runner returns when its delivery breaks; it starts
-                        // again from its checkpoint.
-                        let mut failures = 0u32;
-                        while !token.is_cancelled() {
-                            match runner.run(token.clone()).await {
-                                Ok(()) => failures = 0,
-                                Err(e) => {
-                                    failures = failures.saturating_add(1);
-                                    tracing::warn!(projection = name, error = %e, "projection delivery broke; resuming from the checkpoint");
-                                }
-                            }
-                            let wait = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
-                            tokio::select! {
-                                _ = token.cancelled() => {}
-                                _ = tokio::time::sleep(wait) => {}
-                            }
-                        }
-                    });
-                }
+                Ok(true) => locked.push(runner),
                 Ok(false) => still.push(runner),
                 Err(e) => {
                     tracing::warn!(error = %e, "projection lock connection lost");
@@ -939,6 +1093,41 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
                     return;
                 }
             }
+        }
+        // Those locked together that read the whole stream share a consumer.
+        let (whole, own): (Vec<_>, Vec<_>) =
+            locked.into_iter().partition(|r| r.reads_whole_stream());
+        let groups = if whole.len() > 1 {
+            vec![whole]
+        } else {
+            whole.into_iter().map(|r| vec![r]).collect()
+        };
+        for group in groups.into_iter().chain(own.into_iter().map(|r| vec![r])) {
+            let token = round.clone();
+            tasks.spawn(async move {
+                let names: Vec<&str> = group.iter().map(|r| r.projector.name()).collect();
+                // A runner returns when its delivery breaks; it starts again
+                // from its checkpoint.
+                let mut failures = 0u32;
+                while !token.is_cancelled() {
+                    let outcome = match group.as_slice() {
+                        [one] => one.run(token.clone()).await,
+                        _ => run_group(&group, token.clone()).await,
+                    };
+                    match outcome {
+                        Ok(()) => failures = 0,
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(projections = ?names, error = %e, "projection delivery broke; resuming from the checkpoint");
+                        }
+                    }
+                    let wait = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            });
         }
         waiting = still;
         // keep the lock connection honest: if it dies, the locks are gone

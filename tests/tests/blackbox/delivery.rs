@@ -497,3 +497,124 @@ async fn the_head_is_the_newest_event_in_commit_order() {
     wait().await.expect("the head in commit order is reached");
     app.stop().await;
 }
+
+/// Projections that read several aggregate types share one consumer, which
+/// starts after the lowest of their checkpoints. One member far ahead of
+/// another reads again what it has applied, and must skip it: a like counted
+/// twice would show on the video (`like_count`), and a like missed on its
+/// daily stats.
+#[tokio::test]
+async fn a_shared_consumer_applies_each_event_once_to_members_at_different_checkpoints() {
+    let app = spawn_app_with(
+        Components {
+            http: true,
+            relay: true,
+            ..Components::NONE
+        },
+        &[],
+    )
+    .await;
+    // users read model, for the API's checks of the uploader
+    let users = runner(&app, lokiz_projections::by_name("users").unwrap());
+    let stop_users = CancellationToken::new();
+    let users_task = tokio::spawn({
+        let stop = stop_users.clone();
+        async move { users.run(stop).await }
+    });
+    let owner = app.register("group_owner").await;
+    let mut fans = Vec::new();
+    for i in 0..5 {
+        fans.push(app.register(&format!("group_fan_{i}")).await);
+    }
+    let r = app
+        .post(
+            "/v1/videos/upload-url",
+            json!({"filename": "a.mp4", "content_type": "video/mp4", "file_size": 64,
+                   "caption": "shared"}),
+            Some(&owner.access_token),
+        )
+        .await;
+    assert!(r.status().is_success(), "upload-url: {}", r.status());
+    let video: uuid::Uuid = r.json::<serde_json::Value>().await.unwrap()["video_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let like = |fan: uuid::Uuid| {
+        let app = &app;
+        async move {
+            app.ctx
+                .store
+                .likes
+                .execute(
+                    &Like::id(fan, video),
+                    LikeCommand::LikeVideo {
+                        user_id: fan,
+                        video_id: video,
+                        at: lokiz_api::now(),
+                    },
+                    HashMap::new(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let like_count = || async {
+        count(
+            &app,
+            &format!("SELECT coalesce(max(like_count), -1) FROM videos WHERE id = '{video}'"),
+        )
+        .await
+    };
+    let daily_likes = || async {
+        count(
+            &app,
+            &format!(
+                "SELECT coalesce(sum(likes), 0)::bigint FROM video_daily_stats WHERE video_id = '{video}'"
+            ),
+        )
+        .await
+    };
+    for fan in &fans[..3] {
+        like(fan.id).await;
+    }
+    // `videos` alone, up to the third like
+    let videos = Arc::new(runner(&app, lokiz_projections::by_name("videos").unwrap()));
+    let stop = CancellationToken::new();
+    let alone = tokio::spawn({
+        let (videos, stop) = (videos.clone(), stop.clone());
+        async move { videos.run(stop).await }
+    });
+    app.eventually(30, "videos counted three likes", || async {
+        like_count().await == 3
+    })
+    .await;
+    stop.cancel();
+    alone.await.unwrap().unwrap();
+    assert_eq!(daily_likes().await, 0, "video_stats has not run yet");
+
+    for fan in &fans[3..] {
+        like(fan.id).await;
+    }
+    // both on one consumer, from video_stats' checkpoint (the start)
+    let stats = Arc::new(runner(
+        &app,
+        lokiz_projections::by_name("video_stats").unwrap(),
+    ));
+    let stop = CancellationToken::new();
+    let group = tokio::spawn({
+        let (members, stop) = (vec![videos, stats], stop.clone());
+        async move { lokiz_projections::runtime::run_group(&members, stop).await }
+    });
+    app.eventually(30, "both members at five likes", || async {
+        like_count().await == 5 && daily_likes().await == 5
+    })
+    .await;
+    // and no late double count
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((like_count().await, daily_likes().await), (5, 5));
+    stop.cancel();
+    group.await.unwrap().unwrap();
+    stop_users.cancel();
+    users_task.await.unwrap().unwrap();
+}
