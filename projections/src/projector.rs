@@ -120,12 +120,18 @@ pub trait Projector: Send + Sync + 'static {
         vec![format!("{}:{}", event.aggregate_type, event.aggregate_id)]
     }
 
-    /// Applies `events` (in commit order, all of types this projector reads)
-    /// with the same outcome as [`Projector::apply`] on each in turn. The
-    /// default does exactly that; a projector on a hot path overrides it with
-    /// set-based statements (one statement per kind of change instead of one
-    /// per event), which is what makes catch-up and rebuilds fast. The
-    /// runtime falls back to `apply`, one event at a time, when a batch fails.
+    /// Whether this projector reads through a JetStream consumer of its own
+    /// instead of the one a process's projectors share (see
+    /// `runtime::run_group`). A shared consumer moves at the pace of its
+    /// slowest member: a projector much slower than the rest over most of
+    /// the stream (search, over every video) reads alone, on a consumer
+    /// filtered to its type when it reads one. Others share: on NATS 2.9 a
+    /// filter matching few of the stream's messages costs the server a scan
+    /// of their subjects, on every consumer (re)start and pull.
+    fn own_consumer(&self) -> bool {
+        false
+    }
+
     /// Wake-up subjects (under `<stream>.wake.`) for what the events applied
     /// since the last call changed, taken once they are committed: the
     /// runtime publishes each (core NATS, no payload) right after the
@@ -136,6 +142,12 @@ pub trait Projector: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Applies `events` (in commit order, all of types this projector reads)
+    /// with the same outcome as [`Projector::apply`] on each in turn. The
+    /// default does exactly that; a projector on a hot path overrides it with
+    /// set-based statements (one statement per kind of change instead of one
+    /// per event), which is what makes catch-up and rebuilds fast. The
+    /// runtime falls back to `apply`, one event at a time, when a batch fails.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,

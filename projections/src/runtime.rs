@@ -19,10 +19,10 @@
 //! decoded messages gathered by a reader task while the batch before them is
 //! applied (batches grow when the database is the slow part).
 //!
-//! **Sharing a consumer.** Projectors that read several aggregate types
-//! need the whole stream (NATS 2.9: one filter subject per consumer); those
-//! a process locks together share one consumer ([`run_group`]), and each
-//! applies the shared batches under its own checkpoint exactly as below.
+//! **Sharing a consumer.** The projectors a process locks together share
+//! one consumer of the whole stream ([`run_group`]), except those that read
+//! alone ([`Projector::own_consumer`]: search); each member applies the
+//! shared batches under its own checkpoint exactly as below.
 //!
 //! **Applying.** A batch is applied and the checkpoint advanced in one
 //! transaction that first locks the checkpoint row (rebuild, verify and
@@ -62,6 +62,9 @@ pub struct RuntimeOptions {
     pub lag_observer: Option<LagObserver>,
     /// Where to publish projectors' wake-ups after commits (none: dropped).
     pub nats: Option<async_nats::Client>,
+    /// How long a consumer group waits for a member to take a batch before
+    /// it detaches the member (see `fan_out`).
+    pub group_stall: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -73,6 +76,7 @@ impl Default for RuntimeOptions {
             first_backoff: Duration::from_millis(50),
             lag_observer: None,
             nats: None,
+            group_stall: Duration::from_secs(10),
         }
     }
 }
@@ -202,10 +206,10 @@ impl ProjectionRunner {
         .await
     }
 
-    /// Whether this runner's consumer reads the whole stream (its projector
-    /// reads several aggregate types): such runners can share one consumer.
-    fn reads_whole_stream(&self) -> bool {
-        self.projector.aggregate_types().len() != 1
+    /// Whether this runner reads through the consumer its process's runners
+    /// share ([`run_group`]).
+    fn shares_consumer(&self) -> bool {
+        !self.projector.own_consumer()
     }
 }
 
@@ -925,24 +929,32 @@ pub async fn run_all(
     }
 }
 
+/// How often a group member that reads none of what arrives still moves its
+/// checkpoint.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+
 /// Batches a group's reader may hand each member ahead of what it applies:
 /// the fastest member runs at most this far ahead of the slowest.
 const GROUP_QUEUE: usize = 4;
 
-/// Runs `members` (runners whose projectors read the whole stream) on one
-/// shared consumer, until `shutdown` or until the delivery breaks.
+/// Runs `members` (the runners a process locked together that do not read
+/// alone, [`Projector::own_consumer`]) on one shared consumer of the whole
+/// stream, until `shutdown` or until the delivery breaks.
 ///
-/// Seven projectors reading the whole stream through seven consumers cost
-/// NATS seven deliveries of every message and this process seven decodes;
-/// a group pays one of each. The consumer starts after the lowest of the
-/// members' checkpoints, and each member applies the same decoded batches
-/// exactly as its own runner does ([`ProjectionRunner::process`]: its
-/// checkpoint, in its transaction, skips what it has), so sharing changes
-/// nothing about exactly-once. Members keep their own pace within
-/// [`GROUP_QUEUE`] batches; a member that is further behind holds the reader
-/// back, not the others' transactions. When delivery breaks, members finish
-/// what they were handed (a gap-free prefix) and the group starts again
-/// from its checkpoints.
+/// One consumer per projector cost NATS a delivery of every message per
+/// whole-stream projector and this process a decode of each; and on NATS
+/// 2.9 a consumer filtered to a sparse type (likes among millions of video
+/// events) costs the server a scan of the stream's subjects whenever it is
+/// created or pulls, which under load stalled publishes for seconds. A group
+/// pays one delivery and one decode per message, and its consumer has no
+/// filter. The consumer starts after the lowest of the members' checkpoints,
+/// and each member applies the same decoded batches exactly as its own
+/// runner does ([`ProjectionRunner::process`]: its checkpoint, in its
+/// transaction, skips what it has), so sharing changes nothing about
+/// exactly-once. Members keep their own pace within [`GROUP_QUEUE`] batches;
+/// a member further behind holds the reader back, not the others'
+/// transactions. When delivery breaks, members finish what they were handed
+/// (a gap-free prefix) and the group starts again from its checkpoints.
 pub async fn run_group(
     members: &[Arc<ProjectionRunner>],
     shutdown: CancellationToken,
@@ -982,6 +994,12 @@ pub async fn run_group(
 }
 
 /// Reads the group's deliveries and hands every batch to every member.
+///
+/// A member that takes no batch for `RuntimeOptions::group_stall` (its
+/// queue full: a verify freezing its tables, a statement retried with
+/// backoff) is detached, so that it holds nobody else up: it applies what
+/// it was handed and then reads on a consumer of its own, from its
+/// checkpoint, until the group ends; the next group takes it back.
 async fn fan_out(
     members: &[Arc<ProjectionRunner>],
     consumer: &consumer::PullConsumer,
@@ -999,20 +1017,25 @@ async fn fan_out(
         shutdown.clone(),
     ));
     let _abort = AbortOnDrop(reader);
+    // ends the detached members' own runs when the group ends
+    let group_end = shutdown.child_token();
     let mut queues = Vec::with_capacity(members.len());
     let mut appliers = tokio::task::JoinSet::new();
     for member in members {
-        let (queue, mut batches) = tokio::sync::mpsc::channel::<Arc<Vec<Incoming>>>(GROUP_QUEUE);
-        queues.push(queue);
-        let (member, shutdown) = (member.clone(), shutdown.clone());
+        let (queue, batches) = tokio::sync::mpsc::channel::<Arc<Vec<Incoming>>>(GROUP_QUEUE);
+        let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        queues.push(Some((queue, detached.clone())));
+        let (member, shutdown, group_end) = (member.clone(), shutdown.clone(), group_end.clone());
         appliers.spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                if shutdown.is_cancelled() || !member.apply_until_done(&batch, &shutdown).await {
-                    return;
-                }
+            if !member.apply_shared(batches, &shutdown).await {
+                return;
+            }
+            if detached.load(std::sync::atomic::Ordering::Acquire) {
+                member.run_until(&group_end).await;
             }
         });
     }
+    let stall = first.options.group_stall;
     let outcome = loop {
         let (reply, delivery) = tokio::sync::oneshot::channel();
         let delivery = tokio::select! {
@@ -1031,11 +1054,29 @@ async fn fan_out(
         if !incoming.is_empty() {
             let batch = Arc::new(incoming);
             let mut handed = true;
-            for queue in &queues {
-                handed &= tokio::select! {
-                    _ = shutdown.cancelled() => false,
-                    sent = queue.send(batch.clone()) => sent.is_ok(),
+            for (slot, member) in queues.iter_mut().zip(members) {
+                let Some((queue, detached)) = slot else {
+                    continue;
                 };
+                let sent = tokio::select! {
+                    _ = shutdown.cancelled() => Some(false),
+                    sent = tokio::time::timeout(stall, queue.send(batch.clone())) => match sent {
+                        Ok(sent) => Some(sent.is_ok()),
+                        Err(_) => None,
+                    },
+                };
+                match sent {
+                    Some(ok) => handed &= ok,
+                    None => {
+                        tracing::warn!(
+                            projection = member.projector.name(),
+                            ?stall,
+                            "projection took no batch in time; it reads on its own consumer until the group starts again"
+                        );
+                        detached.store(true, std::sync::atomic::Ordering::Release);
+                        *slot = None;
+                    }
+                }
             }
             if !handed {
                 if shutdown.is_cancelled() {
@@ -1045,15 +1086,78 @@ async fn fan_out(
                     "a projection of the group stopped".into(),
                 ));
             }
+            if queues.iter().all(Option::is_none) {
+                break Err(RuntimeError::JetStream(
+                    "every projection of the group was detached".into(),
+                ));
+            }
         }
         if let Some(e) = broken {
             break Err(e);
         }
     };
-    // members apply what they were handed (or stop at shutdown), then end
+    // members apply what they were handed (or stop at shutdown), detached
+    // ones stop reading alone, then all end
     drop(queues);
+    group_end.cancel();
     while appliers.join_next().await.is_some() {}
     outcome
+}
+
+impl ProjectionRunner {
+    /// Applies the batches a group hands this member until the group stops
+    /// handing them (true) or `shutdown` (false).
+    async fn apply_shared(
+        &self,
+        mut batches: tokio::sync::mpsc::Receiver<Arc<Vec<Incoming>>>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        // when the member last committed (none yet: the first batch commits)
+        let mut committed: Option<std::time::Instant> = None;
+        while let Some(batch) = batches.recv().await {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            // A batch with nothing this member reads moves only its
+            // checkpoint: that is done at most once per IDLE_CHECKPOINT (a
+            // later batch's checkpoint passes the skipped messages), so a
+            // quiet member costs no transaction per batch and, on a restart,
+            // the group re-reads at most that much for it.
+            let idle = batch
+                .iter()
+                .all(|i| i.event.as_ref().is_some_and(|e| !self.reads(e)));
+            if idle && committed.is_some_and(|t| t.elapsed() < IDLE_CHECKPOINT) {
+                continue;
+            }
+            if !self.apply_until_done(&batch, shutdown).await {
+                return false;
+            }
+            committed = Some(std::time::Instant::now());
+        }
+        !shutdown.is_cancelled()
+    }
+
+    /// Reads on this runner's own consumer until `until`, starting again
+    /// from the checkpoint whenever delivery breaks. (A member detached from
+    /// its group does this until the group ends.)
+    async fn run_until(&self, until: &CancellationToken) {
+        let mut failures = 0u32;
+        while !until.is_cancelled() {
+            match self.run(until.clone()).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(projection = self.projector.name(), error = %e,
+                        "projection delivery broke; resuming from the checkpoint");
+                }
+            }
+            let wait = Duration::from_millis(50 * 2u64.pow(failures.min(5)));
+            tokio::select! {
+                _ = until.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
 }
 
 /// Holds the locks on one connection and runs each runner once it has its
@@ -1094,9 +1198,8 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
                 }
             }
         }
-        // Those locked together that read the whole stream share a consumer.
-        let (whole, own): (Vec<_>, Vec<_>) =
-            locked.into_iter().partition(|r| r.reads_whole_stream());
+        // Those locked together share a consumer, unless they read alone.
+        let (whole, own): (Vec<_>, Vec<_>) = locked.into_iter().partition(|r| r.shares_consumer());
         let groups = if whole.len() > 1 {
             vec![whole]
         } else {
@@ -1105,20 +1208,20 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
         for group in groups.into_iter().chain(own.into_iter().map(|r| vec![r])) {
             let token = round.clone();
             tasks.spawn(async move {
+                if let [one] = group.as_slice() {
+                    one.run_until(&token).await;
+                    return;
+                }
                 let names: Vec<&str> = group.iter().map(|r| r.projector.name()).collect();
-                // A runner returns when its delivery breaks; it starts again
-                // from its checkpoint.
+                // A group returns when its delivery breaks; it starts again
+                // from its members' checkpoints.
                 let mut failures = 0u32;
                 while !token.is_cancelled() {
-                    let outcome = match group.as_slice() {
-                        [one] => one.run(token.clone()).await,
-                        _ => run_group(&group, token.clone()).await,
-                    };
-                    match outcome {
+                    match run_group(&group, token.clone()).await {
                         Ok(()) => failures = 0,
                         Err(e) => {
                             failures = failures.saturating_add(1);
-                            tracing::warn!(projections = ?names, error = %e, "projection delivery broke; resuming from the checkpoint");
+                            tracing::warn!(projections = ?names, error = %e, "projection delivery broke; resuming from the checkpoints");
                         }
                     }
                     let wait = Duration::from_millis(50 * 2u64.pow(failures.min(5)));

@@ -85,6 +85,12 @@ impl Projector for SearchProjector {
         &[Video::TYPE_NAME]
     }
 
+    /// Search writes about 18 index entries per video: sharing a consumer,
+    /// it would hold every other projection to its pace.
+    fn own_consumer(&self) -> bool {
+        true
+    }
+
     fn tables(&self) -> &'static [&'static str] {
         &[
             "search_videos",

@@ -618,3 +618,68 @@ async fn a_shared_consumer_applies_each_event_once_to_members_at_different_check
     stop_users.cancel();
     users_task.await.unwrap().unwrap();
 }
+
+/// A member of a shared consumer that stops taking batches (here, as when
+/// `projections verify` freezes its tables) is detached after
+/// `group_stall`: the others go on instead of waiting for it, and it catches
+/// up on its own once it is free.
+#[tokio::test]
+async fn a_stuck_member_of_a_shared_consumer_holds_no_one_else_up() {
+    let app = spawn_app_with(
+        Components {
+            http: true,
+            relay: true,
+            ..Components::NONE
+        },
+        &[],
+    )
+    .await;
+    let options = RuntimeOptions {
+        group_stall: Duration::from_secs(1),
+        ..RuntimeOptions::default()
+    };
+    let member = |name: &str| {
+        Arc::new(ProjectionRunner::new(
+            app.pool.clone(),
+            app.ctx.js.clone(),
+            (*app.ctx.config).clone(),
+            lokiz_projections::by_name(name).unwrap(),
+            options.clone(),
+        ))
+    };
+    // what `projections verify` holds while it compares a projection's tables
+    let mut freezer = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(lokiz_projections::runtime::freeze_key("wallets"))
+        .execute(&mut *freezer)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let group = tokio::spawn({
+        let (members, stop) = (vec![member("wallets"), member("users")], stop.clone());
+        async move { lokiz_projections::runtime::run_group(&members, stop).await }
+    });
+    // each registration is a batch or two: far more than a member may run
+    // ahead of another
+    for i in 0..12 {
+        app.register(&format!("stuck_{i}")).await;
+    }
+    app.eventually(
+        30,
+        "every user projected past the frozen member",
+        || async { count(&app, "SELECT count(*) FROM users").await == 12 },
+    )
+    .await;
+    assert_eq!(count(&app, "SELECT count(*) FROM wallets").await, 0);
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(lokiz_projections::runtime::freeze_key("wallets"))
+        .execute(&mut *freezer)
+        .await
+        .unwrap();
+    app.eventually(30, "the member caught up once free", || async {
+        count(&app, "SELECT count(*) FROM wallets").await == 12
+    })
+    .await;
+    stop.cancel();
+    group.await.unwrap().unwrap();
+}
