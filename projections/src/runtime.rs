@@ -287,29 +287,10 @@ impl ProjectionRunner {
         shutdown: &CancellationToken,
     ) -> Result<(), RuntimeError> {
         let name = self.projector.name();
-        let messages = self.messages(consumer).await?;
-        // A reader task takes in and decodes what arrives while a batch is
-        // in the database, and hands over everything it has (up to
-        // `max_batch`) when the applier asks: batches grow when the database
-        // is the slow part, and stay small (low lag) when it keeps up.
-        let (ask, asked) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Delivery>>(1);
-        let reader = tokio::spawn(read_batches(
-            messages,
-            self.options.max_batch,
-            asked,
-            shutdown.clone(),
-        ));
-        let _abort = AbortOnDrop(reader);
+        let deliveries = self.deliveries(consumer, shutdown).await?;
         loop {
             let waiting = std::time::Instant::now();
-            let (reply, delivery) = tokio::sync::oneshot::channel();
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                d = async {
-                    ask.send(reply).await.ok()?;
-                    delivery.await.ok()
-                } => d,
-            };
+            let delivery = deliveries.next(shutdown).await;
             let applying = std::time::Instant::now();
             let Some(Delivery { incoming, broken }) = delivery else {
                 if shutdown.is_cancelled() {
@@ -331,6 +312,29 @@ impl ProjectionRunner {
                 return Err(e);
             }
         }
+    }
+
+    /// Starts reading `consumer`: a reader task takes in and decodes what
+    /// arrives while a batch is in the database, and hands over everything
+    /// it has (up to `max_batch`) when asked: batches grow when the database
+    /// is the slow part, and stay small (low lag) when it keeps up.
+    async fn deliveries(
+        &self,
+        consumer: &consumer::PullConsumer,
+        shutdown: &CancellationToken,
+    ) -> Result<Deliveries, RuntimeError> {
+        let messages = self.messages(consumer).await?;
+        let (ask, asked) = tokio::sync::mpsc::channel(1);
+        let reader = tokio::spawn(read_batches(
+            messages,
+            self.options.max_batch,
+            asked,
+            shutdown.clone(),
+        ));
+        Ok(Deliveries {
+            ask,
+            _reader: AbortOnDrop(reader),
+        })
     }
 
     async fn messages(
@@ -643,6 +647,27 @@ fn decode_message(m: &jetstream::Message, stream_sequence: u64) -> Incoming {
 struct Delivery {
     incoming: Vec<Incoming>,
     broken: Option<RuntimeError>,
+}
+
+/// The applier's side of a reader task ([`read_batches`]).
+struct Deliveries {
+    ask: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Delivery>>,
+    _reader: AbortOnDrop,
+}
+
+impl Deliveries {
+    /// What the reader has gathered (at least one message, or why delivery
+    /// broke); none at shutdown or when the reader has stopped.
+    async fn next(&self, shutdown: &CancellationToken) -> Option<Delivery> {
+        let (reply, delivery) = tokio::sync::oneshot::channel();
+        tokio::select! {
+            _ = shutdown.cancelled() => None,
+            d = async {
+                self.ask.send(reply).await.ok()?;
+                delivery.await.ok()
+            } => d,
+        }
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -1008,15 +1033,7 @@ async fn fan_out(
     let Some(first) = members.first() else {
         return Ok(());
     };
-    let messages = first.messages(consumer).await?;
-    let (ask, asked) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Delivery>>(1);
-    let reader = tokio::spawn(read_batches(
-        messages,
-        first.options.max_batch,
-        asked,
-        shutdown.clone(),
-    ));
-    let _abort = AbortOnDrop(reader);
+    let deliveries = first.deliveries(consumer, shutdown).await?;
     // ends the detached members' own runs when the group ends
     let group_end = shutdown.child_token();
     let mut queues = Vec::with_capacity(members.len());
@@ -1037,15 +1054,7 @@ async fn fan_out(
     }
     let stall = first.options.group_stall;
     let outcome = loop {
-        let (reply, delivery) = tokio::sync::oneshot::channel();
-        let delivery = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            d = async {
-                ask.send(reply).await.ok()?;
-                delivery.await.ok()
-            } => d,
-        };
-        let Some(Delivery { incoming, broken }) = delivery else {
+        let Some(Delivery { incoming, broken }) = deliveries.next(shutdown).await else {
             if shutdown.is_cancelled() {
                 break Ok(());
             }
