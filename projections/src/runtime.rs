@@ -192,20 +192,6 @@ impl ProjectionRunner {
         Ok(lo)
     }
 
-    async fn consumer(
-        &self,
-        stream: &jetstream::stream::Stream,
-        start: u64,
-    ) -> Result<consumer::PullConsumer, RuntimeError> {
-        create_consumer(
-            stream,
-            start,
-            format!("lokiz projection {}", self.projector.name()),
-            self.filter_subject(),
-        )
-        .await
-    }
-
     /// Whether this runner reads through the consumer its process's runners
     /// share ([`run_group`]).
     fn shares_consumer(&self) -> bool {
@@ -259,24 +245,15 @@ impl ProjectionRunner {
     /// active, order matters to it.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
         let name = self.projector.name();
-        let mut stream = self
-            .js
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
-        // Consumers of earlier versions were durable: remove the leftover.
-        let _ = stream.delete_consumer(name).await;
-        let start = self.resume_sequence(&mut stream).await?;
-        let consumer = self.consumer(&stream, start).await?;
-        let consumer_name = consumer.cached_info().name.clone();
-        tracing::info!(projection = name, start, "projection running");
-        let outcome = self.consume(&consumer, &shutdown).await;
-        // best effort: an abandoned consumer expires after its inactivity threshold
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            stream.delete_consumer(&consumer_name),
+        let open = OpenConsumer::open(
+            &[self],
+            format!("lokiz projection {name}"),
+            self.filter_subject(),
         )
-        .await;
+        .await?;
+        tracing::info!(projection = name, start = open.start, "projection running");
+        let outcome = self.consume(&open.consumer, &shutdown).await;
+        open.close().await;
         tracing::info!(projection = name, "projection stopped");
         outcome
     }
@@ -987,35 +964,66 @@ pub async fn run_group(
     let Some(first) = members.first() else {
         return Ok(());
     };
-    let mut stream = first
-        .js
-        .get_stream(&first.config.stream)
-        .await
-        .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
-    let mut start = u64::MAX;
-    for member in members {
-        // Consumers of earlier versions were durable: remove the leftover.
-        let _ = stream.delete_consumer(member.projector.name()).await;
-        start = start.min(member.resume_sequence(&mut stream).await?);
-    }
     let names: Vec<&str> = members.iter().map(|m| m.projector.name()).collect();
-    let consumer = create_consumer(
-        &stream,
-        start,
+    let runners: Vec<&ProjectionRunner> = members.iter().map(|m| m.as_ref()).collect();
+    let open = OpenConsumer::open(
+        &runners,
         format!("lokiz projections {}", names.join(" ")),
         format!("{}.>", first.config.subject_prefix()),
     )
     .await?;
-    let consumer_name = consumer.cached_info().name.clone();
-    tracing::info!(projections = ?names, start, "projection group running");
-    let outcome = fan_out(members, &consumer, &shutdown).await;
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        stream.delete_consumer(&consumer_name),
-    )
-    .await;
+    tracing::info!(projections = ?names, start = open.start, "projection group running");
+    let outcome = fan_out(members, &open.consumer, &shutdown).await;
+    open.close().await;
     tracing::info!(projections = ?names, "projection group stopped");
     outcome
+}
+
+/// A consumer created for some runners, from the message after the lowest
+/// of their checkpoints; deleted (best effort) when they are done with it.
+struct OpenConsumer {
+    stream: jetstream::stream::Stream,
+    consumer: consumer::PullConsumer,
+    start: u64,
+}
+
+impl OpenConsumer {
+    async fn open(
+        runners: &[&ProjectionRunner],
+        description: String,
+        filter_subject: String,
+    ) -> Result<Self, RuntimeError> {
+        let Some(first) = runners.first() else {
+            return Err(RuntimeError::JetStream(
+                "a consumer for no projection".into(),
+            ));
+        };
+        let mut stream = first
+            .js
+            .get_stream(&first.config.stream)
+            .await
+            .map_err(|e| RuntimeError::JetStream(e.to_string()))?;
+        let mut start = u64::MAX;
+        for runner in runners {
+            // Consumers of earlier versions were durable: remove the leftover.
+            let _ = stream.delete_consumer(runner.projector.name()).await;
+            start = start.min(runner.resume_sequence(&mut stream).await?);
+        }
+        let consumer = create_consumer(&stream, start, description, filter_subject).await?;
+        Ok(Self {
+            stream,
+            consumer,
+            start,
+        })
+    }
+
+    /// Best effort: an abandoned consumer expires after its inactivity
+    /// threshold.
+    async fn close(self) {
+        let name = self.consumer.cached_info().name.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.stream.delete_consumer(&name)).await;
+    }
 }
 
 /// Reads the group's deliveries and hands every batch to every member.

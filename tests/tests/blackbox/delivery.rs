@@ -58,13 +58,34 @@ impl Projector for Hanging {
 }
 
 fn runner(app: &TestApp, projector: Arc<dyn Projector>) -> ProjectionRunner {
+    runner_with(app, projector, RuntimeOptions::default())
+}
+
+fn runner_with(
+    app: &TestApp,
+    projector: Arc<dyn Projector>,
+    options: RuntimeOptions,
+) -> ProjectionRunner {
     ProjectionRunner::new(
         app.pool.clone(),
         app.ctx.js.clone(),
         (*app.ctx.config).clone(),
         projector,
-        RuntimeOptions::default(),
+        options,
     )
+}
+
+/// HTTP and the relay, no projections: each test runs the runners it needs.
+async fn spawn_app_without_projections() -> TestApp {
+    spawn_app_with(
+        Components {
+            http: true,
+            relay: true,
+            ..Components::NONE
+        },
+        &[],
+    )
+    .await
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
@@ -76,15 +97,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 /// checkpoint, so the dead runner's messages are applied, not passed over.
 #[tokio::test]
 async fn a_runner_that_dies_holding_messages_passes_none_over() {
-    let app = spawn_app_with(
-        Components {
-            http: true,
-            relay: true,
-            ..Components::NONE
-        },
-        &[],
-    )
-    .await;
+    let app = spawn_app_without_projections().await;
     for i in 0..3 {
         app.register(&format!("early_{i}")).await;
     }
@@ -505,15 +518,7 @@ async fn the_head_is_the_newest_event_in_commit_order() {
 /// daily stats.
 #[tokio::test]
 async fn a_shared_consumer_applies_each_event_once_to_members_at_different_checkpoints() {
-    let app = spawn_app_with(
-        Components {
-            http: true,
-            relay: true,
-            ..Components::NONE
-        },
-        &[],
-    )
-    .await;
+    let app = spawn_app_without_projections().await;
     // users read model, for the API's checks of the uploader
     let users = runner(&app, lokiz_projections::by_name("users").unwrap());
     let stop_users = CancellationToken::new();
@@ -625,24 +630,14 @@ async fn a_shared_consumer_applies_each_event_once_to_members_at_different_check
 /// up on its own once it is free.
 #[tokio::test]
 async fn a_stuck_member_of_a_shared_consumer_holds_no_one_else_up() {
-    let app = spawn_app_with(
-        Components {
-            http: true,
-            relay: true,
-            ..Components::NONE
-        },
-        &[],
-    )
-    .await;
+    let app = spawn_app_without_projections().await;
     let options = RuntimeOptions {
         group_stall: Duration::from_secs(1),
         ..RuntimeOptions::default()
     };
     let member = |name: &str| {
-        Arc::new(ProjectionRunner::new(
-            app.pool.clone(),
-            app.ctx.js.clone(),
-            (*app.ctx.config).clone(),
+        Arc::new(runner_with(
+            &app,
             lokiz_projections::by_name(name).unwrap(),
             options.clone(),
         ))
