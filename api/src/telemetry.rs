@@ -1,6 +1,7 @@
 //! Logging and metrics setup.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -23,6 +24,27 @@ pub const LAG_BUCKETS: [f64; 24] = [
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder folds recorded samples into its histograms.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the histograms' raw samples into their buckets every
+/// [`UPKEEP_EVERY`]. The recorder keeps every sample until an upkeep, and
+/// only a scrape of `/metrics` ran one: a relay or projector that nobody
+/// scraped kept one sample per applied event per projection, which was most
+/// of its memory in a catch-up (535 MB after a 3.3M-event backlog, 30 MB
+/// without the samples). A thread, not a task: it must outlive any runtime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started: samples wait for a scrape");
+    }
+}
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
@@ -43,6 +65,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .as_ref()
