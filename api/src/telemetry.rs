@@ -29,10 +29,10 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Folds the histograms' raw samples into their buckets every
 /// [`UPKEEP_EVERY`]. The recorder keeps every sample until an upkeep, and
-/// only a scrape of `/metrics` ran one: a relay or projector that nobody
-/// scraped kept one sample per applied event per projection, which was most
-/// of its memory in a catch-up (535 MB after a 3.3M-event backlog, 30 MB
-/// without the samples). A thread, not a task: it must outlive any runtime.
+/// only a scrape of `/metrics` ran one: a process nobody scraped kept one
+/// sample per request, and per applied event per projection (a projector
+/// reached 535 MB over a 3.3M-event backlog; under 100 MB with this). A
+/// thread, not a task: it must outlive any runtime.
 fn spawn_upkeep(handle: PrometheusHandle) {
     let spawned = std::thread::Builder::new()
         .name("metrics-upkeep".into())
