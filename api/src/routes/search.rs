@@ -505,6 +505,12 @@ pub struct UserSearchPage {
 }
 
 /// SQL: a user's searchable name (what the trigram index holds).
+///
+/// Usernames starting with a prefix are listed `ORDER BY lower(u.username)
+/// USING ~<~` (byte order): the order of the `text_pattern_ops` index that
+/// finds them, so a scan stops after the first `LIMIT` rows. Ordered by the
+/// collation instead, every match was read and sorted (about 300 for `gl`
+/// among 10,000 people: 2.2 ms against 0.1 ms).
 const NAME: &str = "(lower(u.username) || ' ' || lower(u.display_name))";
 
 /// The people `q` finds, closest first, as (score, id), banned ones left
@@ -520,7 +526,7 @@ async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> 
                     UNION
                     (SELECT u.id FROM users u
                       WHERE lower(u.username) LIKE $2 AND NOT u.banned
-                      ORDER BY lower(u.username) LIMIT {USER_CANDIDATES})),
+                      ORDER BY lower(u.username) USING ~<~ LIMIT {USER_CANDIDATES})),
               s AS MATERIALIZED (SELECT u.id,
                            greatest(similarity({NAME}, $1), word_similarity($1, {NAME})) AS sim,
                            lower(u.username) LIKE $2 AS prefix,
@@ -753,7 +759,7 @@ async fn user_suggestions(
     let mut rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
         "SELECT u.id, u.username FROM users u
           WHERE lower(u.username) LIKE $1 AND {visible}
-          ORDER BY lower(u.username) LIMIT $2"
+          ORDER BY lower(u.username) USING ~<~ LIMIT $2"
     ))
     .bind(like_prefix(&prefix))
     .bind(limit)
