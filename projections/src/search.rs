@@ -70,7 +70,8 @@ struct Changes {
     keywords: BTreeMap<String, i64>,
     tags: BTreeMap<String, i64>,
     tag_rows_added: Vec<(String, Uuid, DateTime<Utc>)>,
-    tag_rows_removed: Vec<(String, Uuid)>,
+    /// (tag, video, its publication): the row's key
+    tag_rows_removed: Vec<(String, Uuid, DateTime<Utc>)>,
     /// (tag, day, user) → latest use
     uses: HashMap<(String, NaiveDate, Uuid), DateTime<Utc>>,
 }
@@ -177,9 +178,15 @@ impl Projector for SearchProjector {
                 *changes.tags.entry(t.clone()).or_default() += 1;
                 changes.tag_rows_added.push((t.clone(), *id, at));
             }
+            // a video had tags only while it counted: published, at a time
+            // that never changes
+            let was = before
+                .get(id)
+                .and_then(|t| t.published_at)
+                .unwrap_or_default();
             for t in old_tags.difference(&new_tags) {
                 *changes.tags.entry(t.clone()).or_default() -= 1;
-                changes.tag_rows_removed.push((t.clone(), *id));
+                changes.tag_rows_removed.push((t.clone(), *id, was));
             }
         }
         write(conn, &before, &after, changes).await
@@ -339,13 +346,20 @@ async fn write(
             .await?;
     }
     if !changes.tag_rows_removed.is_empty() {
-        let (tags, ids): (Vec<String>, Vec<Uuid>) = changes.tag_rows_removed.into_iter().unzip();
+        let (mut tags, mut ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, id, at) in changes.tag_rows_removed {
+            tags.push(t);
+            ids.push(id);
+            times.push(at);
+        }
         sqlx::query(
-            "DELETE FROM video_hashtags h USING unnest($1::text[], $2::uuid[]) AS r(tag, video_id)
-              WHERE h.tag = r.tag AND h.video_id = r.video_id",
+            "DELETE FROM video_hashtags h
+              USING unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS r(tag, video_id, published_at)
+              WHERE h.tag = r.tag AND h.published_at = r.published_at AND h.video_id = r.video_id",
         )
         .bind(&tags)
         .bind(&ids)
+        .bind(&times)
         .execute(&mut *conn)
         .await?;
     }
@@ -361,7 +375,7 @@ async fn write(
         sqlx::query(
             "INSERT INTO video_hashtags (tag, video_id, published_at)
              SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[])
-             ON CONFLICT (tag, video_id) DO NOTHING",
+             ON CONFLICT (tag, published_at, video_id) DO NOTHING",
         )
         .bind(&tags)
         .bind(&ids)
@@ -386,7 +400,7 @@ async fn write(
             "WITH used AS (
                 INSERT INTO hashtag_uses (tag, day, user_id, used_at)
                 SELECT * FROM unnest($1::text[], $2::date[], $3::uuid[], $4::timestamptz[])
-                ON CONFLICT (tag, day, user_id) DO UPDATE
+                ON CONFLICT (day, tag, user_id) DO UPDATE
                    SET used_at = greatest(hashtag_uses.used_at, EXCLUDED.used_at)
                 RETURNING tag, day, used_at, (xmax = 0) AS inserted)
              INSERT INTO hashtag_days (tag, day, accounts, last_used_at)
