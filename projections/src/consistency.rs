@@ -103,13 +103,8 @@ async fn wait_until(
             };
         }
         if let Some((xid, pos)) = target {
-            let mut still = Vec::with_capacity(pending.len());
-            for p in pending {
-                if !reached(pool, p, xid, pos).await? {
-                    still.push(p);
-                }
-            }
-            pending = still;
+            let behind = behind(pool, &pending, xid, pos).await?;
+            pending.retain(|p| behind.iter().any(|name| name == p.name()));
             if pending.is_empty() {
                 return Ok(());
             }
@@ -126,43 +121,42 @@ async fn wait_until(
     }
 }
 
-async fn reached(
+/// Which of `projectors` have not reached `(xid, position)`, in one
+/// statement whatever their number (a request waits on several read models,
+/// and polls): a projection at or past the target has reached it with no
+/// look at the events (an old position, or 1, must not cost a scan of
+/// everything since); one behind it has reached it unless an event of one
+/// of its types lies in between: one probe per type
+/// (`events_type_commit_order`), whatever lies between of other types.
+async fn behind(
     pool: &PgPool,
-    p: &dyn Projector,
+    projectors: &[&dyn Projector],
     xid: i64,
     position: i64,
-) -> Result<bool, sqlx::Error> {
-    // At or past the target: reached, with no look at the events (an old
-    // position, or 1, must not cost a scan of everything since).
-    let checkpoint: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT last_xid, last_position FROM projection_checkpoints WHERE projection = $1",
-    )
-    .bind(p.name())
-    .fetch_optional(pool)
-    .await?;
-    let (from_xid, from_position) = checkpoint.unwrap_or_default();
-    if (from_xid, from_position) >= (xid, position) {
-        return Ok(true);
+) -> Result<Vec<String>, sqlx::Error> {
+    let (mut names, mut types) = (Vec::new(), Vec::new());
+    for p in projectors {
+        for t in p.aggregate_types() {
+            names.push(p.name());
+            types.push(*t);
+        }
     }
-    // Otherwise: is any event of its types in between? One probe per type
-    // (`events_type_commit_order`), whatever lies between of other types.
-    let types: Vec<String> = p.aggregate_types().iter().map(|s| s.to_string()).collect();
     sqlx::query_scalar(
-        "SELECT NOT EXISTS (
-            SELECT 1 FROM unnest($1::text[]) AS t(aggregate_type)
-             CROSS JOIN LATERAL (
-                   SELECT 1 FROM events e
-                    WHERE e.aggregate_type = t.aggregate_type
-                      AND (e.xid, e.position) > ($2::bigint::text::xid8, $3)
-                      AND (e.xid, e.position) <= ($4::bigint::text::xid8, $5)
-                    ORDER BY e.xid, e.position
-                    LIMIT 1) x)",
+        "SELECT DISTINCT w.projection
+           FROM unnest($1::text[], $2::text[]) AS w(projection, aggregate_type)
+           LEFT JOIN projection_checkpoints c ON c.projection = w.projection
+          CROSS JOIN LATERAL (SELECT coalesce(c.last_xid, 0) AS xid,
+                                     coalesce(c.last_position, 0) AS position) f
+          WHERE (f.xid, f.position) < ($3, $4)
+            AND EXISTS (SELECT 1 FROM events e
+                         WHERE e.aggregate_type = w.aggregate_type
+                           AND (e.xid, e.position) > (f.xid::text::xid8, f.position)
+                           AND (e.xid, e.position) <= ($3::bigint::text::xid8, $4))",
     )
+    .bind(&names)
     .bind(&types)
-    .bind(from_xid)
-    .bind(from_position)
     .bind(xid)
     .bind(position)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await
 }
