@@ -374,7 +374,8 @@ where
 type ScoreCursor = (f64, Uuid);
 
 /// The videos `q` finds, best first, as (score, id): every match among
-/// the candidates that is listed and whose owner is not banned. Ranked by
+/// the candidates that is listed (a banned owner's are left out by the
+/// page, with the viewer's blocks: one lookup fewer per candidate). Ranked by
 /// the hot score (engagement and recency) plus up to 2 for relevance
 /// (`ts_rank_cd` normalized to 0..1): a closer match outranks a day of
 /// recency or a hundredfold engagement.
@@ -392,8 +393,7 @@ async fn rank_videos(
            FROM unnest($2::uuid[]) AS c(id)
            JOIN search_videos s ON s.video_id = c.id
            JOIN videos v ON v.id = c.id
-           JOIN users u ON u.id = v.owner_id
-          WHERE v.listed AND NOT u.banned
+          WHERE v.listed
           ORDER BY score DESC, v.id DESC",
     )
     .bind(query)
@@ -517,22 +517,22 @@ const NAME: &str = "(lower(u.username) || ' ' || lower(u.display_name))";
 /// out. Candidates: the nearest names by trigram distance (typos:
 /// "trikster" finds trickster) and usernames starting with the query.
 /// Score: similarity, +0.5 for a username prefix, plus a little for
-/// followers. (`s` is materialized: the planner would otherwise push the
-/// similarity test down into a scan of every user.)
+/// followers. Each candidate's name is carried from the scan that found
+/// it, not read again. (`s` is materialized: the planner would otherwise
+/// push the similarity test down into a scan of every user.)
 async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> {
     let sql = format!(
-        "WITH c AS ((SELECT u.id FROM users u WHERE NOT u.banned
+        "WITH c AS ((SELECT u.id, {NAME} AS name, lower(u.username) LIKE $2 AS prefix
+                       FROM users u WHERE NOT u.banned
                       ORDER BY {NAME} <-> $1 LIMIT {USER_CANDIDATES})
                     UNION
-                    (SELECT u.id FROM users u
+                    (SELECT u.id, {NAME}, true FROM users u
                       WHERE lower(u.username) LIKE $2 AND NOT u.banned
                       ORDER BY lower(u.username) USING ~<~ LIMIT {USER_CANDIDATES})),
-              s AS MATERIALIZED (SELECT u.id,
-                           greatest(similarity({NAME}, $1), word_similarity($1, {NAME})) AS sim,
-                           lower(u.username) LIKE $2 AS prefix,
+              s AS MATERIALIZED (SELECT c.id, c.prefix,
+                           greatest(similarity(c.name, $1), word_similarity($1, c.name)) AS sim,
                            coalesce(fc.followers, 0) AS followers
-                      FROM c JOIN users u ON u.id = c.id
-                      LEFT JOIN follow_counts fc ON fc.user_id = u.id)
+                      FROM c LEFT JOIN follow_counts fc ON fc.user_id = c.id)
          SELECT sim + CASE WHEN prefix THEN 0.5 ELSE 0 END
                     + 0.02 * ln(1 + followers) AS score, id
            FROM s
