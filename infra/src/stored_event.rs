@@ -59,18 +59,31 @@ impl StoredEvent {
         )
     }
 
-    /// `<prefix>.<AggregateType>.<id>`; characters NATS reserves in tokens are
-    /// replaced so any aggregate id makes a valid subject.
+    /// `<prefix>.<AggregateType>.<EventType>`; characters NATS reserves in
+    /// tokens are replaced so any name makes a valid subject.
+    ///
+    /// Not the aggregate's id: NATS 2.9 keeps state per subject in every
+    /// message block, and a consumer filtered by type (`<prefix>.Video.>`)
+    /// matches its filter against every subject of a block each time it
+    /// looks for its next message. With one subject per aggregate (a million
+    /// videos) the four sagas' consumers, which match almost nothing during
+    /// a catch-up, cost the server 23 CPU-seconds to pass 3.3M events, and
+    /// the server held 1.8 GB; per event type they are a few dozen per block.
+    /// Order per aggregate needs no subject: the stream is in commit order.
     pub fn subject(&self, prefix: &str) -> String {
-        let id: String = self
-            .aggregate_id
-            .chars()
-            .map(|c| match c {
-                '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' => '_',
-                c => c,
-            })
-            .collect();
-        format!("{prefix}.{}.{id}", self.aggregate_type)
+        let token = |s: &str| -> String {
+            s.chars()
+                .map(|c| match c {
+                    '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' => '_',
+                    c => c,
+                })
+                .collect()
+        };
+        format!(
+            "{prefix}.{}.{}",
+            token(&self.aggregate_type),
+            token(&self.event_type)
+        )
     }
 }
 
@@ -121,13 +134,13 @@ mod tests {
             aggregate_type: "Like".into(),
             aggregate_id: "a.b c>*".into(),
             sequence: 3,
-            event_type: "VideoLiked".into(),
+            event_type: "Video.Liked >".into(),
             event_version: "1.0".into(),
             payload: serde_json::json!({}),
             metadata: serde_json::json!({}),
             recorded_at: Utc::now(),
         };
-        assert_eq!(e.subject("LOKIZ.events"), "LOKIZ.events.Like.a_b_c__");
+        assert_eq!(e.subject("LOKIZ.events"), "LOKIZ.events.Like.Video_Liked__");
         assert_eq!(e.message_id(), "Like:a.b c>*:3");
     }
 }
