@@ -86,7 +86,7 @@ impl Projector for SearchProjector {
         &[Video::TYPE_NAME]
     }
 
-    /// Search writes about 18 index entries per video: sharing a consumer,
+    /// Search writes about 15 index entries per video: sharing a consumer,
     /// it would hold every other projection to its pace.
     fn own_consumer(&self) -> bool {
         true
