@@ -13,6 +13,7 @@ pub mod comments;
 pub mod consistency;
 pub mod drafts;
 pub mod follows;
+pub mod hashtags;
 pub mod images;
 pub mod likes;
 pub mod notifications;
@@ -28,6 +29,7 @@ pub mod status;
 pub mod subscriptions;
 pub mod users;
 pub mod video_stats;
+mod video_text;
 pub mod videos;
 pub mod wallets;
 
@@ -52,6 +54,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(activity::ActivityProjector),
         Arc::new(shares::SharesProjector),
         Arc::new(search::SearchProjector),
+        Arc::new(hashtags::HashtagsProjector),
         Arc::new(search_history::SearchHistoryProjector),
         Arc::new(subscriptions::SubscriptionsProjector),
         Arc::new(video_stats::VideoStatsProjector),

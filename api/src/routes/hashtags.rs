@@ -88,7 +88,7 @@ pub async fn tag_videos(
             has_more: false,
         }));
     };
-    ctx.wait_for(min, &["search", "videos", "users", "blocks"])
+    ctx.wait_for(min, &["hashtags", "videos", "users", "blocks"])
         .await?;
     let viewer = user.map(|u| u.user_id);
     let listed = listed_for("$5::uuid");
@@ -205,17 +205,26 @@ async fn compute_trends(ctx: &ApiContext) -> Result<Vec<TrendingTag>, ApiError> 
 }
 
 #[utoipa::path(get, path = "/v1/hashtags/trending", tag = "search",
-    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "At most this many (default 20)")),
-    responses((status = 200, body = Trending, description = "Tags more people use today than usual, highest score first (recomputed at most every 15 seconds)"),
+    params(crate::extract::MinPosition,
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "At most this many (default 20)")),
+    responses((status = 200, body = Trending, description = "Tags more people use today than usual, highest score first (recomputed at most every 15 seconds, or at once for a request with `X-Lokiz-Min-Position`)"),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn trending(
     State(ctx): State<ApiContext>,
+    MinPosition(min): MinPosition,
     params: Params,
 ) -> Result<Json<Trending>, ApiError> {
     let mut errors = Vec::new();
     let limit = params.limit(&mut errors);
     check(errors)?;
-    let mut tags = match ctx.trends.get() {
+    ctx.wait_for(min, &["hashtags"]).await?;
+    // a request that names a position it must see computes anew
+    let cached = if min.is_some() {
+        None
+    } else {
+        ctx.trends.get()
+    };
+    let mut tags = match cached {
         Some(tags) => tags,
         None => {
             let tags = compute_trends(&ctx).await?;

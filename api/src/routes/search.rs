@@ -700,8 +700,11 @@ pub async fn search_all(
     let q = query_param(&params, &mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["search", "videos", "users", "follows", "blocks"])
-        .await?;
+    ctx.wait_for(
+        min,
+        &["search", "hashtags", "videos", "users", "follows", "blocks"],
+    )
+    .await?;
     let viewer = user.map(|u| u.user_id);
     let first = words(&q).into_iter().next().unwrap_or_default();
     let (videos, users, hashtags) = tokio::try_join!(
@@ -869,19 +872,26 @@ async fn keyword_suggestions(
 }
 
 #[utoipa::path(get, path = "/v1/search/autocomplete", tag = "search", security((), ("bearer" = [])),
-    params(QueryParam,
+    params(crate::extract::MinPosition,
+           QueryParam,
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 20, description = "At most this many suggestions (default 10)")),
     responses((status = 200, body = Suggestions),
               (status = 422, body = crate::error::ErrorEnvelope)))]
 pub async fn autocomplete(
     State(ctx): State<ApiContext>,
     MaybeAuthUser(user): MaybeAuthUser,
+    MinPosition(min): MinPosition,
     params: Params,
 ) -> Result<Json<Suggestions>, ApiError> {
     let mut errors = Vec::new();
     let q = query_param(&params, &mut errors);
     let limit = params.number("limit", 10, 1, 20, &mut errors);
     check(errors)?;
+    ctx.wait_for(
+        min,
+        &["search", "hashtags", "search_history", "users", "blocks"],
+    )
+    .await?;
     let viewer = user.map(|u| u.user_id);
     let hashtag = |m: HashtagMatch| Suggestion {
         kind: "hashtag",

@@ -506,7 +506,8 @@ async fn the_transaction_holding_the_relay_back_is_named() {
 
 /// The `videos` projection's set-based batches (which fold a new video's
 /// completion and publication into its insert) leave exactly the rows that
-/// applying the same events one at a time leaves.
+/// applying the same events one at a time leaves; so do `search`'s and
+/// `hashtags`' (each folds a batch per video before writing).
 #[tokio::test]
 async fn videos_batches_equal_event_by_event_application() {
     let app = spawn_app().await;
@@ -521,15 +522,24 @@ async fn videos_batches_equal_event_by_event_application() {
         )
         .await;
     assert!(r.status().is_success());
-    let (private, _) = app.upload_video(&owner, Some("soon private")).await;
-    let r = app
-        .patch(
-            &format!("/v1/videos/{private}"),
-            json!({"visibility": "private"}),
-            &owner.access_token,
-        )
-        .await;
-    assert!(r.status().is_success(), "{}", r.status());
+    let (private, _) = app.upload_video(&owner, Some("soon private #Secret")).await;
+    // private, its caption edited, then shown again: postings, tag rows and
+    // tag uses leave and come back (search, hashtags)
+    for change in [
+        json!({"visibility": "private"}),
+        json!({"caption": "back again #Reveal #댄스"}),
+        json!({"visibility": "public"}),
+        json!({"visibility": "private"}),
+    ] {
+        let r = app
+            .patch(
+                &format!("/v1/videos/{private}"),
+                change,
+                &owner.access_token,
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.status());
+    }
     let (gone, _) = app.upload_video(&owner, None).await;
     let r = app
         .client
@@ -542,6 +552,10 @@ async fn videos_batches_equal_event_by_event_application() {
     caught_up(&app).await;
     let rows = batches_equal_event_by_event(&app, "videos").await;
     assert!(rows >= 123, "{rows} rows");
+    for (name, at_least) in [("search", 700), ("hashtags", 650)] {
+        let rows = batches_equal_event_by_event(&app, name).await;
+        assert!(rows >= at_least, "{name}: {rows} rows");
+    }
     app.stop().await;
 }
 
