@@ -421,10 +421,13 @@ pub fn bearer(ctx: &ApiContext, headers: &axum::http::HeaderMap) -> Bearer {
 
 /// A signed-in user whose role (in the `users` read model) is admin:
 /// no token → 401, any other role → 403. Honours `X-Lokiz-Min-Position`
-/// (e.g. the position `lokiz users grant-admin` prints).
+/// for the role (e.g. the position `lokiz users grant-admin` prints); a
+/// route that reads other read models waits for them with `min`.
 #[derive(Debug, Clone, Copy)]
 pub struct AdminUser {
     pub user_id: Uuid,
+    /// The request's `X-Lokiz-Min-Position`.
+    pub min: Option<i64>,
 }
 
 impl FromRequestParts<ApiContext> for AdminUser {
@@ -444,6 +447,7 @@ impl FromRequestParts<ApiContext> for AdminUser {
         if role.as_deref() == Some(lokiz_domain::user::Role::Admin.as_str()) {
             Ok(AdminUser {
                 user_id: user.user_id,
+                min,
             })
         } else {
             Err(ApiError::Forbidden {

@@ -53,11 +53,19 @@ pub struct AdminStats {
 }
 
 #[utoipa::path(get, path = "/v1/admin/stats", tag = "admin", security(("bearer" = [])),
+    params(crate::extract::MinPosition),
     responses((status = 200, body = AdminStats), (status = 403, description = "Not an admin", body = crate::error::ErrorEnvelope)))]
 pub async fn stats(
     State(ctx): State<ApiContext>,
-    _admin: AdminUser,
+    admin: AdminUser,
 ) -> Result<Json<AdminStats>, ApiError> {
+    ctx.wait_for(
+        admin.min,
+        &[
+            "users", "videos", "activity", "wallets", "ai_jobs", "reports",
+        ],
+    )
+    .await?;
     let stats: AdminStats = sqlx::query_as(
         "SELECT (SELECT count(*) FROM users) AS total_users,
                 (SELECT count(*) FROM users WHERE banned) AS banned_users,
@@ -179,14 +187,15 @@ pub struct AdminVideoPage {
 }
 
 #[utoipa::path(get, path = "/v1/admin/videos", tag = "admin", security(("bearer" = [])),
-    params(("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
+    params(crate::extract::MinPosition,
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)"),
            ("reported" = Option<bool>, Query, description = "Only videos with open reports (true)")),
     responses((status = 200, body = AdminVideoPage, description = "Every video, removed and private ones included, newest first"),
               (status = 403, description = "Not an admin", body = crate::error::ErrorEnvelope)))]
 pub async fn videos(
     State(ctx): State<ApiContext>,
-    _admin: AdminUser,
+    admin: AdminUser,
     params: Params,
 ) -> Result<Json<AdminVideoPage>, ApiError> {
     let mut errors = Vec::new();
@@ -194,6 +203,8 @@ pub async fn videos(
     let limit = params.limit(&mut errors);
     let reported = flag(&params, "reported", &mut errors);
     check(errors)?;
+    ctx.wait_for(admin.min, &["videos", "users", "reports"])
+        .await?;
     let rows: Vec<AdminVideoView> = sqlx::query_as(
         "SELECT v.id, v.owner_id, u.username, v.caption, v.status, v.visibility, v.removed_at,
                 u.banned AS owner_banned, coalesce(r.n, 0) AS open_reports, v.created_at
@@ -247,13 +258,14 @@ pub struct AdminReportPage {
 }
 
 #[utoipa::path(get, path = "/v1/admin/reports", tag = "admin", security(("bearer" = [])),
-    params(("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
+    params(crate::extract::MinPosition,
+           ("cursor" = Option<String>, Query, description = "Opaque: the `next_cursor` of the page before; empty or absent for the first page"),
            ("limit" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Page size (default 20)")),
     responses((status = 200, body = AdminReportPage, description = "Open reports first, then resolved ones; newest first within each"),
               (status = 403, description = "Not an admin", body = crate::error::ErrorEnvelope)))]
 pub async fn reports(
     State(ctx): State<ApiContext>,
-    _admin: AdminUser,
+    admin: AdminUser,
     params: Params,
 ) -> Result<Json<AdminReportPage>, ApiError> {
     let mut errors = Vec::new();
@@ -261,6 +273,7 @@ pub async fn reports(
     let after: Option<(bool, DateTime<Utc>, Uuid)> = params.cursor(&mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
+    ctx.wait_for(admin.min, &["reports"]).await?;
     let rows: Vec<AdminReportView> = sqlx::query_as(
         "SELECT r.id, r.video_id, r.reporter_id, r.reason, r.note, r.status, r.created_at,
                 r.resolved_at, r.resolved_by,

@@ -378,7 +378,8 @@ type ScoreCursor = (f64, Uuid);
 /// page, with the viewer's blocks: one lookup fewer per candidate). Ranked by
 /// the hot score (engagement and recency) plus up to 2 for relevance
 /// (`ts_rank_cd` normalized to 0..1): a closer match outranks a day of
-/// recency or a hundredfold engagement.
+/// recency or a hundredfold engagement. The query is parsed once (in
+/// `FROM`), not per candidate as a generic plan would.
 async fn rank_videos(
     ctx: &ApiContext,
     words: &[String],
@@ -389,8 +390,9 @@ async fn rank_videos(
         return Ok(Vec::new());
     }
     let ranked: Vec<Ranked> = sqlx::query_as(
-        "SELECT v.hot_score + 2.0 * ts_rank_cd(s.tsv, to_tsquery('lokiz', $1), 32) AS score, v.id
+        "SELECT v.hot_score + 2.0 * ts_rank_cd(s.tsv, q, 32) AS score, v.id
            FROM unnest($2::uuid[]) AS c(id)
+          CROSS JOIN to_tsquery('lokiz', $1) AS q
            JOIN search_videos s ON s.video_id = c.id
            JOIN videos v ON v.id = c.id
           WHERE v.listed
@@ -517,8 +519,9 @@ const NAME: &str = "(lower(u.username) || ' ' || lower(u.display_name))";
 /// out. Candidates: the nearest names by trigram distance (typos:
 /// "trikster" finds trickster) and usernames starting with the query.
 /// Score: similarity, +0.5 for a username prefix, plus a little for
-/// followers. Each candidate's name is carried from the scan that found
-/// it, not read again. (`s` is materialized: the planner would otherwise
+/// followers (one index probe per candidate: joined, the planner hashed
+/// every row of `follow_counts`). Each candidate's name is carried from the
+/// scan that found it, not read again. (`s` is materialized: the planner would otherwise
 /// push the similarity test down into a scan of every user.)
 async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> {
     let sql = format!(
@@ -531,8 +534,9 @@ async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> 
                       ORDER BY lower(u.username) USING ~<~ LIMIT {USER_CANDIDATES})),
               s AS MATERIALIZED (SELECT c.id, c.prefix,
                            greatest(similarity(c.name, $1), word_similarity($1, c.name)) AS sim,
-                           coalesce(fc.followers, 0) AS followers
-                      FROM c LEFT JOIN follow_counts fc ON fc.user_id = c.id)
+                           coalesce((SELECT fc.followers FROM follow_counts fc
+                                      WHERE fc.user_id = c.id), 0) AS followers
+                      FROM c)
          SELECT sim + CASE WHEN prefix THEN 0.5 ELSE 0 END
                     + 0.02 * ln(1 + followers) AS score, id
            FROM s
