@@ -1,7 +1,7 @@
 -- Hashtags become a projection of their own (projections/src/hashtags.rs),
 -- split from `search`: one Postgres backend writing postings, tag rows and
 -- tag uses in turn set the end of every catch-up. Each keeps its own copy of
--- the videos' caption state, so the two run on their own consumers.
+-- the videos' caption state, so the two apply on their own connections.
 CREATE TABLE IF NOT EXISTS hashtag_videos
 (
     video_id     uuid PRIMARY KEY,

@@ -10,9 +10,10 @@
 //!   many distinct people that is (trending), recorded when a counted video
 //!   gains the tag (published, made public again, or a caption edit).
 //!
-//! Split from `search` so that the two run on their own consumers, in
-//! parallel: together they were the catch-up's last projection by about
-//! 15 s at 1M events, one Postgres backend doing both in turn.
+//! Split from `search` so that the two apply in parallel, each on its own
+//! connection (they share one consumer of the Video events): together they
+//! were the catch-up's last projection by about 15 s at 1M events, one
+//! Postgres backend doing both in turn.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -30,13 +31,15 @@ pub struct HashtagsProjector;
 
 const STATE: &str = "hashtag_videos";
 
+/// A `video_hashtags` row's key: (tag, video, its publication).
+type TagRow = (String, Uuid, DateTime<Utc>);
+
 /// What a batch changes, gathered before it is written.
 #[derive(Default)]
 struct Changes {
     tags: BTreeMap<String, i64>,
-    tag_rows_added: Vec<(String, Uuid, DateTime<Utc>)>,
-    /// (tag, video, its publication): the row's key
-    tag_rows_removed: Vec<(String, Uuid, DateTime<Utc>)>,
+    tag_rows_added: Vec<TagRow>,
+    tag_rows_removed: Vec<TagRow>,
     /// (tag, day, user) → latest use
     uses: HashMap<(String, NaiveDate, Uuid), DateTime<Utc>>,
 }
@@ -146,12 +149,7 @@ async fn write(conn: &mut PgConnection, changes: Changes) -> Result<(), Projecti
             .await?;
     }
     if !changes.tag_rows_removed.is_empty() {
-        let (mut tags, mut ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
-        for (t, id, at) in changes.tag_rows_removed {
-            tags.push(t);
-            ids.push(id);
-            times.push(at);
-        }
+        let (tags, ids, times) = columns(changes.tag_rows_removed);
         sqlx::query(
             "DELETE FROM video_hashtags h
               USING unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS r(tag, video_id, published_at)
@@ -164,12 +162,7 @@ async fn write(conn: &mut PgConnection, changes: Changes) -> Result<(), Projecti
         .await?;
     }
     if !changes.tag_rows_added.is_empty() {
-        let (mut tags, mut ids, mut times) = (Vec::new(), Vec::new(), Vec::new());
-        for (t, id, at) in changes.tag_rows_added {
-            tags.push(t);
-            ids.push(id);
-            times.push(at);
-        }
+        let (tags, ids, times) = columns(changes.tag_rows_added);
         // a plain insert: a row is added only for a tag the stored state
         // lacked, so a duplicate is a bug that must fail the batch (see
         // `search::post_terms`)
@@ -218,4 +211,19 @@ async fn write(conn: &mut PgConnection, changes: Changes) -> Result<(), Projecti
         .await?;
     }
     Ok(())
+}
+
+/// Tag rows as the three arrays a statement binds.
+fn columns(rows: Vec<TagRow>) -> (Vec<String>, Vec<Uuid>, Vec<DateTime<Utc>>) {
+    let mut out = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (tag, id, at) in rows {
+        out.0.push(tag);
+        out.1.push(id);
+        out.2.push(at);
+    }
+    out
 }

@@ -21,7 +21,8 @@
 //!
 //! **Sharing a consumer.** The projectors a process locks together share
 //! one consumer of the whole stream ([`run_group`]), except those that read
-//! alone ([`Projector::own_consumer`]: search); each member applies the
+//! apart ([`Projector::own_consumer`]: search and hashtags), which share one
+//! consumer per filter (their aggregate type); each member applies the
 //! shared batches under its own checkpoint exactly as below.
 //!
 //! **Applying.** A batch is applied and the checkpoint advanced in one
@@ -35,6 +36,7 @@
 //! database errors are never parked: they are retried until the database is
 //! back.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -966,10 +968,18 @@ pub async fn run_group(
     };
     let names: Vec<&str> = members.iter().map(|m| m.projector.name()).collect();
     let runners: Vec<&ProjectionRunner> = members.iter().map(|m| m.as_ref()).collect();
+    // members of one aggregate type (those that read apart, by type) share
+    // that type's filter; any other group reads the whole stream
+    let filter = first.filter_subject();
+    let filter = if runners.iter().all(|r| r.filter_subject() == filter) {
+        filter
+    } else {
+        format!("{}.>", first.config.subject_prefix())
+    };
     let open = OpenConsumer::open(
         &runners,
         format!("lokiz projections {}", names.join(" ")),
-        format!("{}.>", first.config.subject_prefix()),
+        filter,
     )
     .await?;
     tracing::info!(projections = ?names, start = open.start, "projection group running");
@@ -1215,14 +1225,24 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
                 }
             }
         }
-        // Those locked together share a consumer, unless they read alone.
-        let (whole, own): (Vec<_>, Vec<_>) = locked.into_iter().partition(|r| r.shares_consumer());
-        let groups = if whole.len() > 1 {
-            vec![whole]
-        } else {
-            whole.into_iter().map(|r| vec![r]).collect()
-        };
-        for group in groups.into_iter().chain(own.into_iter().map(|r| vec![r])) {
+        // Those locked together share a consumer of the whole stream; those
+        // that read apart share one per filter (search and hashtags: the
+        // Video events, delivered and decoded once for both).
+        let (whole, apart): (Vec<_>, Vec<_>) =
+            locked.into_iter().partition(|r| r.shares_consumer());
+        let mut by_filter: BTreeMap<String, Vec<Arc<ProjectionRunner>>> = BTreeMap::new();
+        for r in apart {
+            by_filter.entry(r.filter_subject()).or_default().push(r);
+        }
+        let mut groups = Vec::new();
+        for set in std::iter::once(whole).chain(by_filter.into_values()) {
+            if set.len() > 1 {
+                groups.push(set);
+            } else {
+                groups.extend(set.into_iter().map(|r| vec![r]));
+            }
+        }
+        for group in groups {
             let token = round.clone();
             tasks.spawn(async move {
                 if let [one] = group.as_slice() {

@@ -1,8 +1,8 @@
 //! A video's caption and whether it counts, as `search` and `hashtags` each
 //! keep it (in `search_videos` and `hashtag_videos`): the state both fold
 //! Video events into before writing what they derive from it. Each keeps
-//! its own copy, so the two run on their own consumers, at their own pace,
-//! and a rebuild of one never touches the other.
+//! its own copy, so the two apply at their own pace, on their own
+//! connections, and a rebuild of one never touches the other.
 
 use std::collections::{BTreeSet, HashMap};
 
