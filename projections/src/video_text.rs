@@ -73,6 +73,9 @@ pub(crate) fn decode_batch(
     Ok(decoded)
 }
 
+/// (video, owner, caption, public, published at, live), as stored.
+type StateRow = (Uuid, Uuid, String, bool, Option<DateTime<Utc>>, bool);
+
 /// The stored state of the batch's videos, read once, from `table`
 /// (`search_videos` or `hashtag_videos`).
 pub(crate) async fn load(
@@ -86,14 +89,13 @@ pub(crate) async fn load(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let rows: Vec<(Uuid, Uuid, String, bool, Option<DateTime<Utc>>, bool)> =
-        sqlx::query_as(&format!(
-            "SELECT video_id, owner_id, caption, public, published_at, live
+    let rows: Vec<StateRow> = sqlx::query_as(&format!(
+        "SELECT video_id, owner_id, caption, public, published_at, live
                FROM {table} WHERE video_id = ANY($1)"
-        ))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, owner_id, caption, public, published_at, live)| {
