@@ -59,11 +59,10 @@ pub async fn stats(
     State(ctx): State<ApiContext>,
     admin: AdminUser,
 ) -> Result<Json<AdminStats>, ApiError> {
+    // `users`: `AdminUser` has waited for it
     ctx.wait_for(
         admin.min,
-        &[
-            "users", "videos", "activity", "wallets", "ai_jobs", "reports",
-        ],
+        &["videos", "activity", "wallets", "ai_jobs", "reports"],
     )
     .await?;
     let stats: AdminStats = sqlx::query_as(
@@ -203,8 +202,8 @@ pub async fn videos(
     let limit = params.limit(&mut errors);
     let reported = flag(&params, "reported", &mut errors);
     check(errors)?;
-    ctx.wait_for(admin.min, &["videos", "users", "reports"])
-        .await?;
+    // `users`: `AdminUser` has waited for it
+    ctx.wait_for(admin.min, &["videos", "reports"]).await?;
     let rows: Vec<AdminVideoView> = sqlx::query_as(
         "SELECT v.id, v.owner_id, u.username, v.caption, v.status, v.visibility, v.removed_at,
                 u.banned AS owner_banned, coalesce(r.n, 0) AS open_reports, v.created_at
