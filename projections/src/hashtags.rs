@@ -15,7 +15,7 @@
 //! were the catch-up's last projection by about 15 s at 1M events, one
 //! Postgres backend doing both in turn.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -91,36 +91,52 @@ impl Projector for HashtagsProjector {
         let before = video_text::load(conn, STATE, &decoded).await?;
         let mut after = before.clone();
         let mut changes = Changes::default();
+        // each video's tags before the batch and as it goes: a caption is
+        // parsed once per event, not again for the net change
+        let mut tags_before: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+        let mut tags_now: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
         for (id, event) in decoded {
-            // a counted video gaining a tag is a use of it, at the event's time
-            let old = after.get(&id).map(VideoText::hashtags).unwrap_or_default();
-            let Some(at) = video_text::fold(&mut after, id, event) else {
-                continue;
+            let old = match tags_now.remove(&id) {
+                Some(t) => t,
+                None => {
+                    let t = before.get(&id).map(VideoText::hashtags).unwrap_or_default();
+                    tags_before.insert(id, t.clone());
+                    t
+                }
             };
-            if let Some(t) = after.get(&id) {
-                for tag in t.hashtags().difference(&old) {
+            let at = video_text::fold(&mut after, id, event);
+            let new = after.get(&id).map(VideoText::hashtags).unwrap_or_default();
+            // a counted video gaining a tag is a use of it, at the event's time
+            if let (Some(at), Some(t)) = (at, after.get(&id)) {
+                for tag in new.difference(&old) {
                     let key = (tag.clone(), at.date_naive(), t.owner_id);
                     let used = changes.uses.entry(key).or_insert(at);
                     *used = (*used).max(at);
                 }
             }
+            tags_now.insert(id, new);
         }
         // counters and tag rows: the net change per video
-        for (id, now) in &after {
-            let old = before.get(id).map(VideoText::hashtags).unwrap_or_default();
-            let new = now.hashtags();
-            let at = now.published_at.unwrap_or_default();
-            for t in new.difference(&old) {
+        let none = BTreeSet::new();
+        for (id, new) in &tags_now {
+            let old = tags_before.get(id).unwrap_or(&none);
+            let (at, was) = (
+                after
+                    .get(id)
+                    .and_then(|t| t.published_at)
+                    .unwrap_or_default(),
+                // a video had tags only while it counted: published, at a
+                // time that never changes
+                before
+                    .get(id)
+                    .and_then(|t| t.published_at)
+                    .unwrap_or_default(),
+            );
+            for t in new.difference(old) {
                 *changes.tags.entry(t.clone()).or_default() += 1;
                 changes.tag_rows_added.push((t.clone(), *id, at));
             }
-            // a video had tags only while it counted: published, at a time
-            // that never changes
-            let was = before
-                .get(id)
-                .and_then(|t| t.published_at)
-                .unwrap_or_default();
-            for t in old.difference(&new) {
+            for t in old.difference(new) {
                 *changes.tags.entry(t.clone()).or_default() -= 1;
                 changes.tag_rows_removed.push((t.clone(), *id, was));
             }
