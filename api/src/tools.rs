@@ -463,8 +463,8 @@ pub async fn export(
                     e.sequence.to_string(),
                     e.event_type.clone(),
                     e.event_version.clone(),
-                    e.payload.to_string(),
-                    e.metadata.to_string(),
+                    e.payload.get().to_owned(),
+                    e.metadata.get().to_owned(),
                 ];
                 let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
                 writeln!(sink, "{}", line.join(","))?;

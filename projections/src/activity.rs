@@ -11,12 +11,16 @@ use crate::projector::{ProjectionError, Projector};
 
 pub struct ActivityProjector;
 
+/// The metadata field this projection reads (the rest is skipped unparsed).
+#[derive(serde::Deserialize)]
+struct Actor {
+    actor: Option<Uuid>,
+}
+
 fn actor(event: &StoredEvent) -> Option<Uuid> {
-    event
-        .metadata
-        .get("actor")
-        .and_then(|a| a.as_str())
-        .and_then(|a| Uuid::parse_str(a).ok())
+    serde_json::from_str::<Actor>(event.metadata.get())
+        .ok()
+        .and_then(|m| m.actor)
 }
 
 #[async_trait]

@@ -61,8 +61,8 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
 /// own aggregate.
 pub fn keys_from_fields(event: &StoredEvent, fields: &[(&str, &str)]) -> Vec<String> {
     let mut keys = vec![format!("{}:{}", event.aggregate_type, event.aggregate_id)];
-    let body = event
-        .payload
+    let payload = event.payload_value().unwrap_or_default();
+    let body = payload
         .as_object()
         .and_then(|o| o.values().next())
         .and_then(|v| v.as_object());

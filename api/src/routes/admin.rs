@@ -43,14 +43,18 @@ pub struct AuditEvent {
 
 impl From<StoredEvent> for AuditEvent {
     fn from(e: StoredEvent) -> Self {
+        let (payload, metadata) = (
+            e.payload_value().unwrap_or_default(),
+            e.metadata_value().unwrap_or_default(),
+        );
         Self {
             sequence: e.sequence,
             position: e.position,
             event_type: e.event_type,
             event_version: e.event_version,
             recorded_at: e.recorded_at,
-            payload: e.payload,
-            metadata: e.metadata,
+            payload,
+            metadata,
         }
     }
 }
