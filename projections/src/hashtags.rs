@@ -11,7 +11,7 @@
 //!   gains the tag (published, made public again, or a caption edit).
 //!
 //! Split from `search` so that the two apply in parallel, each on its own
-//! connection (they share one consumer of the Video events): together they
+//! connection (the process's projections share one consumer): together they
 //! were the catch-up's last projection by about 15 s at 1M events, one
 //! Postgres backend doing both in turn.
 
@@ -52,13 +52,6 @@ impl Projector for HashtagsProjector {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[Video::TYPE_NAME]
-    }
-
-    /// Every video is read and most are written (about 6 index entries
-    /// each): on the shared consumer it would set every other projection's
-    /// pace.
-    fn own_consumer(&self) -> bool {
-        true
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -120,21 +120,6 @@ pub trait Projector: Send + Sync + 'static {
         vec![format!("{}:{}", event.aggregate_type, event.aggregate_id)]
     }
 
-    /// Whether this projector reads apart from the consumer of the whole
-    /// stream a process's projectors share (see `runtime::run_group`). A
-    /// shared consumer moves at the pace of its slowest member: a projector
-    /// much slower than the rest over most of the stream (search and
-    /// hashtags, over every video) reads apart, on a consumer filtered to
-    /// its type when it reads one, shared with the others apart on the same
-    /// filter (one delivery and one decode per message; each applies on its
-    /// own connection, at its own pace within a few batches). Others share
-    /// the whole stream: on NATS 2.9 a filter matching few of the stream's
-    /// messages costs the server a scan of their subjects, on every consumer
-    /// (re)start and pull.
-    fn own_consumer(&self) -> bool {
-        false
-    }
-
     /// Wake-up subjects (under `<stream>.wake.`) for what the events applied
     /// since the last call changed, taken once they are committed: the
     /// runtime publishes each (core NATS, no payload) right after the

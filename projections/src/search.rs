@@ -12,7 +12,7 @@
 //!
 //! Hashtags are the `hashtags` projection's (`hashtags.rs`): the two fold
 //! the same Video events into their own copies of the caption state
-//! (`video_text.rs`) and run on their own consumers, in parallel.
+//! (`video_text.rs`) and apply in parallel, each on its own connection.
 //!
 //! A batch is folded per video in memory (its rows read once, the events
 //! applied in order), then written with a fixed number of set-based
@@ -42,13 +42,6 @@ impl Projector for SearchProjector {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[Video::TYPE_NAME]
-    }
-
-    /// Search writes about 8 index entries per video (its row, the text
-    /// index, the postings): sharing a consumer, it would hold every other
-    /// projection to its pace.
-    fn own_consumer(&self) -> bool {
-        true
     }
 
     fn tables(&self) -> &'static [&'static str] {
