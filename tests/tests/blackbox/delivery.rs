@@ -622,6 +622,7 @@ async fn a_shared_consumer_applies_each_event_once_to_members_at_different_check
     group.await.unwrap().unwrap();
     stop_users.cancel();
     users_task.await.unwrap().unwrap();
+    app.stop().await;
 }
 
 /// A member of a shared consumer that stops taking batches (here, as when
@@ -677,4 +678,5 @@ async fn a_stuck_member_of_a_shared_consumer_holds_no_one_else_up() {
     .await;
     stop.cancel();
     group.await.unwrap().unwrap();
+    app.stop().await;
 }

@@ -224,6 +224,7 @@ async fn search_finds_captions_misspelt_names_and_korean_tags_but_never_hidden_v
     assert!(video_ids(&page).is_empty());
 
     crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -254,6 +255,7 @@ async fn search_pages_follow_the_cursor_without_repeats() {
     assert_eq!(sorted.len(), seen.len(), "no repeats");
     made.sort();
     assert_eq!(sorted, made);
+    app.stop().await;
 }
 
 /// A search without a position to wait for may reuse a query's ranking
@@ -317,6 +319,7 @@ async fn a_reused_ranking_never_shows_what_has_since_been_hidden() {
 
     assert_eq!(anew(None).await, vec![his.to_string()]);
     assert!(anew(Some(&carol)).await.is_empty());
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -421,6 +424,7 @@ async fn search_history_is_private_deduplicated_and_keeps_the_newest_fifty() {
     let h = get(&app, "/v1/search/history", Some(&alice), head).await;
     assert_eq!(h, json!({"history": []}));
     crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
 }
 
 /// A video of `owner` published `days_ago` days ago with `caption`, recorded
@@ -510,4 +514,5 @@ async fn trending_favours_many_people_today_over_one_loud_account_and_old_favour
     let r = app.get("/v1/hashtags/trending?limit=0", None, None).await;
     expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
     crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
 }
