@@ -97,10 +97,14 @@ impl Projector for HashtagsProjector {
                     t
                 }
             };
-            let at = video_text::fold(&mut after, id, event);
+            let Some(at) = video_text::fold(&mut after, id, event) else {
+                // nothing changed here: the tags are as they were
+                tags_now.insert(id, old);
+                continue;
+            };
             let new = after.get(&id).map(VideoText::hashtags).unwrap_or_default();
             // a counted video gaining a tag is a use of it, at the event's time
-            if let (Some(at), Some(t)) = (at, after.get(&id)) {
+            if let Some(t) = after.get(&id) {
                 for tag in new.difference(&old) {
                     let key = (tag.clone(), at.date_naive(), t.owner_id);
                     let used = changes.uses.entry(key).or_insert(at);
