@@ -764,6 +764,8 @@ impl Bench {
         let after = lag_histogram(http, base).await?;
         let delta = after.minus(&before);
         let (p50, p99) = (delta.quantile(0.50) * 1e3, delta.quantile(0.99) * 1e3);
+        // PERFORMANCE.md: p99 ≤ 50 ms at 1,000 events/s, ≤ 100 ms at 5,000
+        let target_ms = if args.lag_rate <= 1000 { 50.0 } else { 100.0 };
         rows.push(Row {
             scenario: format!(
                 "projection lag, {}/s offered for {}s ({} events, {} errors{})",
@@ -793,8 +795,8 @@ impl Bench {
             ratio: None,
             p50_ms: Some(p50),
             p99_ms: Some(p99),
-            target: "p99 ≤ 100 ms".into(),
-            pass: p99 <= 100.0 && offered.errors == 0 && delta.total > 0.0,
+            target: format!("p99 ≤ {target_ms:.0} ms, 0 errors"),
+            pass: p99 <= target_ms && offered.errors == 0 && delta.total > 0.0,
         });
         Ok(())
     }

@@ -1,13 +1,197 @@
 //! `users`: public profiles, one row per registered user.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use lokiz_domain::user::{User, UserEvent};
 use lokiz_infra::StoredEvent;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::projector::{decode, uuid_id, ProjectionError, Projector};
 
 pub struct UsersProjector;
+
+/// One user's changes over a batch, folded: the last word on each field
+/// wins, `None` leaves the field as it is.
+struct Patch {
+    display_name: Option<String>,
+    bio: Option<Option<String>>,
+    profile_image_url: Option<Option<String>>,
+    role: Option<&'static str>,
+    banned: Option<bool>,
+    updated_at: DateTime<Utc>,
+}
+
+impl Patch {
+    fn at(updated_at: DateTime<Utc>) -> Self {
+        Self {
+            display_name: None,
+            bio: None,
+            profile_image_url: None,
+            role: None,
+            banned: None,
+            updated_at,
+        }
+    }
+}
+
+/// The rows of a batch's registrations, column by column.
+#[derive(Default)]
+struct NewUsers {
+    ids: Vec<Uuid>,
+    usernames: Vec<String>,
+    emails: Vec<String>,
+    display_names: Vec<String>,
+    roles: Vec<&'static str>,
+    registered_at: Vec<DateTime<Utc>>,
+}
+
+/// A batch's new rows and its changes to rows, per user.
+#[derive(Default)]
+struct Changes {
+    registered: NewUsers,
+    /// users in the order of their first change (the statement's row order)
+    order: Vec<Uuid>,
+    patches: HashMap<Uuid, Patch>,
+}
+
+impl Changes {
+    fn patch(&mut self, id: Uuid, at: DateTime<Utc>) -> &mut Patch {
+        let order = &mut self.order;
+        let patch = self.patches.entry(id).or_insert_with(|| {
+            order.push(id);
+            Patch::at(at)
+        });
+        patch.updated_at = at;
+        patch
+    }
+
+    fn fold(&mut self, id: Uuid, event: UserEvent) {
+        match event {
+            UserEvent::Registered {
+                username,
+                email,
+                display_name,
+                role,
+                registered_at,
+                ..
+            } => {
+                let new = &mut self.registered;
+                new.ids.push(id);
+                new.usernames.push(username.as_str().to_owned());
+                new.emails.push(email.as_str().to_owned());
+                new.display_names.push(display_name.into_inner());
+                new.roles.push(role.as_str());
+                new.registered_at.push(registered_at);
+            }
+            UserEvent::ProfileUpdated {
+                display_name,
+                bio,
+                profile_image_url,
+                updated_at,
+            } => {
+                let patch = self.patch(id, updated_at);
+                if let Some(d) = display_name {
+                    patch.display_name = Some(d.into_inner());
+                }
+                if let Some(b) = bio {
+                    patch.bio = Some(b.map(|b| b.into_inner()));
+                }
+                if let Some(u) = profile_image_url {
+                    patch.profile_image_url = Some(u.map(|u| u.into_inner()));
+                }
+            }
+            UserEvent::RoleChanged { role, changed_at } => {
+                self.patch(id, changed_at).role = Some(role.as_str());
+            }
+            UserEvent::Banned { banned_at, .. } => {
+                self.patch(id, banned_at).banned = Some(true);
+            }
+            UserEvent::Unbanned { unbanned_at, .. } => {
+                self.patch(id, unbanned_at).banned = Some(false);
+            }
+        }
+    }
+
+    /// Two statements for the whole batch: the new rows, then every changed
+    /// row once. Inserting first is what applying each event in turn does:
+    /// a user's `Registered` is the first event of its aggregate, so no
+    /// change to that user comes before it in the batch.
+    async fn write(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let new = self.registered;
+        if !new.ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO users (id, username, email, display_name, role, created_at, updated_at)
+                 SELECT id, username, email, display_name, role, at, at
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                               $6::timestamptz[])
+                        AS r(id, username, email, display_name, role, at)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(new.ids)
+            .bind(new.usernames)
+            .bind(new.emails)
+            .bind(new.display_names)
+            .bind(new.roles)
+            .bind(new.registered_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        let mut patches = self.patches;
+        let n = self.order.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        let (mut set_bios, mut bios) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut set_images, mut images) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut roles = Vec::with_capacity(n);
+        let mut banned = Vec::with_capacity(n);
+        let mut ats = Vec::with_capacity(n);
+        for id in self.order {
+            let Some(p) = patches.remove(&id) else {
+                continue;
+            };
+            ids.push(id);
+            names.push(p.display_name);
+            set_bios.push(p.bio.is_some());
+            bios.push(p.bio.flatten());
+            set_images.push(p.profile_image_url.is_some());
+            images.push(p.profile_image_url.flatten());
+            roles.push(p.role);
+            banned.push(p.banned);
+            ats.push(p.updated_at);
+        }
+        sqlx::query(
+            "UPDATE users u SET
+                display_name = coalesce(p.display_name, u.display_name),
+                bio = CASE WHEN p.set_bio THEN p.bio ELSE u.bio END,
+                profile_image_url = CASE WHEN p.set_image THEN p.image ELSE u.profile_image_url END,
+                role = coalesce(p.role, u.role),
+                banned = coalesce(p.banned, u.banned),
+                updated_at = p.at
+               FROM unnest($1::uuid[], $2::text[], $3::bool[], $4::text[], $5::bool[], $6::text[],
+                           $7::text[], $8::bool[], $9::timestamptz[])
+                    AS p(id, display_name, set_bio, bio, set_image, image, role, banned, at)
+              WHERE u.id = p.id",
+        )
+        .bind(ids)
+        .bind(names)
+        .bind(set_bios)
+        .bind(bios)
+        .bind(set_images)
+        .bind(images)
+        .bind(roles)
+        .bind(banned)
+        .bind(ats)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl Projector for UsersProjector {
@@ -28,75 +212,23 @@ impl Projector for UsersProjector {
         conn: &mut PgConnection,
         event: &StoredEvent,
     ) -> Result<(), ProjectionError> {
-        let id = uuid_id(event)?;
-        match decode::<UserEvent>(event)? {
-            UserEvent::Registered {
-                username,
-                email,
-                display_name,
-                role,
-                registered_at,
-                ..
-            } => {
-                sqlx::query(
-                    "INSERT INTO users (id, username, email, display_name, role, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(username.as_str())
-                .bind(email.as_str())
-                .bind(display_name.as_str())
-                .bind(role.as_str())
-                .bind(registered_at)
-                .execute(conn)
-                .await?;
-            }
-            UserEvent::ProfileUpdated {
-                display_name,
-                bio,
-                profile_image_url,
-                updated_at,
-            } => {
-                sqlx::query(
-                    "UPDATE users SET
-                        display_name = coalesce($2, display_name),
-                        bio = CASE WHEN $3 THEN $4 ELSE bio END,
-                        profile_image_url = CASE WHEN $5 THEN $6 ELSE profile_image_url END,
-                        updated_at = $7
-                      WHERE id = $1",
-                )
-                .bind(id)
-                .bind(display_name.as_ref().map(|d| d.as_str()))
-                .bind(bio.is_some())
-                .bind(bio.flatten().map(|b| b.into_inner()))
-                .bind(profile_image_url.is_some())
-                .bind(profile_image_url.flatten().map(|u| u.into_inner()))
-                .bind(updated_at)
-                .execute(conn)
-                .await?;
-            }
-            UserEvent::RoleChanged { role, changed_at } => {
-                sqlx::query("UPDATE users SET role = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(role.as_str())
-                    .bind(changed_at)
-                    .execute(conn)
-                    .await?;
-            }
-            UserEvent::Banned { banned_at: at, .. }
-            | UserEvent::Unbanned {
-                unbanned_at: at, ..
-            } => {
-                let banned = event.event_type == "Banned";
-                sqlx::query("UPDATE users SET banned = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(banned)
-                    .bind(at)
-                    .execute(conn)
-                    .await?;
-            }
+        self.apply_batch(conn, &[event]).await
+    }
+
+    /// Set-based: a batch costs two statements however many profile edits,
+    /// role changes and bans it holds (one per event kept this projection's
+    /// transaction open for seconds under load, and every open write
+    /// transaction holds the relay's horizon back).
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut changes = Changes::default();
+        for event in events {
+            changes.fold(uuid_id(event)?, decode::<UserEvent>(event)?);
         }
+        changes.write(conn).await?;
         Ok(())
     }
 }

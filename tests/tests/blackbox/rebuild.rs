@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lokiz_api::seed::{seed, SeedArgs};
-use lokiz_api::tools::{export, history, ExportFormat};
+use lokiz_api::tools::{change_role, export, history, ExportFormat};
+use lokiz_domain::user::Role;
 use lokiz_projections::rebuild::{rebuild, reset_parked, verify};
 use lokiz_tests::{position_of, spawn_app, TestApp};
 use reqwest::StatusCode;
@@ -565,7 +566,8 @@ async fn videos_batches_equal_event_by_event_application() {
 /// fold their batches too. Each leaves the rows of applying every event on
 /// its own: coalesced likes and distinct actors, a like, unlike and like
 /// again, a follow, unfollow and follow again with its counts, replies,
-/// edits and deletions.
+/// edits and deletions. `users` folds a batch's profile edits, role
+/// changes and bans into one update per user.
 #[tokio::test]
 async fn notification_and_social_batches_equal_event_by_event_application() {
     let app = spawn_app().await;
@@ -622,7 +624,50 @@ async fn notification_and_social_batches_equal_event_by_event_application() {
     send(&app, "PATCH", settings, json!({"like": true}), &alice).await;
     send(&app, "DELETE", &block_erin, json!({}), &alice).await;
     send(&app, "POST", &like, json!({}), &erin).await;
+    // profile edits, a role change, a ban and its lifting (users): each
+    // field keeps its last word, the untouched ones stay
+    let me = "/v1/users/me";
+    let edits = [
+        json!({"bio": "first", "display_name": "Bobby"}),
+        json!({"display_name": "Robert"}),
+        json!({"bio": null, "profile_image_url": null}),
+        json!({"bio": "last"}),
+    ];
+    for edit in edits {
+        send(&app, "PATCH", me, edit, &bob).await;
+    }
+    send(&app, "PATCH", me, json!({"bio": "carol's"}), &carol).await;
+    send(&app, "PATCH", me, json!({"bio": null}), &carol).await;
+    change_role(&app.pool, "alice", Role::Admin).await.unwrap();
+    caught_up(&app).await; // (admin routes check the role in the read model)
+    let ban_dave = format!("/v1/admin/users/{}/ban", dave.id);
+    send(&app, "PATCH", &ban_dave, json!({"reason": "spam"}), &alice).await;
+    let ban_erin = format!("/v1/admin/users/{}/ban", erin.id);
+    send(&app, "PATCH", &ban_erin, json!({"reason": "spam"}), &alice).await;
+    let unban = json!({"reason": "appeal", "banned": false});
+    send(&app, "PATCH", &ban_erin, unban, &alice).await;
     caught_up(&app).await;
+    let profiles: Vec<(String, Option<String>, String, bool)> = sqlx::query_as(
+        "SELECT display_name, bio, role, banned FROM users WHERE id = ANY($1) ORDER BY username",
+    )
+    .bind(vec![alice.id, bob.id, carol.id, dave.id, erin.id])
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let profiles: Vec<(&str, Option<&str>, &str, bool)> = profiles
+        .iter()
+        .map(|(n, b, r, x)| (n.as_str(), b.as_deref(), r.as_str(), *x))
+        .collect();
+    assert_eq!(
+        profiles,
+        [
+            ("alice", None, "admin", false),
+            ("Robert", Some("last"), "member", false),
+            ("carol", None, "member", false),
+            ("dave", None, "member", true),
+            ("erin", None, "member", false),
+        ]
+    );
 
     let alices: Vec<(String, i32)> = sqlx::query_as(
         "SELECT kind, actor_count FROM notifications WHERE user_id = $1 ORDER BY seq_xid, seq_pos",
@@ -646,7 +691,12 @@ async fn notification_and_social_batches_equal_event_by_event_application() {
     );
     let rows = batches_equal_event_by_event(&app, "notifications").await;
     assert!(rows >= 300, "{rows} rows");
-    for (name, at_least) in [("likes", 300), ("follows", 60), ("comments", 120)] {
+    for (name, at_least) in [
+        ("likes", 300),
+        ("follows", 60),
+        ("comments", 120),
+        ("users", 35),
+    ] {
         let rows = batches_equal_event_by_event(&app, name).await;
         assert!(rows >= at_least, "{name}: {rows} rows");
     }
