@@ -317,7 +317,7 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         let ctx = self.ctx;
         if self.components.relay {
-            let relay = Relay::new(ctx.pool.clone(), ctx.js.clone(), &ctx.config);
+            let relay = Relay::new(ctx.pool.clone(), ctx.nats.clone(), &ctx.config);
             let token = shutdown.clone();
             tasks.spawn(async move {
                 while !token.is_cancelled() {

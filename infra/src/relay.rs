@@ -23,6 +23,14 @@
 //! out of order. `Nats-Msg-Id = <type>:<id>:<sequence>` stays as a second
 //! guard.
 //!
+//! Acknowledgements: for the same reason, a message JetStream accepted proves
+//! that every message of the batch before it is stored, in order, right
+//! before it. So only every [`ACK_EVERY`]th message and the last of a batch
+//! ask for a PubAck (a JetStream publish with a reply inbox); the others go
+//! out as plain publishes with the same headers, which JetStream checks and
+//! stores alike but answers to nobody. A refused or lost message breaks the
+//! chain for everything after it, and the next PubAck says so.
+//!
 //! Exclusivity: a session-level advisory lock; other relays wait for it. Two
 //! relays that both believed they were active could still not interleave:
 //! each publish names the sequence it expects to follow.
@@ -31,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::header::{self, HeaderValue};
 use async_nats::jetstream::{self, context::Publish};
 use async_nats::HeaderMap;
 use sqlx::postgres::PgListener;
@@ -41,6 +50,11 @@ use crate::stored_event::{StoredEvent, StreamPosition, STORED_EVENT_COLUMNS};
 use crate::Config;
 
 pub const NOTIFY_CHANNEL: &str = "lokiz_events";
+
+/// Every this many messages of a batch (and its last one) wait for a PubAck;
+/// see the module's notes on acknowledgements. A PubAck costs JetStream a
+/// reply message and the client an inbox, a pending request and a decode.
+pub const ACK_EVERY: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -65,6 +79,7 @@ pub struct StreamTail {
 #[derive(Clone)]
 pub struct Relay {
     pool: PgPool,
+    nats: async_nats::Client,
     js: jetstream::Context,
     database_url: String,
     stream: String,
@@ -76,10 +91,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, js: jetstream::Context, config: &Config) -> Self {
+    pub fn new(pool: PgPool, nats: async_nats::Client, config: &Config) -> Self {
         Self {
             pool,
-            js,
+            js: jetstream::new(nats.clone()),
+            nats,
             database_url: config.database_url.clone(),
             stream: config.stream.clone(),
             subject_prefix: config.subject_prefix(),
@@ -174,11 +190,12 @@ impl Relay {
     }
 
     /// Publishes `events` right after stream sequence `after`, each naming
-    /// the sequence it must follow, and waits for every PubAck in order.
-    /// Returns how many were stored (a prefix of `events`) and the error
-    /// that stopped the rest, if any.
+    /// the sequence and the message it must follow; every [`ACK_EVERY`]th
+    /// and the last wait for their PubAck. Returns how many are known to be
+    /// stored (a prefix of `events`, up to the last accepted PubAck) and the
+    /// error that stopped the rest, if any.
     pub async fn publish(&self, events: &[StoredEvent], after: u64) -> (usize, Option<RelayError>) {
-        let mut acks = Vec::with_capacity(events.len());
+        let mut acks = Vec::with_capacity(events.len() / ACK_EVERY + 1);
         let mut send_error = None;
         for (i, e) in events.iter().enumerate() {
             let body = match serde_json::to_vec(e) {
@@ -190,34 +207,44 @@ impl Relay {
             };
             let mut headers = HeaderMap::new();
             headers.insert("Lokiz-Event-Type", e.event_type.as_str());
-            // headers first: `headers()` replaces the map the others write to
-            let mut publish = Publish::build()
-                .headers(headers)
-                .message_id(e.message_id())
-                .expected_last_sequence(after + i as u64);
+            headers.insert(header::NATS_MESSAGE_ID, e.message_id().as_str());
+            headers.insert(
+                header::NATS_EXPECTED_LAST_SEQUENCE,
+                HeaderValue::from(after + i as u64),
+            );
             if let Some(before) = i.checked_sub(1).and_then(|j| events.get(j)) {
                 // the exact predecessor, not just a count: a message whose
                 // predecessor was refused cannot slip in at its sequence
-                publish = publish.expected_last_message_id(before.message_id());
+                headers.insert(
+                    header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                    before.message_id().as_str(),
+                );
             }
-            let publish = publish.payload(body.into());
-            match self
-                .js
-                .send_publish(e.subject(&self.subject_prefix), publish)
-                .await
-            {
-                Ok(ack) => acks.push(ack),
-                Err(err) => {
-                    send_error = Some(RelayError::Publish(err.to_string()));
-                    break;
-                }
+            let subject = e.subject(&self.subject_prefix);
+            let acked = (i + 1) % ACK_EVERY == 0 || i + 1 == events.len();
+            let sent = if acked {
+                let publish = Publish::build().headers(headers).payload(body.into());
+                self.js
+                    .send_publish(subject, publish)
+                    .await
+                    .map(|ack| acks.push((i, ack)))
+                    .map_err(|err| RelayError::Publish(err.to_string()))
+            } else {
+                self.nats
+                    .publish_with_headers(subject, headers, body.into())
+                    .await
+                    .map_err(|err| RelayError::Publish(err.to_string()))
+            };
+            if let Err(err) = sent {
+                send_error = Some(err);
+                break;
             }
         }
         let mut stored = 0;
-        for (i, ack) in acks.into_iter().enumerate() {
+        for (i, ack) in acks {
             let expected = after + i as u64 + 1;
             match ack.await {
-                Ok(a) if a.sequence == expected && !a.duplicate => stored += 1,
+                Ok(a) if a.sequence == expected && !a.duplicate => stored = i + 1,
                 Ok(a) => {
                     return (
                         stored,
@@ -230,6 +257,8 @@ impl Relay {
                 Err(err) => return (stored, Some(RelayError::Publish(err.to_string()))),
             }
         }
+        // (what went out after the last accepted PubAck is not known to be
+        // stored: the next round reads the stream's tail)
         (stored, send_error)
     }
 

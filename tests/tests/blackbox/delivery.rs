@@ -193,11 +193,7 @@ async fn relay_cut_mid_batch_keeps_the_stream_in_order_and_once() {
         .connect(format!("nats://127.0.0.1:{port}"))
         .await
         .unwrap();
-    let relay = Relay::new(
-        app.pool.clone(),
-        async_nats::jetstream::new(client),
-        &app.config,
-    );
+    let relay = Relay::new(app.pool.clone(), client, &app.config);
     let stop = CancellationToken::new();
     let running = tokio::spawn(relay.clone().run(stop.clone()));
     // Cut right after the relay made progress (so the cut lands in the next
@@ -237,7 +233,7 @@ async fn relay_cut_mid_batch_keeps_the_stream_in_order_and_once() {
 
     // Publishing the first events again (a relay that lost track) is
     // refused, and the stream does not change.
-    let again = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
+    let again = Relay::new(app.pool.clone(), app.ctx.nats.clone(), &app.config);
     let first = again
         .fetch_batch(StreamPosition::default())
         .await

@@ -113,7 +113,7 @@ async fn relay_never_skips_a_late_commit_and_publishes_each_event_once() {
     }
 
     // While the early transactions are open, no checkpoint passes them.
-    let relay = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
+    let relay = Relay::new(app.pool.clone(), app.ctx.nats.clone(), &app.config);
     for _ in 0..40 {
         let cp = relay.checkpoint().await.unwrap();
         assert!(
@@ -162,7 +162,7 @@ async fn crash_between_publish_and_checkpoint_duplicates_nothing() {
     // Fetches are retried: an open transaction anywhere in the cluster (another
     // test's, say) holds back the xmin horizon, and with it every relay.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let first = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
+    let first = Relay::new(app.pool.clone(), app.ctx.nats.clone(), &app.config);
     let batch = loop {
         let from = first.checkpoint().await.unwrap();
         let batch = first.fetch_batch(from).await.unwrap();
@@ -179,7 +179,7 @@ async fn crash_between_publish_and_checkpoint_duplicates_nothing() {
     // After a restart the relay resumes after what the stream holds, not
     // after its checkpoint: nothing goes out twice (not even into the
     // duplicate window), and its checkpoint catches up with the stream.
-    let second = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
+    let second = Relay::new(app.pool.clone(), app.ctx.nats.clone(), &app.config);
     assert_eq!(second.pump_once().await.unwrap(), 0);
     assert_eq!(stream_len(&app).await, 2);
     assert_eq!(
@@ -250,8 +250,8 @@ async fn crash_between_publish_and_checkpoint_duplicates_nothing() {
 #[tokio::test]
 async fn of_two_relays_only_one_publishes() {
     let app = spawn_app_with(NO_RELAY, &[]).await;
-    let a = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
-    let b = Relay::new(app.pool.clone(), app.ctx.js.clone(), &app.config);
+    let a = Relay::new(app.pool.clone(), app.ctx.nats.clone(), &app.config);
+    let b = Relay::new(app.pool.clone(), app.ctx.nats.clone(), &app.config);
     let (count_a, count_b) = (a.published_counter(), b.published_counter());
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let run_a = tokio::spawn(a.run(stop_a.clone()));
