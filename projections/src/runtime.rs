@@ -70,7 +70,7 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
-            max_batch: 1000,
+            max_batch: 2500,
             max_bytes: 4 << 20,
             attempts: 4,
             first_backoff: Duration::from_millis(50),
