@@ -427,6 +427,16 @@ impl TestApp {
     }
 }
 
+/// Deletes a test's JetStream stream (for a test that built its app by hand;
+/// [`TestApp::stop`] does it through the app's own connection).
+pub async fn drop_stream(config: &Config) {
+    if let Ok(client) = async_nats::connect(&config.nats_url).await {
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&config.stream)
+            .await;
+    }
+}
+
 /// Drops a test's database (its connections too).
 pub async fn drop_database(config: &Config) {
     let name = config.database_name();

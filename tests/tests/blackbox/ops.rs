@@ -105,6 +105,7 @@ async fn ops_endpoints_move_to_their_own_address() {
     expect_error(r, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     shutdown.cancel();
     let _ = handle.await;
+    lokiz_tests::drop_stream(&config).await;
     lokiz_tests::drop_database(&config).await;
 }
 
