@@ -197,6 +197,9 @@ impl Relay {
     pub async fn publish(&self, events: &[StoredEvent], after: u64) -> (usize, Option<RelayError>) {
         let mut acks = Vec::with_capacity(events.len() / ACK_EVERY + 1);
         let mut send_error = None;
+        // the message id of the one before (each is both an id and the next
+        // message's expected predecessor: formatted once)
+        let mut before: Option<String> = None;
         for (i, e) in events.iter().enumerate() {
             let body = match serde_json::to_vec(e) {
                 Ok(b) => b,
@@ -207,18 +210,16 @@ impl Relay {
             };
             let mut headers = HeaderMap::new();
             headers.insert("Lokiz-Event-Type", e.event_type.as_str());
-            headers.insert(header::NATS_MESSAGE_ID, e.message_id().as_str());
+            let id = e.message_id();
+            headers.insert(header::NATS_MESSAGE_ID, id.as_str());
             headers.insert(
                 header::NATS_EXPECTED_LAST_SEQUENCE,
                 HeaderValue::from(after + i as u64),
             );
-            if let Some(before) = i.checked_sub(1).and_then(|j| events.get(j)) {
+            if let Some(before) = before.replace(id) {
                 // the exact predecessor, not just a count: a message whose
                 // predecessor was refused cannot slip in at its sequence
-                headers.insert(
-                    header::NATS_EXPECTED_LAST_MESSAGE_ID,
-                    before.message_id().as_str(),
-                );
+                headers.insert(header::NATS_EXPECTED_LAST_MESSAGE_ID, before.as_str());
             }
             let subject = e.subject(&self.subject_prefix);
             let acked = (i + 1) % ACK_EVERY == 0 || i + 1 == events.len();
