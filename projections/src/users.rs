@@ -15,6 +15,7 @@ pub struct UsersProjector;
 
 /// One user's changes over a batch, folded: the last word on each field
 /// wins, `None` leaves the field as it is.
+#[derive(Default)]
 struct Patch {
     display_name: Option<String>,
     bio: Option<Option<String>>,
@@ -22,19 +23,6 @@ struct Patch {
     role: Option<&'static str>,
     banned: Option<bool>,
     updated_at: DateTime<Utc>,
-}
-
-impl Patch {
-    fn at(updated_at: DateTime<Utc>) -> Self {
-        Self {
-            display_name: None,
-            bio: None,
-            profile_image_url: None,
-            role: None,
-            banned: None,
-            updated_at,
-        }
-    }
 }
 
 /// The rows of a batch's registrations, column by column.
@@ -52,18 +40,13 @@ struct NewUsers {
 #[derive(Default)]
 struct Changes {
     registered: NewUsers,
-    /// users in the order of their first change (the statement's row order)
-    order: Vec<Uuid>,
     patches: HashMap<Uuid, Patch>,
 }
 
 impl Changes {
+    /// `id`'s patch, stamped with the time of the latest event folded in.
     fn patch(&mut self, id: Uuid, at: DateTime<Utc>) -> &mut Patch {
-        let order = &mut self.order;
-        let patch = self.patches.entry(id).or_insert_with(|| {
-            order.push(id);
-            Patch::at(at)
-        });
+        let patch = self.patches.entry(id).or_default();
         patch.updated_at = at;
         patch
     }
@@ -139,11 +122,10 @@ impl Changes {
             .execute(&mut *conn)
             .await?;
         }
-        if self.order.is_empty() {
+        if self.patches.is_empty() {
             return Ok(());
         }
-        let mut patches = self.patches;
-        let n = self.order.len();
+        let n = self.patches.len();
         let mut ids = Vec::with_capacity(n);
         let mut names = Vec::with_capacity(n);
         let (mut set_bios, mut bios) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -151,10 +133,7 @@ impl Changes {
         let mut roles = Vec::with_capacity(n);
         let mut banned = Vec::with_capacity(n);
         let mut ats = Vec::with_capacity(n);
-        for id in self.order {
-            let Some(p) = patches.remove(&id) else {
-                continue;
-            };
+        for (id, p) in self.patches {
             ids.push(id);
             names.push(p.display_name);
             set_bios.push(p.bio.is_some());
