@@ -1225,12 +1225,8 @@ async fn run_round(config: &Config, runners: &[Arc<ProjectionRunner>], round: &C
         }
         // Those locked together share one consumer (one delivery and one
         // decode per message); each applies on its own connection.
-        let groups = if locked.len() > 1 {
-            vec![locked]
-        } else {
-            locked.into_iter().map(|r| vec![r]).collect()
-        };
-        for group in groups {
+        if !locked.is_empty() {
+            let group = locked;
             let token = round.clone();
             tasks.spawn(async move {
                 if let [one] = group.as_slice() {
