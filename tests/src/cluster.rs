@@ -225,20 +225,46 @@ impl Cluster {
             .expect("lokiz runs")
     }
 
-    async fn spawn(&mut self, role: Role) {
+    fn command(&self, role: Role, log_name: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{}.log", role.name())))
+            .open(self.dir.join(format!("{log_name}.log")))
             .expect("log file");
-        let child = Command::new(&self.bin)
+        Command::new(&self.bin)
             .arg(role.name())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("lokiz starts");
+            .expect("lokiz starts")
+    }
+
+    /// A second process of `role` beside the cluster's own (two workers
+    /// sharing the job consumer, say), logging to `<log_name>.log`; killed
+    /// when the returned child is dropped.
+    pub fn spawn_extra(&self, role: Role, log_name: &str) -> Child {
+        self.command(role, log_name)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to `role`'s process.
+    pub async fn signal(&self, role: Role, signal: &str) {
+        let pid = self
+            .procs
+            .get(&role)
+            .and_then(Child::id)
+            .expect("the role is running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    async fn spawn(&mut self, role: Role) {
+        let child = self.command(role, role.name());
         self.procs.insert(role, child);
         if role == Role::Serve {
             self.wait_until_serving(Duration::from_secs(20)).await;

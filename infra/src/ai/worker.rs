@@ -14,6 +14,14 @@
 //! once the lease ran out (a new attempt), or, after the last attempt, the
 //! job is failed as `WORKER_LOST`. While the lease is held the message is
 //! put back with a delay, so no job stays in `processing` without a worker.
+//!
+//! All deliveries of a message are one message to JetStream: an ack from
+//! any of them ends every one. So a worker acks only when the job needs
+//! nothing more (it ended, or never can run). A worker whose attempt was
+//! overtaken by a later one (its lease ran out while it was stalled) must
+//! not ack: the later attempt's worker may die too, and only a redelivery
+//! brings the job to a worker again. It puts the message back for a lease
+//! instead (`Delivery::Later`), as when the lease is held.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -286,7 +294,7 @@ impl Worker {
             }
             Err(AggregateError::UserError(e)) => {
                 tracing::debug!(%job_id, error = %e, "worker: nothing to run");
-                return Delivery::Done;
+                return after_refusal(&e, self.options.lease);
             }
             Err(e) => {
                 tracing::warn!(%job_id, error = %e, "worker: cannot start job; later");
@@ -402,9 +410,12 @@ impl Worker {
         // run, with a ticker reporting progress (and hearing of cancels)
         let cancel = shutdown.child_token();
         let percent = Arc::new(AtomicU8::new(0));
+        // why the job refused a progress report (and the run was canceled)
+        let refused: std::sync::Mutex<Option<JobError>> = std::sync::Mutex::new(None);
         let ticker = {
             let percent = percent.clone();
             let cancel = cancel.clone();
+            let refused = &refused;
             let id = id.clone();
             async move {
                 let mut every = tokio::time::interval(self.options.tick);
@@ -434,6 +445,9 @@ impl Worker {
                         Ok(_) => {}
                         Err(AggregateError::UserError(e)) => {
                             tracing::info!(job_id = %id, reason = %e, "job stopped; canceling the provider");
+                            if let Ok(mut slot) = refused.lock() {
+                                *slot = Some(e);
+                            }
                             cancel.cancel();
                             return;
                         }
@@ -478,7 +492,13 @@ impl Worker {
         };
         let output = match result {
             Ok(o) => o,
-            Err(ProviderError::Canceled) => return Delivery::Done,
+            Err(ProviderError::Canceled) => {
+                let refusal = refused.lock().ok().and_then(|mut r| r.take());
+                return match refusal {
+                    Some(e) => after_refusal(&e, self.options.lease),
+                    None => Delivery::Done,
+                };
+            }
             Err(ProviderError::InvalidInput(m)) => {
                 return self
                     .fail(&id, Some(attempt), FailureCode::SourceUnavailable, &m)
@@ -517,7 +537,7 @@ impl Worker {
                 Ok(_) => {}
                 Err(AggregateError::UserError(e)) => {
                     tracing::info!(%job_id, reason = %e, "job stopped before publishing; output dropped");
-                    return Delivery::Done;
+                    return after_refusal(&e, self.options.lease);
                 }
                 Err(e) => {
                     tracing::warn!(%job_id, error = %e, "worker: cannot fence the publish");
@@ -609,7 +629,7 @@ impl Worker {
                 Delivery::Done
             }
             // canceled meanwhile, or a later attempt owns it
-            Err(AggregateError::UserError(_)) => Delivery::Done,
+            Err(AggregateError::UserError(e)) => after_refusal(&e, self.options.lease),
             Err(e) => {
                 tracing::warn!(%job_id, error = %e, "worker: cannot record completion");
                 Delivery::Later(Duration::from_secs(1))
@@ -639,12 +659,35 @@ impl Worker {
             )
             .await;
         match failed {
-            Ok(_) | Err(AggregateError::UserError(_)) => Delivery::Done,
+            Ok(_) => Delivery::Done,
+            Err(AggregateError::UserError(e)) => after_refusal(&e, self.options.lease),
             Err(e) => {
                 tracing::warn!(job_id = id, error = %e, "worker: cannot record failure");
                 Delivery::Later(Duration::from_secs(1))
             }
         }
+    }
+}
+
+/// What to do with the message when the job refused this attempt's
+/// command: ack only when the job has ended (or never began); when another
+/// attempt owns it, look again after a lease, in case that attempt's worker
+/// dies too.
+fn after_refusal(refusal: &JobError, lease: Duration) -> Delivery {
+    match refusal {
+        // the job ended, or never was: nothing can run it any more
+        JobError::Finished
+        | JobError::Canceled
+        | JobError::NotFound
+        | JobError::AlreadyRequested
+        | JobError::NotOwner
+        | JobError::AttemptsExhausted => Delivery::Done,
+        // the job goes on, under another attempt (or not yet started)
+        JobError::LeaseLost
+        | JobError::LeaseHeld
+        | JobError::NotRunning
+        | JobError::BadProgress
+        | JobError::Publishing => Delivery::Later(lease),
     }
 }
 

@@ -137,6 +137,38 @@ async fn client_loop(
     }
 }
 
+/// For a failure message: each open job's events, and the job consumer's
+/// state as JetStream sees it.
+async fn open_jobs_report(cluster: &Cluster) -> String {
+    let events: Vec<(String, String, Value, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT e.aggregate_id, e.event_type, e.payload, e.timestamp
+           FROM events e JOIN ai_jobs j ON j.id::text = e.aggregate_id
+          WHERE e.aggregate_type = 'AiJob' AND j.status IN ('queued', 'processing')
+          ORDER BY e.position",
+    )
+    .fetch_all(&cluster.pool)
+    .await
+    .unwrap_or_default();
+    let mut report: Vec<String> = events
+        .iter()
+        .map(|(id, kind, payload, at)| format!("{at} {id} {kind} {payload}"))
+        .collect();
+    let consumer = async {
+        let client = async_nats::connect(cluster.nats.url()).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(
+                lokiz_infra::ai::worker::CONSUMER,
+                cluster.config.stream.as_str(),
+            )
+            .await
+            .ok()?;
+        c.info().await.ok().map(|i| format!("{i:?}"))
+    };
+    report.push(format!("consumer: {:?}", consumer.await));
+    report.join("\n")
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Restart(Role, Stop, u64),
@@ -263,11 +295,13 @@ async fn run_with_faults(schedule: &[Fault]) -> Summary {
         if open == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{open} jobs still open\n{}",
-            cluster.log_tail("worker")
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "{open} jobs still open\n{}\n{}",
+                open_jobs_report(&cluster).await,
+                cluster.log_tail("worker")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     lokiz_projections::consistency::wait_for_head(&pool, &wanted, Duration::from_secs(30))
@@ -581,5 +615,122 @@ async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(settled, 1, "one capture or refund");
+    cluster.stop().await;
+}
+
+/// Every delivery of a job's message is one message to JetStream: an ack
+/// from any of them ends them all. A worker stalled past its lease (here:
+/// SIGSTOP) is overtaken by a second worker's attempt; when it wakes and
+/// finds the job taken, it must not ack, or the job would be stranded in
+/// `processing` once the second worker dies too. The job still ends.
+#[tokio::test]
+async fn an_overtaken_worker_does_not_strand_its_job() {
+    let cluster = Cluster::start().await;
+    let api = &cluster.api;
+    let me = api.register("stalled_render").await;
+    let (video, at) = api.upload_media(&me, (640, 480), 12.0).await;
+    let r = api
+        .client
+        .post(api.url("/v1/ai/glitch/animate"))
+        .bearer_auth(&me.access_token)
+        .header("X-Lokiz-Min-Position", at.to_string())
+        .json(&json!({"video_id": video, "start_time": 0, "end_time": 10, "preset": "scanlines"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    let job: String = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let attempts = |pool: sqlx::PgPool, job: String| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE event_type = 'JobStarted' AND aggregate_id = $1",
+        )
+        .bind(&job)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+
+    // the cluster's worker runs attempt 1; a second worker waits beside it
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while attempts(cluster.pool.clone(), job.clone()).await < 1 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut second = cluster.spawn_extra(Role::Worker, "worker-2");
+
+    // the first stalls past its lease: the second takes attempt 2. (Not
+    // while the first is inside a transaction: its row locks would stall
+    // the second too.)
+    loop {
+        cluster.signal(Role::Worker, "STOP").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let in_transaction: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&cluster.pool)
+        .await
+        .unwrap();
+        if in_transaction == 0 {
+            break;
+        }
+        cluster.signal(Role::Worker, "CONT").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while attempts(cluster.pool.clone(), job.clone()).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no second attempt while the first worker stalled\n{}",
+            cluster.log_tail("worker-2")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the first wakes, finds its attempt overtaken and lets go
+    cluster.signal(Role::Worker, "CONT").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .log_tail("worker")
+        .contains("is no longer the job's")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never noticed it was overtaken\n{}",
+            cluster.log_tail("worker")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the second dies in the middle of attempt 2
+    let _ = second.start_kill();
+    let _ = second.wait().await;
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM ai_jobs WHERE id = $1::uuid")
+                .bind(&job)
+                .fetch_optional(&cluster.pool)
+                .await
+                .unwrap();
+        if matches!(status.as_deref(), Some("completed" | "failed")) {
+            assert_eq!(status.as_deref(), Some("completed"), "the job's end");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job stranded: {status:?}\n{}\n---\n{}",
+            cluster.log_tail("worker"),
+            cluster.log_tail("worker-2")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        attempts(cluster.pool.clone(), job.clone()).await,
+        3,
+        "the first worker ran attempt 3"
+    );
     cluster.stop().await;
 }
