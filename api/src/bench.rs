@@ -80,6 +80,10 @@ pub struct BenchArgs {
     /// Also write the table as Markdown to this file (e.g. docs/BENCHMARKS.md).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Keep the bench's database afterwards (its name is printed first), to
+    /// look into it with psql or `EXPLAIN`; drop it by hand.
+    #[arg(long)]
+    pub keep_database: bool,
 }
 
 impl BenchArgs {
@@ -126,7 +130,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     .await;
 
     // clean up whatever happened
-    if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
+    if args.keep_database {
+        eprintln!("bench: kept database {db_name}");
+    } else if let Ok(mut admin) = PgConnection::connect(&format!("{base}/postgres")).await {
         let _ = sqlx::query(&format!(
             "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
         ))
