@@ -10,7 +10,7 @@ use lokiz_domain::block::{Block, BlockEvent};
 use lokiz_domain::follow::{Follow, FollowCommand};
 
 use crate::event_store::EventStore;
-use crate::process_manager::ProcessManager;
+use crate::process_manager::{HandleError, ProcessManager};
 use crate::StoredEvent;
 
 pub const CONSUMER: &str = "block-saga";
@@ -35,7 +35,7 @@ impl ProcessManager for BlockSaga {
         Block::TYPE_NAME
     }
 
-    async fn handle(&self, event: &StoredEvent) -> Result<(), String> {
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
         if event.event_type != "UserBlocked" {
             return Ok(());
         }
@@ -43,7 +43,7 @@ impl ProcessManager for BlockSaga {
             blocker_id,
             blocked_id,
             blocked_at,
-        } = event.decode::<BlockEvent>().map_err(|e| e.to_string())?
+        } = event.decode::<BlockEvent>()?
         else {
             return Ok(());
         };
@@ -60,7 +60,7 @@ impl ProcessManager for BlockSaga {
                     std::collections::HashMap::from([("actor".to_owned(), blocker_id.to_string())]),
                 )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(HandleError::command)?;
         }
         Ok(())
     }

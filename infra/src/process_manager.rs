@@ -2,7 +2,9 @@
 //! consumer on one aggregate type's subjects, one event at a time, acked
 //! after it was handled and redelivered (after a second) when handling
 //! failed. Exactly once comes from the aggregates the handlers command, which
-//! record nothing when asked twice, not from delivery.
+//! record nothing when asked twice, not from delivery. An event this build
+//! cannot decode is not skipped: in a rolling deploy a newer process may read
+//! it, so it is logged, counted and delivered again after a longer pause.
 
 use std::time::Duration;
 
@@ -17,6 +19,32 @@ use crate::{Config, StoredEvent};
 #[error("JetStream: {0}")]
 pub struct ConsumerError(pub String);
 
+/// How long an event this build cannot decode waits before it is delivered
+/// again (a newer process may be deployed meanwhile).
+pub const UNDECODABLE_PAUSE: Duration = Duration::from_secs(30);
+
+/// Why a process manager could not handle an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event, or one it reads from the store, does not decode with this
+    /// build: delivered again after [`UNDECODABLE_PAUSE`].
+    #[error("event does not decode: {0}")]
+    Undecodable(#[from] serde_json::Error),
+    /// Reading the store failed: delivered again.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A command was not recorded (a conflict, the database): delivered again.
+    #[error("command: {0}")]
+    Command(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl HandleError {
+    /// A failed command (`AggregateError` of any aggregate).
+    pub fn command(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Command(Box::new(e))
+    }
+}
+
 /// What a process manager does with one event.
 #[async_trait]
 pub trait ProcessManager: Send + Sync {
@@ -25,7 +53,7 @@ pub trait ProcessManager: Send + Sync {
     /// The aggregate type whose events it reads.
     fn aggregate_type(&self) -> &'static str;
     /// Handles one event; an error has it delivered again.
-    async fn handle(&self, event: &StoredEvent) -> Result<(), String>;
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError>;
 }
 
 async fn pull_consumer(
@@ -98,13 +126,16 @@ pub async fn run(
         };
         let outcome = match serde_json::from_slice::<StoredEvent>(&msg.payload) {
             Ok(event) => pm.handle(&event).await,
-            Err(e) => {
-                tracing::error!(consumer = name, error = %e, "undecodable message skipped");
-                Ok(())
-            }
+            Err(e) => Err(HandleError::Undecodable(e)),
         };
         let ack = match outcome {
             Ok(()) => msg.ack().await,
+            Err(e @ HandleError::Undecodable(_)) => {
+                tracing::error!(consumer = name, error = %e, "cannot decode the event; later");
+                metrics::counter!("lokiz_process_manager_undecodable_total", "consumer" => name)
+                    .increment(1);
+                msg.ack_with(AckKind::Nak(Some(UNDECODABLE_PAUSE))).await
+            }
             Err(e) => {
                 tracing::warn!(consumer = name, error = %e, "will retry");
                 msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))

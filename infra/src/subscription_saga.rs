@@ -16,7 +16,7 @@ use lokiz_domain::wallet::{GrantReason, WalletCommand};
 use uuid::Uuid;
 
 use crate::event_store::EventStore;
-use crate::process_manager::ProcessManager;
+use crate::process_manager::{HandleError, ProcessManager};
 use crate::StoredEvent;
 
 pub const CONSUMER: &str = "subscription-saga";
@@ -46,17 +46,14 @@ impl ProcessManager for SubscriptionSaga {
         Subscription::TYPE_NAME
     }
 
-    async fn handle(&self, event: &StoredEvent) -> Result<(), String> {
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
         if !matches!(
             event.event_type.as_str(),
             "SubscriptionStarted" | "SubscriptionRenewed"
         ) {
             return Ok(());
         }
-        let (user_id, credits, period_start, at) = match event
-            .decode::<SubscriptionEvent>()
-            .map_err(|e| e.to_string())?
-        {
+        let (user_id, credits, period_start, at) = match event.decode::<SubscriptionEvent>()? {
             SubscriptionEvent::SubscriptionStarted {
                 user_id,
                 credits_per_month,
@@ -92,7 +89,7 @@ impl ProcessManager for SubscriptionSaga {
                 )]),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HandleError::command)?;
         Ok(())
     }
 }

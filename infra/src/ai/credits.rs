@@ -15,20 +15,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::event_store::EventStore;
-use crate::process_manager::ProcessManager;
+use crate::process_manager::{HandleError, ProcessManager};
 use crate::StoredEvent;
 
 pub const CONSUMER: &str = "credits-saga";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SagaError {
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("wallet command: {0}")]
-    Command(String),
-    #[error("event does not decode: {0}")]
-    Decode(#[from] serde_json::Error),
-}
 
 /// What handling one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +42,7 @@ impl CreditsSaga {
     }
 
     /// Settles the job `event` is about, if it is an outcome.
-    pub async fn settle(&self, event: &StoredEvent) -> Result<Settlement, SagaError> {
+    pub async fn settle(&self, event: &StoredEvent) -> Result<Settlement, HandleError> {
         if event.aggregate_type != AiJob::TYPE_NAME {
             return Ok(Settlement::Nothing);
         }
@@ -95,7 +85,7 @@ impl CreditsSaga {
                 .await
             {
                 Ok(_) => Ok(Settlement::Nothing),
-                Err(e) => Err(SagaError::Command(e.to_string())),
+                Err(e) => Err(HandleError::command(e)),
             };
         }
         // a job whose output was published is paid for, whatever ended it
@@ -127,7 +117,7 @@ impl CreditsSaga {
                 tracing::warn!(%job_id, "credits saga: the job has no reservation to settle");
                 Ok(Settlement::Nothing)
             }
-            Err(e) => Err(SagaError::Command(e.to_string())),
+            Err(e) => Err(HandleError::command(e)),
         }
     }
 }
@@ -142,15 +132,11 @@ impl ProcessManager for CreditsSaga {
         AiJob::TYPE_NAME
     }
 
-    async fn handle(&self, event: &StoredEvent) -> Result<(), String> {
-        match self.settle(event).await {
-            Ok(s) => {
-                if s != Settlement::Nothing {
-                    tracing::debug!(settlement = ?s, "credits settled");
-                }
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
+    async fn handle(&self, event: &StoredEvent) -> Result<(), HandleError> {
+        let s = self.settle(event).await?;
+        if s != Settlement::Nothing {
+            tracing::debug!(settlement = ?s, "credits settled");
         }
+        Ok(())
     }
 }

@@ -42,6 +42,7 @@ use uuid::Uuid;
 use super::provider::{JobInput, Provider, ProviderError};
 use crate::blob::BlobStore;
 use crate::event_store::EventStore;
+use crate::process_manager::UNDECODABLE_PAUSE;
 use crate::{Config, StoredEvent};
 
 /// The durable consumer every worker shares.
@@ -213,9 +214,15 @@ impl Worker {
             };
             let event = match serde_json::from_slice::<StoredEvent>(&msg.payload) {
                 Ok(e) if e.event_type == "JobRequested" => e,
-                // progress, outcomes, undecodable: nothing to run
-                _ => {
+                // progress and outcomes: nothing to run
+                Ok(_) => {
                     let _ = msg.ack().await;
+                    continue;
+                }
+                // not dropped: in a rolling deploy a newer worker reads it
+                Err(e) => {
+                    tracing::error!(error = %e, "worker: cannot decode the message; later");
+                    let _ = msg.ack_with(AckKind::Nak(Some(UNDECODABLE_PAUSE))).await;
                     continue;
                 }
             };
@@ -258,8 +265,9 @@ impl Worker {
             ..
         }) = event.decode::<AiJobEvent>()
         else {
-            tracing::error!(%job_id, "worker: JobRequested does not decode");
-            return Delivery::Done;
+            // a newer build's job, in a rolling deploy: a newer worker runs it
+            tracing::error!(%job_id, "worker: JobRequested does not decode; later");
+            return Delivery::Later(UNDECODABLE_PAUSE);
         };
         let id = job_id.to_string();
         let now = Utc::now();

@@ -676,3 +676,94 @@ async fn a_stuck_member_of_a_shared_consumer_holds_no_one_else_up() {
     group.await.unwrap().unwrap();
     app.stop().await;
 }
+
+/// Records the events a process manager was handed.
+struct Recording(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl lokiz_infra::process_manager::ProcessManager for Recording {
+    fn consumer(&self) -> &'static str {
+        "recording"
+    }
+    fn aggregate_type(&self) -> &'static str {
+        "AiJob"
+    }
+    async fn handle(
+        &self,
+        event: &StoredEvent,
+    ) -> Result<(), lokiz_infra::process_manager::HandleError> {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.push(event.event_type.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A process manager never drops a message it cannot decode (in a rolling
+/// deploy, a newer process may read it): it stays unacknowledged, to be
+/// delivered again, while the messages after it are handled and acked.
+#[tokio::test]
+async fn a_process_manager_keeps_what_it_cannot_decode() {
+    let config = lokiz_tests::test_config(&[]);
+    let client = lokiz_infra::nats::connect(&config).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = lokiz_infra::nats::ensure_stream(&js, &config)
+        .await
+        .unwrap();
+    let subject = format!("{}.AiJob.{}", config.subject_prefix(), uuid::Uuid::new_v4());
+    // a payload of a format this build does not know, then a good event
+    js.publish(subject.clone(), r#"{"format":2,"body":"?"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let event = json!({
+        "position": 2, "xid": 7, "aggregate_type": "AiJob",
+        "aggregate_id": uuid::Uuid::new_v4().to_string(), "sequence": 1,
+        "event_type": "JobCanceled", "event_version": "1.0",
+        "payload": {"JobCanceled": {"canceled_at": "2026-12-03T12:00:00Z"}},
+        "metadata": {}, "recorded_at": "2026-12-03T12:00:00Z"
+    });
+    js.publish(subject, serde_json::to_vec(&event).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let pm = Arc::new(Recording(std::sync::Mutex::new(Vec::new())));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(lokiz_infra::process_manager::run_forever(
+        js.clone(),
+        config.clone(),
+        pm.clone(),
+        stop.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pm.0.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the good event was never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the good event acked, the undecodable one still pending
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("recording").await.unwrap();
+        let info = consumer.info().await.unwrap().clone();
+        if info.ack_floor.stream_sequence == 0 && info.num_ack_pending == 1 {
+            break info;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the undecodable message was not kept: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(info.delivered.stream_sequence, 2, "both were delivered");
+    assert_eq!(*pm.0.lock().unwrap(), vec!["JobCanceled".to_owned()]);
+    stop.cancel();
+    let _ = running.await;
+    lokiz_tests::drop_stream(&config).await;
+}
