@@ -527,14 +527,12 @@ async fn rolling_restart_under_load_loses_and_doubles_nothing() {
     assert!(summary.ok > 100, "the load got through between restarts");
 }
 
-/// A worker killed with SIGKILL in the middle of an ffmpeg render leaves no
-/// ffmpeg behind; after its lease the job runs again on a new worker and its
-/// credits are captured exactly once.
-#[tokio::test]
-async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
-    let mut cluster = Cluster::start().await;
+/// Registers `name`, uploads a 12 s video and requests a 10 s animate
+/// render of it (long enough to kill or stall a worker in the middle);
+/// returns the job's id.
+async fn request_long_render(cluster: &Cluster, name: &str) -> String {
     let api = &cluster.api;
-    let me = api.register("render_victim").await;
+    let me = api.register(name).await;
     let (video, at) = api.upload_media(&me, (640, 480), 12.0).await;
     let r = api
         .client
@@ -546,10 +544,45 @@ async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
-    let job: String = r.json::<Value>().await.unwrap()["job_id"]
+    r.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// Waits up to 90 s for `job` to complete or fail (its read model);
+/// returns that status, or fails with the tails of the `logs` named.
+async fn wait_for_job_end(cluster: &Cluster, job: &str, logs: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM ai_jobs WHERE id = $1::uuid")
+                .bind(job)
+                .fetch_optional(&cluster.pool)
+                .await
+                .unwrap();
+        if let Some(s @ ("completed" | "failed")) = status.as_deref() {
+            return s.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job still {status:?}\n{}",
+            logs.iter()
+                .map(|l| cluster.log_tail(l))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A worker killed with SIGKILL in the middle of an ffmpeg render leaves no
+/// ffmpeg behind; after its lease the job runs again on a new worker and its
+/// credits are captured exactly once.
+#[tokio::test]
+async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
+    let mut cluster = Cluster::start().await;
+    let job = request_long_render(&cluster, "render_victim").await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     while cluster.media_processes().await.is_empty() {
@@ -569,24 +602,7 @@ async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
     }
 
     cluster.start_role(Role::Worker).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM ai_jobs WHERE id = $1::uuid")
-                .bind(&job)
-                .fetch_optional(&cluster.pool)
-                .await
-                .unwrap();
-        if matches!(status.as_deref(), Some("completed" | "failed")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job still {status:?}\n{}",
-            cluster.log_tail("worker")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_job_end(&cluster, &job, &["worker"]).await;
     let attempts: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE event_type = 'JobStarted' AND aggregate_id = $1",
     )
@@ -626,23 +642,7 @@ async fn a_killed_worker_leaves_no_ffmpeg_and_settles_once() {
 #[tokio::test]
 async fn an_overtaken_worker_does_not_strand_its_job() {
     let cluster = Cluster::start().await;
-    let api = &cluster.api;
-    let me = api.register("stalled_render").await;
-    let (video, at) = api.upload_media(&me, (640, 480), 12.0).await;
-    let r = api
-        .client
-        .post(api.url("/v1/ai/glitch/animate"))
-        .bearer_auth(&me.access_token)
-        .header("X-Lokiz-Min-Position", at.to_string())
-        .json(&json!({"video_id": video, "start_time": 0, "end_time": 10, "preset": "scanlines"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
-    let job: String = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job = request_long_render(&cluster, "stalled_render").await;
     let attempts = |pool: sqlx::PgPool, job: String| async move {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM events WHERE event_type = 'JobStarted' AND aggregate_id = $1",
@@ -707,26 +707,8 @@ async fn an_overtaken_worker_does_not_strand_its_job() {
     let _ = second.start_kill();
     let _ = second.wait().await;
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM ai_jobs WHERE id = $1::uuid")
-                .bind(&job)
-                .fetch_optional(&cluster.pool)
-                .await
-                .unwrap();
-        if matches!(status.as_deref(), Some("completed" | "failed")) {
-            assert_eq!(status.as_deref(), Some("completed"), "the job's end");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job stranded: {status:?}\n{}\n---\n{}",
-            cluster.log_tail("worker"),
-            cluster.log_tail("worker-2")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = wait_for_job_end(&cluster, &job, &["worker", "worker-2"]).await;
+    assert_eq!(status, "completed", "the job's end");
     assert_eq!(
         attempts(cluster.pool.clone(), job.clone()).await,
         3,
