@@ -225,7 +225,10 @@ impl Cluster {
             .expect("lokiz runs")
     }
 
-    fn command(&self, role: Role, log_name: &str) -> Child {
+    /// A process of `role` logging to `<log_name>.log`, killed when the
+    /// child is dropped: the cluster's own, or a second one beside it (two
+    /// workers sharing the job consumer, say).
+    pub fn spawn_extra(&self, role: Role, log_name: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -239,13 +242,6 @@ impl Cluster {
             .kill_on_drop(true)
             .spawn()
             .expect("lokiz starts")
-    }
-
-    /// A second process of `role` beside the cluster's own (two workers
-    /// sharing the job consumer, say), logging to `<log_name>.log`; killed
-    /// when the returned child is dropped.
-    pub fn spawn_extra(&self, role: Role, log_name: &str) -> Child {
-        self.command(role, log_name)
     }
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to `role`'s process.
@@ -264,7 +260,7 @@ impl Cluster {
     }
 
     async fn spawn(&mut self, role: Role) {
-        let child = self.command(role, role.name());
+        let child = self.spawn_extra(role, role.name());
         self.procs.insert(role, child);
         if role == Role::Serve {
             self.wait_until_serving(Duration::from_secs(20)).await;

@@ -286,9 +286,6 @@ impl Worker {
             .await;
         match started {
             Ok(_) => {}
-            Err(AggregateError::UserError(JobError::LeaseHeld)) => {
-                return Delivery::Later(self.options.lease)
-            }
             Err(AggregateError::UserError(JobError::AttemptsExhausted)) => {
                 let failed = self
                     .fail(
@@ -301,7 +298,8 @@ impl Worker {
                 return failed;
             }
             Err(AggregateError::UserError(e)) => {
-                tracing::debug!(%job_id, error = %e, "worker: nothing to run");
+                // ended (ack), or held by a live attempt (look again later)
+                tracing::debug!(%job_id, reason = %e, "worker: not started");
                 return after_refusal(&e, self.options.lease);
             }
             Err(e) => {
@@ -418,19 +416,17 @@ impl Worker {
         // run, with a ticker reporting progress (and hearing of cancels)
         let cancel = shutdown.child_token();
         let percent = Arc::new(AtomicU8::new(0));
-        // why the job refused a progress report (and the run was canceled)
-        let refused: std::sync::Mutex<Option<JobError>> = std::sync::Mutex::new(None);
+        // ends with the job's refusal of a progress report, if it refused one
         let ticker = {
             let percent = percent.clone();
             let cancel = cancel.clone();
-            let refused = &refused;
             let id = id.clone();
             async move {
                 let mut every = tokio::time::interval(self.options.tick);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = cancel.cancelled() => return,
+                        _ = cancel.cancelled() => return None,
                         _ = every.tick() => {}
                     }
                     let _ = msg.ack_with(AckKind::Progress).await;
@@ -453,11 +449,8 @@ impl Worker {
                         Ok(_) => {}
                         Err(AggregateError::UserError(e)) => {
                             tracing::info!(job_id = %id, reason = %e, "job stopped; canceling the provider");
-                            if let Ok(mut slot) = refused.lock() {
-                                *slot = Some(e);
-                            }
                             cancel.cancel();
-                            return;
+                            return Some(e);
                         }
                         Err(e) => tracing::warn!(job_id = %id, error = %e, "progress not recorded"),
                     }
@@ -478,7 +471,7 @@ impl Worker {
         // the ticker cancels the run when the job stopped; the run's end
         // stops the ticker; the kind's wall-clock limit stops both
         let limit = self.config.jobs.time_limit(params.kind().as_str());
-        let (result, ()) = tokio::join!(
+        let (result, refusal) = tokio::join!(
             async {
                 let r = tokio::time::timeout(limit, run).await;
                 cancel.cancel();
@@ -500,8 +493,8 @@ impl Worker {
         };
         let output = match result {
             Ok(o) => o,
+            // by the job's refusal, or by shutdown (then nothing is acked)
             Err(ProviderError::Canceled) => {
-                let refusal = refused.lock().ok().and_then(|mut r| r.take());
                 return match refusal {
                     Some(e) => after_refusal(&e, self.options.lease),
                     None => Delivery::Done,
