@@ -140,19 +140,22 @@ async fn client_loop(
 /// For a failure message: each open job's events, and the job consumer's
 /// state as JetStream sees it.
 async fn open_jobs_report(cluster: &Cluster) -> String {
-    let events: Vec<(String, String, Value, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT e.aggregate_id, e.event_type, e.payload, e.timestamp
-           FROM events e JOIN ai_jobs j ON j.id::text = e.aggregate_id
-          WHERE e.aggregate_type = 'AiJob' AND j.status IN ('queued', 'processing')
-          ORDER BY e.position",
+    type JobEvent = (String, String, Value, chrono::DateTime<chrono::Utc>);
+    let events: Result<Vec<JobEvent>, _> = sqlx::query_as(
+        "SELECT e.aggregate_id, e.event_type, e.payload::jsonb, e.recorded_at
+               FROM events e JOIN ai_jobs j ON j.id::text = e.aggregate_id
+              WHERE e.aggregate_type = 'AiJob' AND j.status IN ('queued', 'processing')
+              ORDER BY e.position",
     )
     .fetch_all(&cluster.pool)
-    .await
-    .unwrap_or_default();
-    let mut report: Vec<String> = events
-        .iter()
-        .map(|(id, kind, payload, at)| format!("{at} {id} {kind} {payload}"))
-        .collect();
+    .await;
+    let mut report: Vec<String> = match events {
+        Ok(events) => events
+            .iter()
+            .map(|(id, kind, payload, at)| format!("{at} {id} {kind} {payload}"))
+            .collect(),
+        Err(e) => vec![format!("the open jobs' events cannot be read: {e}")],
+    };
     let consumer = async {
         let client = async_nats::connect(cluster.nats.url()).await.ok()?;
         let js = async_nats::jetstream::new(client);
