@@ -5,8 +5,9 @@
 //!   public, published, not deleted or removed. Its own copy, so the counter
 //!   updates on `videos` never rewrite a text index.
 //! - `search_terms`, `search_lexicon`: one posting per (lexeme, counted
-//!   video), kept in publication order per lexeme, and each lexeme's video
-//!   count: a search walks only the newest postings of its rarest word.
+//!   video), kept in publication order per lexeme with how often the
+//!   lexeme occurs in the caption, and each lexeme's video count: a search
+//!   walks only the newest postings of its rarest word.
 //! - `search_keywords`: caption words of counted videos with their video
 //!   counts (autocomplete keywords).
 //!
@@ -174,7 +175,8 @@ async fn unpost_terms(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), Proje
 }
 
 /// Adds the postings of `ids` (counted videos, as `search_videos` now has
-/// them) and counts them on the lexicon.
+/// them), each with how often its lexeme occurs in the caption (`hits`: a
+/// one-word search ranks by it), and counts them on the lexicon.
 ///
 /// Plain inserts (as for `video_hashtags`): a row is added only for a
 /// video whose stored state had none (its old postings were removed first),
@@ -189,8 +191,9 @@ async fn post_terms(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), Project
     }
     sqlx::query(
         "WITH added AS (
-            INSERT INTO search_terms (term, published_at, video_id)
-            SELECT l.lexeme, s.published_at, s.video_id
+            INSERT INTO search_terms (term, published_at, video_id, hits)
+            SELECT l.lexeme, s.published_at, s.video_id,
+                   greatest(coalesce(cardinality(l.positions), 0), 1)
               FROM search_videos s, unnest(s.tsv) AS l
              WHERE s.video_id = ANY($1)
             RETURNING term)

@@ -95,21 +95,36 @@ const WALK: i64 = 5_000;
 /// most used ones.
 const PREFIX_TERMS: i64 = 10;
 
-/// The newest [`CANDIDATES`] counted videos holding every word, at a cost
-/// bounded by the words' own postings (`search_terms`), not by how many
-/// videos there are:
+/// What a query's words find: for one word, its ranking already; for
+/// more, the newest [`CANDIDATES`] counted videos holding every word, still
+/// to be ranked.
+enum Found {
+    Ranked(Vec<Ranked>),
+    Candidates(Vec<Uuid>),
+}
+
+/// SQL: the relevance of a video whose caption holds a searched word `hits`
+/// times: what `ts_rank_cd(tsv, word, 32)` gives for one word (every hit a
+/// cover of weight 0.1, normalized by rank / (rank + 1)), from the posting.
+const HITS_RELEVANCE: &str = "p.hits::float8 / (p.hits + 10)";
+
+/// The videos holding every word, at a cost bounded by the words' own
+/// postings (`search_terms`), not by how many videos there are:
 /// - each word becomes its lexemes (`lokiz` stems English words) or, for a
 ///   prefix, the lexicon's words starting with it; a word no counted video
 ///   holds ends the search at once;
-/// - the rarest word's newest postings are the candidates, checked against
-///   the whole query when there are other words (at most [`WALK`]);
+/// - one word (a prefix's words are alternatives): its newest
+///   [`CANDIDATES`] postings are the matches, ranked in the same statement
+///   from the postings' hits, with no caption read;
+/// - more words: the rarest word's newest postings are the candidates,
+///   checked against the whole query (at most [`WALK`]);
 /// - only when that walk ends short with more postings left does the text
 ///   index answer (rare combinations of common words: few matches).
 async fn video_candidates(
     ctx: &ApiContext,
     words: &[String],
     query: &str,
-) -> Result<Vec<Uuid>, ApiError> {
+) -> Result<Found, ApiError> {
     let (mut exact, mut exact_at, mut prefixes, mut prefix_ends, mut prefix_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, w) in words.iter().enumerate() {
@@ -151,30 +166,30 @@ async fn video_candidates(
     let held = |g: &Vec<(String, i64)>| g.iter().map(|(_, n)| n).sum::<i64>();
     let prefix_missing = prefix_at.iter().any(|i| !groups.contains_key(i));
     let Some(driver) = groups.values().min_by_key(|g| held(g)) else {
-        return Ok(Vec::new());
+        return Ok(Found::Candidates(Vec::new()));
     };
     if prefix_missing || held(driver) == 0 {
-        return Ok(Vec::new());
+        return Ok(Found::Candidates(Vec::new()));
     }
+    let driver_terms: Vec<&str> = driver.iter().map(|(t, _)| t.as_str()).collect();
     // one word (a prefix's words are alternatives): its postings are the matches
     let alone = groups.len() == 1
         && groups
             .iter()
             .all(|(i, g)| g.len() == 1 || prefix_at.contains(i));
-    let walk = if alone { CANDIDATES } else { WALK };
-    let per_term = (walk / driver.len() as i64).max(CANDIDATES);
+    if alone {
+        return Ok(Found::Ranked(rank_postings(ctx, &driver_terms).await?));
+    }
+    let per_term = (WALK / driver.len() as i64).max(CANDIDATES);
     // whether the walk reads every posting of the driver
-    let whole = held(driver) <= walk && driver.iter().all(|(_, n)| *n <= per_term);
-    let driver: Vec<&str> = driver.iter().map(|(t, _)| t.as_str()).collect();
+    let whole = held(driver) <= WALK && driver.iter().all(|(_, n)| *n <= per_term);
+    let driver = driver_terms;
     // the other words are checked on each walked posting, newest first,
     // until enough match (a scalar subquery: a probe per posting, never a
-    // join that would read every match of the other words)
-    let check = if alone {
-        ""
-    } else {
-        "WHERE (SELECT s.tsv FROM search_videos s WHERE s.video_id = p.video_id)
-               @@ to_tsquery('lokiz', $4)"
-    };
+    // join that would read every match of the other words); the query is
+    // parsed once (an uncorrelated subquery), not once per posting
+    let check = "WHERE (SELECT s.tsv FROM search_videos s WHERE s.video_id = p.video_id)
+                       @@ (SELECT to_tsquery('lokiz', $4))";
     // one term's postings are already in order; several are merged (a
     // video holding two of a prefix's words once)
     let postings = if driver.len() == 1 {
@@ -200,12 +215,12 @@ async fn video_candidates(
     ))
     .bind(&driver)
     .bind(per_term)
-    .bind(walk)
+    .bind(WALK)
     .bind(query)
     .fetch_all(&ctx.pool)
     .await?;
-    if alone || whole || found.len() as i64 == CANDIDATES {
-        return Ok(found);
+    if whole || found.len() as i64 == CANDIDATES {
+        return Ok(Found::Candidates(found));
     }
     // ordering by an expression no index holds keeps this on the text index
     let all: Vec<Uuid> = sqlx::query_scalar(&format!(
@@ -217,7 +232,42 @@ async fn video_candidates(
     .bind(query)
     .fetch_all(&ctx.pool)
     .await?;
-    Ok(all)
+    Ok(Found::Candidates(all))
+}
+
+/// One word's matches, ranked: the newest [`CANDIDATES`] postings of its
+/// `terms` (one lexeme, or a prefix's words: a video holding two of them is
+/// one match with their hits summed), listed ones ranked by hot score plus
+/// up to 2 for relevance ([`HITS_RELEVANCE`]), as [`rank_videos`] ranks.
+async fn rank_postings(ctx: &ApiContext, terms: &[&str]) -> Result<Vec<Ranked>, ApiError> {
+    // one term's postings are already in order; several are merged
+    let postings = if terms.len() == 1 {
+        "SELECT video_id, hits FROM search_terms
+          WHERE term = ($1::text[])[1]
+          ORDER BY published_at DESC, video_id DESC
+          LIMIT $2"
+    } else {
+        "SELECT t.video_id, sum(t.hits) AS hits
+           FROM unnest($1::text[]) AS d(term)
+          CROSS JOIN LATERAL (SELECT published_at, video_id, hits FROM search_terms
+                               WHERE term = d.term
+                               ORDER BY published_at DESC, video_id DESC
+                               LIMIT $2) t
+          GROUP BY t.published_at, t.video_id
+          ORDER BY t.published_at DESC, t.video_id DESC
+          LIMIT $2"
+    };
+    let ranked: Vec<Ranked> = sqlx::query_as(&format!(
+        "SELECT v.hot_score + 2.0 * {HITS_RELEVANCE} AS score, v.id
+           FROM ({postings}) p JOIN videos v ON v.id = p.video_id
+          WHERE v.listed
+          ORDER BY score DESC, v.id DESC"
+    ))
+    .bind(terms)
+    .bind(CANDIDATES)
+    .fetch_all(&ctx.pool)
+    .await?;
+    Ok(ranked)
 }
 
 /// The strings starting with `prefix`, as a byte-order range `[lo, hi)`
@@ -417,10 +467,11 @@ async fn rank_videos(
     words: &[String],
     query: &str,
 ) -> Result<Vec<Ranked>, ApiError> {
-    let candidates = video_candidates(ctx, words, query).await?;
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
+    let candidates = match video_candidates(ctx, words, query).await? {
+        Found::Ranked(ranked) => return Ok(ranked),
+        Found::Candidates(ids) if ids.is_empty() => return Ok(Vec::new()),
+        Found::Candidates(ids) => ids,
+    };
     let ranked: Vec<Ranked> = sqlx::query_as(
         "SELECT v.hot_score + 2.0 * ts_rank_cd(s.tsv, q, 32) AS score, v.id
            FROM unnest($2::uuid[]) AS c(id)

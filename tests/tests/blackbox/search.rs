@@ -258,6 +258,40 @@ async fn search_pages_follow_the_cursor_without_repeats() {
     app.stop().await;
 }
 
+/// A one-word search is ranked from the word's postings alone, with the
+/// relevance of how often each caption holds the word: a caption that
+/// repeats it outranks a newer one that says it once, and a Korean prefix
+/// counts every word it starts (고양이 and 고양이가).
+#[tokio::test]
+async fn one_word_ranks_the_captions_that_repeat_it_first() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let (twice, _) = app
+        .upload_video(&alice, Some("glitch art, then glitch again"))
+        .await;
+    let (once, _) = app.upload_video(&alice, Some("glitch art")).await;
+    let (korean_twice, _) = app
+        .upload_video(&alice, Some("고양이 보고 고양이가 웃는다"))
+        .await;
+    let (korean_once, _) = app.upload_video(&alice, Some("고양이가 잔다")).await;
+    let head = app.head().await;
+    let page = get(&app, "/v1/search/videos?q=glitch", None, head).await;
+    assert_eq!(
+        video_ids(&page),
+        vec![twice.to_string(), once.to_string()],
+        "{page}"
+    );
+    let path = format!("/v1/search/videos?q={}", enc("고양이"));
+    let page = get(&app, &path, None, head).await;
+    assert_eq!(
+        video_ids(&page),
+        vec![korean_twice.to_string(), korean_once.to_string()],
+        "{page}"
+    );
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
 /// A search without a position to wait for may reuse a query's ranking
 /// for a few seconds, but every page reads its rows anew: what has since
 /// become private, or is blocked for this viewer, never shows.
