@@ -13,7 +13,7 @@
 # machine's busy CPU-seconds over it. Needs Postgres and NATS as for the
 # tests; drops what it made (the template too) when it ends.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,13p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,14p "$0"; exit 2; }
 before=$1 after=$2 rounds=${3:-2} videos=${4:-300000}
 export PGOPTIONS="-c client_min_messages=warning"
 pg="psql -qAtX -U postgres -h 127.0.0.1"
