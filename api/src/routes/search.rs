@@ -190,23 +190,7 @@ async fn video_candidates(
     // parsed once (an uncorrelated subquery), not once per posting
     let check = "WHERE (SELECT s.tsv FROM search_videos s WHERE s.video_id = p.video_id)
                        @@ (SELECT to_tsquery('lokiz', $4))";
-    // one term's postings are already in order; several are merged (a
-    // video holding two of a prefix's words once)
-    let postings = if driver.len() == 1 {
-        "SELECT published_at, video_id FROM search_terms
-          WHERE term = ($1::text[])[1]
-          ORDER BY published_at DESC, video_id DESC
-          LIMIT $3"
-    } else {
-        "SELECT DISTINCT t.published_at, t.video_id
-           FROM unnest($1::text[]) AS d(term)
-          CROSS JOIN LATERAL (SELECT published_at, video_id FROM search_terms
-                               WHERE term = d.term
-                               ORDER BY published_at DESC, video_id DESC
-                               LIMIT $2) t
-          ORDER BY t.published_at DESC, t.video_id DESC
-          LIMIT $3"
-    };
+    let postings = newest_postings(driver.len(), "$2", "$3");
     let found: Vec<Uuid> = sqlx::query_scalar(&format!(
         "SELECT p.video_id FROM ({postings}) p
           {check}
@@ -235,28 +219,40 @@ async fn video_candidates(
     Ok(Found::Candidates(all))
 }
 
+/// SQL: the newest postings (`published_at, video_id, hits`) of the terms
+/// `$1`, newest first, at most `limit`, reading at most `per_term` of each
+/// term (SQL expressions). One term's postings are already in order;
+/// several are merged, a video holding two of a prefix's words being one
+/// posting with their hits summed.
+fn newest_postings(terms: usize, per_term: &str, limit: &str) -> String {
+    if terms == 1 {
+        format!(
+            "SELECT published_at, video_id, hits FROM search_terms
+              WHERE term = ($1::text[])[1]
+              ORDER BY published_at DESC, video_id DESC
+              LIMIT {limit}"
+        )
+    } else {
+        format!(
+            "SELECT t.published_at, t.video_id, sum(t.hits) AS hits
+               FROM unnest($1::text[]) AS d(term)
+              CROSS JOIN LATERAL (SELECT published_at, video_id, hits FROM search_terms
+                                   WHERE term = d.term
+                                   ORDER BY published_at DESC, video_id DESC
+                                   LIMIT {per_term}) t
+              GROUP BY t.published_at, t.video_id
+              ORDER BY t.published_at DESC, t.video_id DESC
+              LIMIT {limit}"
+        )
+    }
+}
+
 /// One word's matches, ranked: the newest [`CANDIDATES`] postings of its
 /// `terms` (one lexeme, or a prefix's words: a video holding two of them is
 /// one match with their hits summed), listed ones ranked by hot score plus
 /// up to 2 for relevance ([`HITS_RELEVANCE`]), as [`rank_videos`] ranks.
 async fn rank_postings(ctx: &ApiContext, terms: &[&str]) -> Result<Vec<Ranked>, ApiError> {
-    // one term's postings are already in order; several are merged
-    let postings = if terms.len() == 1 {
-        "SELECT video_id, hits FROM search_terms
-          WHERE term = ($1::text[])[1]
-          ORDER BY published_at DESC, video_id DESC
-          LIMIT $2"
-    } else {
-        "SELECT t.video_id, sum(t.hits) AS hits
-           FROM unnest($1::text[]) AS d(term)
-          CROSS JOIN LATERAL (SELECT published_at, video_id, hits FROM search_terms
-                               WHERE term = d.term
-                               ORDER BY published_at DESC, video_id DESC
-                               LIMIT $2) t
-          GROUP BY t.published_at, t.video_id
-          ORDER BY t.published_at DESC, t.video_id DESC
-          LIMIT $2"
-    };
+    let postings = newest_postings(terms.len(), "$2", "$2");
     let ranked: Vec<Ranked> = sqlx::query_as(&format!(
         "SELECT v.hot_score + 2.0 * {HITS_RELEVANCE} AS score, v.id
            FROM ({postings}) p JOIN videos v ON v.id = p.video_id
