@@ -4,17 +4,21 @@
 #
 #   scripts/catchup-ab.sh BEFORE_BIN AFTER_BIN [ROUNDS] [VIDEOS]
 #
-# Seeds a template database once (`lokiz seed`, the bench's mix for VIDEOS
+# Seeds a template database once (`lokiz-bench seed`, the bench's mix for VIDEOS
 # videos, default 300000: events only, no read models), then per round and
 # side copies it, runs `lokiz all` on the copy with a stream of its own (and
 # the bench's pool of 32 connections), and
 # waits until the relay has published the newest event and no checkpoint has
 # moved for 3 s. Prints the wall time to the last checkpoint move and the
 # machine's busy CPU-seconds over it. Needs Postgres and NATS as for the
-# tests; drops what it made (the template too) when it ends.
+# tests, and `lokiz-bench` (`$LOKIZ_BENCH`, default target/release/lokiz-bench:
+# `cargo build --release --bin lokiz-bench`); drops what it made (the
+# template too) when it ends.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 2,14p "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,16p "$0"; exit 2; }
 before=$1 after=$2 rounds=${3:-2} videos=${4:-300000}
+seeder=${LOKIZ_BENCH:-$(cd "$(dirname "$0")/.." && pwd)/target/release/lokiz-bench}
+[ -x "$seeder" ] || { echo "$seeder is missing: cargo build --release --bin lokiz-bench" >&2; exit 2; }
 export PGOPTIONS="-c client_min_messages=warning"
 pg="psql -qAtX -U postgres -h 127.0.0.1"
 tpl=lokiz_catchup_tpl run=lokiz_catchup_run
@@ -37,7 +41,7 @@ $pg -c "DROP DATABASE IF EXISTS $tpl" -c "CREATE DATABASE $tpl" >/dev/null
 # migrations to its copy (so BEFORE must be the older one)
 DATABASE_URL=$url/$tpl "$before" migrate >/dev/null
 u=$((videos / 100)); [ "$u" -lt 100 ] && u=100
-DATABASE_URL=$url/$tpl "$before" seed --quiet --users "$u" --videos "$videos" --likes $((videos / 10)) \
+DATABASE_URL=$url/$tpl "$seeder" seed --no-migrate --quiet --users "$u" --videos "$videos" --likes $((videos / 10)) \
   --follows $((videos / 20)) --comments $((videos / 20)) --views $((videos / 10))
 $pg $tpl -c "VACUUM ANALYZE" >/dev/null
 busy() { awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat; }

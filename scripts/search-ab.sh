@@ -2,7 +2,7 @@
 # Interleaved A/B of cold search between two `lokiz` binaries on the same data
 # (docs/BENCHMARKS.md, "Prefixes as index ranges"). By hand, not in CI:
 #
-#   lokiz bench --only search --feed-videos 300000 --keep-database   # prints the database
+#   lokiz-bench run --only search --feed-videos 300000 --keep-database   # prints the database
 #   apt-get install -y wrk
 #   scripts/search-ab.sh BEFORE_BIN AFTER_BIN postgres://postgres@127.0.0.1:5432/lokiz_bench_xxx [ROUNDS]
 #

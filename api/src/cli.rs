@@ -42,11 +42,6 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
-    /// Measure throughput and lag against the raw Postgres ceiling.
-    Bench(crate::bench::BenchArgs),
-    /// Fill the database with realistic users, videos, likes, follows, comments and views
-    /// (real events through the aggregates, bulk-loaded). Seeded users' password: `seedpassword`.
-    Seed(crate::seed::SeedArgs),
 }
 
 #[derive(Debug, Subcommand)]

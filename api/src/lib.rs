@@ -5,7 +5,6 @@
 //! components were asked for until the shutdown token fires.
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod extract;
@@ -17,7 +16,6 @@ pub mod pagination;
 pub mod rate_limit;
 pub mod reads;
 pub mod routes;
-pub mod seed;
 pub mod telemetry;
 pub mod tools;
 

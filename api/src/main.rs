@@ -73,21 +73,6 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             lokiz_infra::db::migrate(&pool).await?;
             return lokiz_api::tools::users(&pool, command).await;
         }
-        Command::Bench(_) | Command::Seed(_)
-            if config.env == lokiz_infra::config::Environment::Production =>
-        {
-            anyhow::bail!(
-                "seed and bench write made-up users and events: refused when LOKIZ_ENV=production"
-            )
-        }
-        Command::Bench(args) => return lokiz_api::bench::run(config, args).await,
-        Command::Seed(args) => {
-            let pool = lokiz_infra::db::connect(&config).await?;
-            lokiz_infra::db::migrate(&pool).await?;
-            let report = lokiz_api::seed::seed(&pool, &args).await?;
-            println!("seeded {}: {report}", config.database_name());
-            return Ok(());
-        }
     };
     let app = Application::build(config, components).await?;
     let shutdown = CancellationToken::new();

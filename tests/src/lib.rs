@@ -1,10 +1,16 @@
 //! Test harness: `spawn_app()` starts the whole system in-process on port 0,
 //! against its own fresh Postgres database and its own JetStream stream, so
 //! tests run in parallel and never see each other's data.
+//!
+//! The same outside view serves the developer tools of `lokiz-bench`
+//! (`src/bin/lokiz-bench.rs`): the benchmark harness ([`bench`]) and the
+//! data seeder ([`seed`]), which the rebuild tests also use.
 
+pub mod bench;
 pub mod cluster;
 pub mod fake_replicate;
 pub mod fake_stripe;
+pub mod seed;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -111,8 +111,8 @@ async fn ops_endpoints_move_to_their_own_address() {
 
 #[tokio::test]
 async fn seed_and_bench_refuse_to_run_in_production() {
-    for command in ["seed", "bench"] {
-        let out = tokio::process::Command::new(lokiz_tests::cluster::lokiz_bin())
+    for command in ["seed", "run"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lokiz-bench"))
             .arg(command)
             .env("LOKIZ_ENV", "production")
             .env("LOKIZ_JWT_SECRET", "p".repeat(40))
@@ -125,13 +125,24 @@ async fn seed_and_bench_refuse_to_run_in_production() {
             )
             .output()
             .await
-            .expect("lokiz runs");
+            .expect("lokiz-bench runs");
         assert!(!out.status.success(), "{command} ran in production");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("refused when LOKIZ_ENV=production"),
             "{stderr}"
         );
+    }
+    // the product binary has no made-up data or load to offer at all
+    for command in ["seed", "bench"] {
+        let out = tokio::process::Command::new(lokiz_tests::cluster::lokiz_bin())
+            .arg(command)
+            .output()
+            .await
+            .expect("lokiz runs");
+        assert_eq!(out.status.code(), Some(2), "lokiz {command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("unrecognized subcommand"), "{stderr}");
     }
     // and the test payment provider keeps a production server from starting
     let out = tokio::process::Command::new(lokiz_tests::cluster::lokiz_bin())

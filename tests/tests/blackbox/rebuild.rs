@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lokiz_api::seed::{seed, SeedArgs};
 use lokiz_api::tools::{change_role, export, history, ExportFormat};
 use lokiz_domain::user::Role;
 use lokiz_projections::rebuild::{rebuild, reset_parked, verify};
+use lokiz_tests::seed::{seed, SeedArgs};
 use lokiz_tests::{position_of, spawn_app, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use lokiz_api::seed::{seed, SeedArgs, SEED_PASSWORD};
+use lokiz_tests::seed::{seed, SeedArgs, SEED_PASSWORD};
 use lokiz_tests::{position_of, spawn_app, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! `lokiz seed`: fills a database with realistic data — users, videos,
+//! `lokiz-bench seed`: fills a database with realistic data — users, videos,
 //! follows, likes, comments (with replies) and views — through the event
 //! store.
 //!
@@ -181,7 +181,7 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<SeedReport> 
     if args.videos > 0 && args.users == 0 {
         anyhow::bail!("--videos needs at least one user");
     }
-    let until = args.until.unwrap_or_else(crate::now);
+    let until = args.until.unwrap_or_else(lokiz_api::now);
     let plan = Arc::new(Plan::new(args, until));
 
     // Seeding twice with the same generator seed would collide on names.
@@ -199,7 +199,7 @@ pub async fn seed(pool: &PgPool, args: &SeedArgs) -> anyhow::Result<SeedReport> 
         );
     }
 
-    let password_hash = crate::auth::password::hash(
+    let password_hash = lokiz_api::auth::password::hash(
         Password::parse("password", SEED_PASSWORD).map_err(field_error)?,
     )
     .await?;

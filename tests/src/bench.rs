@@ -1,4 +1,8 @@
-//! The bench harness: `lokiz bench`.
+//! The bench harness: `lokiz-bench run` (`src/bin/lokiz-bench.rs`).
+//!
+//! It drives the system from outside, as the black-box tests do: the server
+//! under test is a `lokiz all` child process (the `lokiz` binary beside
+//! `lokiz-bench`, or `--lokiz PATH`), so the numbers are a release build's.
 //!
 //! In one run, on one machine, it measures each scenario beside its raw
 //! ceiling and prints one table (scenario, ceiling, ours, ratio, p50, p99,
@@ -21,7 +25,7 @@
 //!   clients, vs the route's own SQL with 100 ids straight to Postgres.
 //! - `feed`: feed pages (20 items) for each algorithm, `--read-clients`
 //!   clients walking 5 pages deep, over `--feed-videos` seeded videos.
-//! - Catch-up: the data is seeded (`lokiz seed`) into the bench database
+//! - Catch-up: the data is seeded ([`crate::seed`]) into the bench database
 //!   before the server starts; the server's relay and projections then build
 //!   the read models from JetStream, timed as events/s.
 //! - Server memory: the child's peak RSS (VmHWM) over the whole run.
@@ -84,6 +88,10 @@ pub struct BenchArgs {
     /// look into it with psql or `EXPLAIN`; drop it by hand.
     #[arg(long)]
     pub keep_database: bool,
+    /// The `lokiz` binary to run as the server under test; default: the one
+    /// beside this program (`target/release/lokiz` for a release build).
+    #[arg(long, env = "LOKIZ_BIN")]
+    pub lokiz: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -247,7 +255,7 @@ async fn scenarios(
             eprintln!("bench: seeded {report}");
             rows.push(Row {
                 scenario: format!(
-                    "`lokiz seed`: {} videos, {} users + social ({} events, {} connections)",
+                    "`lokiz-bench seed`: {} videos, {} users + social ({} events, {} connections)",
                     report.videos, report.users, report.events, seed_args.connections
                 ),
                 ceiling: "—".into(),
@@ -270,6 +278,7 @@ async fn scenarios(
 
     // the server under test, as its own process
     let server = Server {
+        lokiz: lokiz_bin(args)?,
         bench_url: bench_url.to_owned(),
         nats_url: config.nats_url.clone(),
         stream: stream.to_owned(),
@@ -300,6 +309,25 @@ async fn scenarios(
     outcome
 }
 
+/// The server binary: `--lokiz`, or `lokiz` beside this program.
+fn lokiz_bin(args: &BenchArgs) -> anyhow::Result<std::path::PathBuf> {
+    let bin = match &args.lokiz {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program's directory")?
+            .join("lokiz"),
+    };
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} is missing: build it beside lokiz-bench (`cargo build --release --bin lokiz \
+             --bin lokiz-bench`) or name it with --lokiz",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 async fn bench_pool(url: &str, connections: u32) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(connections)
@@ -310,6 +338,7 @@ async fn bench_pool(url: &str, connections: u32) -> anyhow::Result<PgPool> {
 
 /// How the bench starts `lokiz` processes on its database and stream.
 struct Server {
+    lokiz: std::path::PathBuf,
     bench_url: String,
     nats_url: String,
     stream: String,
@@ -329,7 +358,7 @@ impl Server {
         extra: &[(&str, &str)],
     ) -> anyhow::Result<(tokio::process::Child, String)> {
         let port = free_port()?;
-        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        let mut cmd = tokio::process::Command::new(&self.lokiz);
         cmd.arg(role)
             .env("DATABASE_URL", &self.bench_url)
             .env("NATS_URL", &self.nats_url)
@@ -420,7 +449,7 @@ impl Bench {
                 .execute(&self.pool)
                 .await?;
             notes.push(format!(
-                "Seeded with `lokiz seed` ({report}); after the catch-up the read-model tables \
+                "Seeded with `lokiz-bench seed` ({report}); after the catch-up the read-model tables \
                  were `VACUUM (ANALYZE)`d (autovacuum is off on this Postgres)."
             ));
         }
@@ -1685,7 +1714,7 @@ async fn direct_append(url: &str, clients: usize, secs: u64) -> anyhow::Result<T
                     display_name: DisplayName::from_username(&username),
                     username,
                     email,
-                    at: crate::now(),
+                    at: lokiz_api::now(),
                 },
                 Default::default(),
             )
@@ -1706,7 +1735,7 @@ async fn direct_append(url: &str, clients: usize, secs: u64) -> anyhow::Result<T
                     display_name: Some(names[(n % 2) as usize].clone()),
                     ..Default::default()
                 },
-                at: crate::now(),
+                at: lokiz_api::now(),
             };
             Ok(store
                 .users
@@ -1928,7 +1957,7 @@ fn render(rows: &[Row], notes: &[String], args: &BenchArgs) -> String {
         format!(" --only {}", args.only.join(","))
     };
     out.push_str(&format!(
-        "# LOKIZ benchmarks\n\nMachine: {} cores; run `lokiz bench --duration {} --clients {} --read-clients {} --lag-rate {} --lag-seconds {} --feed-videos {}{only}` (release build).\n\n",
+        "# LOKIZ benchmarks\n\nMachine: {} cores; run `lokiz-bench run --duration {} --clients {} --read-clients {} --lag-rate {} --lag-seconds {} --feed-videos {}{only}` (release build).\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         args.duration, args.clients, args.read_clients, args.lag_rate, args.lag_seconds,
         args.feed_videos
