@@ -340,6 +340,33 @@ impl SearchQuery {
     }
 }
 
+/// Most words [`name_words`] gives.
+pub const NAME_WORDS_MAX: usize = 8;
+
+/// The words a person is found by, from their username and display name,
+/// and the words a people search looks for: runs of letters of any script,
+/// lowercased, each once, in order, at most [`NAME_WORDS_MAX`] of up to 30
+/// letters. Digits, `_` and punctuation only separate words
+/// (`neon_fox12` → `neon`, `fox`): a number in a name is rarely what
+/// anybody searches for, and every `fox<n>` as a word of its own would fill
+/// the lexicon with one entry per person.
+pub fn name_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for run in text.split(|c: char| !c.is_alphabetic()) {
+        if run.is_empty() {
+            continue;
+        }
+        let word: String = run.chars().take(30).collect::<String>().to_lowercase();
+        if !words.contains(&word) {
+            words.push(word);
+            if words.len() == NAME_WORDS_MAX {
+                break;
+            }
+        }
+    }
+    words
+}
+
 impl CommentBody {
     pub const MAX: usize = 1000;
 
@@ -500,6 +527,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.keywords(), vec!["dance", "video", "고양이가", "춤춘다"]);
+    }
+
+    #[test]
+    fn name_words_are_letter_runs_of_any_script() {
+        assert_eq!(name_words("neon_fox12 Neon Fox"), vec!["neon", "fox"]);
+        assert_eq!(name_words("Kosmic.Phenix"), vec!["kosmic", "phenix"]);
+        assert_eq!(name_words("김민수 (Minsu) 김민수"), vec!["김민수", "minsu"]);
+        assert_eq!(name_words("2pac"), vec!["pac"]);
+        assert!(name_words("1234 _ !").is_empty());
+        let long = "a".repeat(40);
+        assert_eq!(name_words(&long), vec!["a".repeat(30)]);
+        let many = "a b c d e f g h i j";
+        assert_eq!(name_words(many).len(), NAME_WORDS_MAX);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod images;
 pub mod likes;
 pub mod notifications;
 pub mod pairs;
+pub mod people;
 pub mod projector;
 pub mod rebuild;
 pub mod reports;
@@ -54,6 +55,7 @@ pub fn all() -> Vec<Arc<dyn Projector>> {
         Arc::new(activity::ActivityProjector),
         Arc::new(shares::SharesProjector),
         Arc::new(search::SearchProjector),
+        Arc::new(people::PeopleProjector),
         Arc::new(hashtags::HashtagsProjector),
         Arc::new(search_history::SearchHistoryProjector),
         Arc::new(subscriptions::SubscriptionsProjector),

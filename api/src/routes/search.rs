@@ -10,7 +10,7 @@
 //!
 //! Cost per request is bounded: a video search ranks at most
 //! [`CANDIDATES`] matches (the newest ones), a people search at most
-//! [`USER_CANDIDATES`] nearest names; pages walk that set with a keyset
+//! [`USER_CANDIDATES`] closest people, found through their name words; pages walk that set with a keyset
 //! cursor (a video published between two pages may shift the set).
 //! Video candidates come from the `search_terms` postings of the query's
 //! rarest word, not from a walk over videos. A query's ranking is reused
@@ -28,7 +28,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use lokiz_domain::search_history::{SearchHistoryCommand, SearchHistoryError};
-use lokiz_domain::values::{FieldError, SearchQuery};
+use lokiz_domain::values::{name_words, FieldError, SearchQuery};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -56,8 +56,6 @@ pub fn router() -> Router<ApiContext> {
 pub const CANDIDATES: i64 = 200;
 /// How many names a people search ranks at most.
 pub const USER_CANDIDATES: i64 = 100;
-/// Below this trigram similarity a name is not a match.
-const MIN_SIMILARITY: f64 = 0.2;
 
 /// The words of a query: letters and digits of any script, at most 8 of up
 /// to 50 characters each.
@@ -95,9 +93,9 @@ const WALK: i64 = 5_000;
 /// most used ones.
 const PREFIX_TERMS: i64 = 10;
 
-/// What a query's words find: for one word, its ranking already; for
-/// more, the newest [`CANDIDATES`] counted videos holding every word, still
-/// to be ranked.
+/// What a query's words find: their ranking already (one word, or a walk
+/// that found its matches); or, from the text index, the newest
+/// [`CANDIDATES`] counted videos holding every word, still to be ranked.
 enum Found {
     Ranked(Vec<Ranked>),
     Candidates(Vec<Uuid>),
@@ -117,7 +115,8 @@ const HITS_RELEVANCE: &str = "p.hits::float8 / (p.hits + 10)";
 ///   [`CANDIDATES`] postings are the matches, ranked in the same statement
 ///   from the postings' hits, with no caption read;
 /// - more words: the rarest word's newest postings are the candidates,
-///   checked against the whole query (at most [`WALK`]);
+///   checked against the whole query (at most [`WALK`]), the matches ranked
+///   in the same statement from the captions the check read;
 /// - only when that walk ends short with more postings left does the text
 ///   index answer (rare combinations of common words: few matches).
 async fn video_candidates(
@@ -185,17 +184,29 @@ async fn video_candidates(
     let whole = held(driver) <= WALK && driver.iter().all(|(_, n)| *n <= per_term);
     let driver = driver_terms;
     // the other words are checked on each walked posting, newest first,
-    // until enough match (a scalar subquery: a probe per posting, never a
-    // join that would read every match of the other words); the query is
-    // parsed once (an uncorrelated subquery), not once per posting
-    let check = "WHERE (SELECT s.tsv FROM search_videos s WHERE s.video_id = p.video_id)
-                       @@ (SELECT to_tsquery('lokiz', $4))";
+    // until enough match, and the matches are ranked in the same statement
+    // from the captions the check read; the query is parsed once, not once
+    // per posting. The check is a probe per posting, never a join that
+    // would read every match of the other words: a `LIMIT` keeps the
+    // lateral subquery a parameterized probe (without it the planner may
+    // hash every video holding the other words, 12,000 rows for "beat drop"
+    // at 300,000 videos: 24 ms instead of 1.4). Unlisted matches come back
+    // unscored: they count as matches (whether the walk found enough), not
+    // as results.
     let postings = newest_postings(driver.len(), "$2", "$3");
-    let found: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "SELECT p.video_id FROM ({postings}) p
-          {check}
-          ORDER BY p.published_at DESC, p.video_id DESC
-          LIMIT {CANDIDATES}"
+    let walked: Vec<(Option<f64>, Uuid)> = sqlx::query_as(&format!(
+        "WITH q AS MATERIALIZED (SELECT to_tsquery('lokiz', $4) AS q),
+              m AS (SELECT p.video_id, s.tsv FROM ({postings}) p
+                     CROSS JOIN LATERAL (SELECT tsv FROM search_videos s
+                                          WHERE s.video_id = p.video_id LIMIT 1) s
+                     WHERE s.tsv @@ (SELECT q FROM q)
+                     ORDER BY p.published_at DESC, p.video_id DESC
+                     LIMIT {CANDIDATES})
+         SELECT CASE WHEN v.listed
+                     THEN v.hot_score + 2.0 * ts_rank_cd(m.tsv, (SELECT q FROM q), 32) END AS score,
+                m.video_id
+           FROM m LEFT JOIN videos v ON v.id = m.video_id
+          ORDER BY score DESC NULLS LAST, m.video_id DESC"
     ))
     .bind(&driver)
     .bind(per_term)
@@ -203,8 +214,12 @@ async fn video_candidates(
     .bind(query)
     .fetch_all(&ctx.pool)
     .await?;
-    if whole || found.len() as i64 == CANDIDATES {
-        return Ok(Found::Candidates(found));
+    if whole || walked.len() as i64 == CANDIDATES {
+        let ranked = walked
+            .into_iter()
+            .filter_map(|(score, id)| Some((score?, id)))
+            .collect();
+        return Ok(Found::Ranked(ranked));
     }
     // ordering by an expression no index holds keeps this on the text index
     let all: Vec<Uuid> = sqlx::query_scalar(&format!(
@@ -585,48 +600,70 @@ pub struct UserSearchPage {
     pub has_more: bool,
 }
 
-/// SQL: a user's searchable name (what the trigram index holds).
-///
-/// Usernames starting with a prefix are listed `ORDER BY lower(u.username)
-/// USING ~<~` (byte order): the order of the `text_pattern_ops` index that
-/// finds them, so a scan stops after the first `LIMIT` rows. Ordered by the
-/// collation instead, every match was read and sorted (about 300 for `gl`
-/// among 10,000 people: 2.2 ms against 0.1 ms).
-const NAME: &str = "(lower(u.username) || ' ' || lower(u.display_name))";
+/// Query words a people search looks for at most (names rarely have more).
+const PEOPLE_QUERY_WORDS: usize = 4;
+/// Name words each query word stands for at most: the closest ones.
+const WORD_MATCHES: i64 = 3;
+/// People read at most per matched name word.
+const WORD_PEOPLE: i64 = 500;
+/// Below this trigram similarity a name word is not a match for a query
+/// word.
+const MIN_WORD_SIMILARITY: f64 = 0.3;
 
-/// The people `q` finds, closest first, as (score, id), banned ones left
-/// out. Candidates: the nearest names by trigram distance (typos:
-/// "trikster" finds trickster) and usernames starting with the query.
-/// Score: similarity, +0.5 for a username prefix, plus a little for
-/// followers (one index probe per candidate: joined, the planner hashed
-/// every row of `follow_counts`). Each candidate's name is carried from the
-/// scan that found it, not read again. (`s` is materialized: the planner would otherwise
-/// push the similarity test down into a scan of every user.)
+/// The people `q` finds, closest first, as (score, id).
+///
+/// Found by their name words (the `people` projection: `name_words` of
+/// username and display name), not by a walk over every name:
+/// - each query word (at most [`PEOPLE_QUERY_WORDS`]) stands for its
+///   [`WORD_MATCHES`] closest name words in `people_lexicon` (trigram word
+///   similarity: the word itself first, then words it begins or nearly
+///   matches — "phenix" finds "phoenix"), those of similarity
+///   [`MIN_WORD_SIMILARITY`] or more;
+/// - a person's closeness is the mean over the query words of their best
+///   matching word's similarity; the closest [`USER_CANDIDATES`] (read
+///   through at most [`WORD_PEOPLE`] postings per word) are candidates,
+///   with the usernames starting with the query (in the prefix index's byte
+///   order, so the scan stops at the `LIMIT`);
+/// - score: closeness, +0.5 for a username prefix, plus a little for
+///   followers (one index probe per candidate: joined, the planner hashed
+///   every row of `follow_counts`).
+///
+/// Cost is bounded by the query's words and the postings read, whatever
+/// the number of people. Bans are left to the page (like blocks).
 async fn rank_users(ctx: &ApiContext, q: &str) -> Result<Vec<Ranked>, ApiError> {
+    let mut words = name_words(q);
+    words.truncate(PEOPLE_QUERY_WORDS);
     let sql = format!(
-        "WITH c AS ((SELECT u.id, {NAME} AS name,
-                            lower(u.username) ~>=~ $2 AND lower(u.username) ~<~ $3 AS prefix
-                       FROM users u WHERE NOT u.banned
-                      ORDER BY {NAME} <-> $1 LIMIT {USER_CANDIDATES})
-                    UNION
-                    (SELECT u.id, {NAME}, true FROM users u
-                      WHERE lower(u.username) ~>=~ $2 AND lower(u.username) ~<~ $3
-                        AND NOT u.banned
-                      ORDER BY lower(u.username) USING ~<~ LIMIT {USER_CANDIDATES})),
-              s AS MATERIALIZED (SELECT c.id, c.prefix,
-                           greatest(similarity(c.name, $1), word_similarity($1, c.name)) AS sim,
-                           coalesce((SELECT fc.followers FROM follow_counts fc
-                                      WHERE fc.user_id = c.id), 0) AS followers
-                      FROM c)
+        "WITH q AS (SELECT w, i FROM unnest($1::text[]) WITH ORDINALITY AS q(w, i)),
+              m AS (SELECT q.i, l.word, l.sim
+                      FROM q CROSS JOIN LATERAL (
+                           SELECT word, greatest(similarity(word, q.w), word_similarity(q.w, word)) AS sim
+                             FROM people_lexicon ORDER BY q.w <<-> word LIMIT {WORD_MATCHES}) l
+                     WHERE l.sim >= {MIN_WORD_SIMILARITY}),
+              hits AS (SELECT p.user_id, m.i, max(m.sim) AS sim
+                         FROM m CROSS JOIN LATERAL (
+                              SELECT user_id FROM people_words p WHERE p.word = m.word
+                               LIMIT {WORD_PEOPLE}) p
+                        GROUP BY p.user_id, m.i),
+              named AS (SELECT user_id AS id, sum(sim) / cardinality($1::text[]) AS sim
+                          FROM hits GROUP BY user_id
+                         ORDER BY sim DESC, user_id DESC LIMIT {USER_CANDIDATES}),
+              prefixed AS (SELECT u.id FROM users u
+                            WHERE lower(u.username) ~>=~ $2 AND lower(u.username) ~<~ $3
+                              AND NOT u.banned
+                            ORDER BY lower(u.username) USING ~<~ LIMIT {USER_CANDIDATES}),
+              c AS (SELECT coalesce(n.id, p.id) AS id, coalesce(n.sim, 0) AS sim,
+                           p.id IS NOT NULL AS prefix
+                      FROM named n FULL JOIN prefixed p ON p.id = n.id)
          SELECT sim + CASE WHEN prefix THEN 0.5 ELSE 0 END
-                    + 0.02 * ln(1 + followers) AS score, id
-           FROM s
-          WHERE sim >= {MIN_SIMILARITY} OR prefix
+                    + 0.02 * ln(1 + coalesce((SELECT fc.followers FROM follow_counts fc
+                                               WHERE fc.user_id = c.id), 0)) AS score, id
+           FROM c
           ORDER BY score DESC, id DESC"
     );
     let (lo, hi) = prefix_range(q.trim_start_matches('@'));
     let ranked: Vec<Ranked> = sqlx::query_as(&sql)
-        .bind(q)
+        .bind(&words)
         .bind(lo)
         .bind(hi)
         .fetch_all(&ctx.pool)
@@ -702,7 +739,8 @@ pub async fn search_users(
     let after = score_cursor(&params, &mut errors);
     let limit = params.limit(&mut errors);
     check(errors)?;
-    ctx.wait_for(min, &["users", "follows", "blocks"]).await?;
+    ctx.wait_for(min, &["people", "users", "follows", "blocks"])
+        .await?;
     let viewer = user.map(|u| u.user_id);
     Ok(Json(
         user_matches(&ctx, &q, viewer, after, limit, min.is_some()).await?,
@@ -791,7 +829,9 @@ pub async fn search_all(
     check(errors)?;
     ctx.wait_for(
         min,
-        &["search", "hashtags", "videos", "users", "follows", "blocks"],
+        &[
+            "search", "hashtags", "videos", "people", "users", "follows", "blocks",
+        ],
     )
     .await?;
     let viewer = user.map(|u| u.user_id);
@@ -834,8 +874,9 @@ pub struct Suggestions {
 }
 
 /// Usernames starting with `prefix`; with `typos`, when those are fewer
-/// than `limit` and the prefix has 3 characters or more, then the nearest
-/// names (trigram distance).
+/// than `limit` and the prefix has 3 characters or more, then the closest
+/// people by name words (misspellings included), as a people search ranks
+/// them.
 async fn user_suggestions(
     ctx: &ApiContext,
     prefix: &str,
@@ -861,19 +902,25 @@ async fn user_suggestions(
     .fetch_all(&ctx.pool)
     .await?;
     if typos && (rows.len() as i64) < limit && prefix.chars().count() >= 3 {
-        let near: Vec<(Uuid, String)> = sqlx::query_as(&format!(
-            "SELECT id, username FROM (
-                SELECT u.id, u.username, {NAME} <-> $2 AS d FROM users u
-                 WHERE {visible}
-                 ORDER BY {NAME} <-> $2 LIMIT $1) n
-              WHERE d <= 0.7 ORDER BY d"
+        // the closest people by name words, as a people search ranks them
+        let ranked = rank_users(ctx, &prefix).await?;
+        let ids: Vec<Uuid> = ranked
+            .iter()
+            .take(2 * limit as usize)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut near: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(&format!(
+            "SELECT u.id, u.username FROM users u
+              WHERE u.id = ANY($1) AND NOT u.banned AND {}",
+            unblocked("$2::uuid", "u.id")
         ))
-        .bind(limit)
-        .bind(&prefix)
+        .bind(&ids)
         .bind(viewer.unwrap_or(Uuid::nil()))
         .fetch_all(&ctx.pool)
-        .await?;
-        rows.extend(near);
+        .await?
+        .into_iter()
+        .collect();
+        rows.extend(ids.iter().filter_map(|id| Some((*id, near.remove(id)?))));
     }
     let mut out: Vec<Suggestion> = Vec::new();
     for (id, username) in rows {
@@ -982,7 +1029,14 @@ pub async fn autocomplete(
     check(errors)?;
     ctx.wait_for(
         min,
-        &["search", "hashtags", "search_history", "users", "blocks"],
+        &[
+            "search",
+            "hashtags",
+            "search_history",
+            "people",
+            "users",
+            "blocks",
+        ],
     )
     .await?;
     let viewer = user.map(|u| u.user_id);

@@ -696,6 +696,7 @@ async fn notification_and_social_batches_equal_event_by_event_application() {
         ("follows", 60),
         ("comments", 120),
         ("users", 35),
+        ("people", 70),
     ] {
         let rows = batches_equal_event_by_event(&app, name).await;
         assert!(rows >= at_least, "{name}: {rows} rows");

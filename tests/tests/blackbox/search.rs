@@ -227,6 +227,73 @@ async fn search_finds_captions_misspelt_names_and_korean_tags_but_never_hidden_v
     app.stop().await;
 }
 
+async fn set_display_name(app: &TestApp, who: &Registered, name: &str) -> i64 {
+    let r = app
+        .patch(
+            "/v1/users/me",
+            json!({ "display_name": name }),
+            &who.access_token,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    position_of(&r)
+}
+
+fn usernames(page: &Value) -> Vec<String> {
+    page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn people_are_found_by_the_words_of_their_current_name() {
+    let app = spawn_app().await;
+    let fox = app.register("neon_fox12").await;
+    let mina = app.register("dj_mina").await;
+    let rider = app.register("zed_k").await;
+    let _other = app.register("quiet_otter").await;
+    set_display_name(&app, &mina, "김민아 Mina").await;
+    set_display_name(&app, &rider, "Ghost Rider").await;
+    let head = set_display_name(&app, &rider, "Phoenix Rider").await;
+
+    // a word of the username (digits only separate words)
+    let page = get(&app, "/v1/search/users?q=fox", None, head).await;
+    assert_eq!(usernames(&page), vec!["neon_fox12"], "{page}");
+    assert_eq!(page["users"][0]["id"], fox.id.to_string());
+    // a Korean display name, whole
+    let page = get(
+        &app,
+        &format!("/v1/search/users?q={}", enc("김민아")),
+        None,
+        head,
+    )
+    .await;
+    assert_eq!(usernames(&page), vec!["dj_mina"], "{page}");
+    // the current display name, misspelt; the old one no more
+    let page = get(&app, "/v1/search/users?q=phenix", None, head).await;
+    assert_eq!(usernames(&page), vec!["zed_k"], "{page}");
+    let page = get(&app, "/v1/search/users?q=ghost", None, head).await;
+    assert!(usernames(&page).is_empty(), "{page}");
+    // both words of a name rank above one of them
+    let page = get(&app, "/v1/search/users?q=rider%20phoenix", None, head).await;
+    assert_eq!(usernames(&page)[0], "zed_k", "{page}");
+    // a username prefix, with the people whose words match
+    let page = get(&app, "/v1/search/users?q=quiet_ot", None, head).await;
+    assert_eq!(usernames(&page)[0], "quiet_otter", "{page}");
+    // autocomplete's people after '@' fall back to name words for a typo
+    let auto = get(&app, "/v1/search/autocomplete?q=%40phoenx", None, head).await;
+    assert_eq!(
+        auto,
+        json!({"suggestions": [{"type": "user", "text": "@zed_k", "id": rider.id}]})
+    );
+
+    crate::rebuild::assert_rebuild_is_identical(&app).await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn search_pages_follow_the_cursor_without_repeats() {
     let app = spawn_app().await;
