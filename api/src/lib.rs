@@ -66,6 +66,9 @@ pub struct ApiContext {
     pub render_cache: lokiz_infra::render_cache::RenderCache,
     /// Places for requests waiting on `X-Lokiz-Min-Position`.
     pub waiters: Arc<tokio::sync::Semaphore>,
+    /// Positions this process knows the read models have reached, so a
+    /// request naming one again waits for nothing and asks nobody.
+    pub reached: Arc<lokiz_projections::consistency::Reached>,
     /// Request limits shared with the other API processes (`rate_limit.rs`).
     pub rate_limiter: lokiz_infra::rate_limit::RateLimiter,
     /// This process's live notification sockets (`live.rs`).
@@ -87,6 +90,9 @@ impl ApiContext {
             return Ok(());
         };
         let wanted = self.projectors_named(projections)?;
+        if self.reached.all(position, &wanted) {
+            return Ok(());
+        }
         let _waiter = self.waiter()?;
         lokiz_projections::consistency::wait_for(
             &self.pool,
@@ -95,6 +101,7 @@ impl ApiContext {
             self.config.consistency_timeout,
         )
         .await?;
+        self.reached.record(position, &wanted);
         Ok(())
     }
 
@@ -262,6 +269,7 @@ impl Application {
             store: Arc::new(EventStore::new(pool.clone())),
             rate_limiter: lokiz_infra::rate_limit::RateLimiter::new(pool.clone()),
             waiters: Arc::new(tokio::sync::Semaphore::new(config.consistency_waiters)),
+            reached: Arc::default(),
             live: live::LiveHub::new(config.live.clone()),
             public_base: public_base.trim_end_matches('/').into(),
             trends: Arc::default(),

@@ -6,6 +6,8 @@
 //! before (X, P) in commit order. Projections that consume only some
 //! aggregate types are therefore not held up by events they never see.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -23,6 +25,41 @@ pub enum ConsistencyError {
     NeverIssued { position: i64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+/// The highest position each projection is known to have reached, kept by
+/// one process, so that a request naming a position already known reached
+/// costs no look at the database (a client may send its last write's
+/// position with every read that follows).
+///
+/// Reaching a position is for good: a checkpoint passes `(X, P)` only after
+/// the relay published it, which it does once every transaction older than
+/// `X` has ended, so no event can later appear before it; and checkpoints
+/// never move back (batches move them forward; a rebuild swaps in one at
+/// least as far as the live one).
+#[derive(Debug, Default)]
+pub struct Reached(Mutex<HashMap<&'static str, i64>>);
+
+impl Reached {
+    /// Whether every one of `projectors` is known to have reached `position`.
+    pub fn all(&self, position: i64, projectors: &[&dyn Projector]) -> bool {
+        let Ok(known) = self.0.lock() else {
+            return false;
+        };
+        projectors
+            .iter()
+            .all(|p| known.get(p.name()).is_some_and(|&at| at >= position))
+    }
+
+    /// Records that every one of `projectors` has reached `position`.
+    pub fn record(&self, position: i64, projectors: &[&dyn Projector]) {
+        if let Ok(mut known) = self.0.lock() {
+            for p in projectors {
+                let at = known.entry(p.name()).or_insert(position);
+                *at = (*at).max(position);
+            }
+        }
+    }
 }
 
 /// Waits (bounded by `timeout`) until every projection in `projectors` has
@@ -180,4 +217,27 @@ fn behind_sql(xid: &str, position: &str) -> String {
                            AND (e.xid, e.position) > (f.xid::text::xid8, f.position)
                            AND (e.xid, e.position) <= ({xid}::bigint::text::xid8, {position}))"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reached;
+    use crate::search::SearchProjector;
+    use crate::users::UsersProjector;
+
+    #[test]
+    fn a_reached_position_covers_older_ones_for_those_that_reached_it() {
+        let (users, search) = (UsersProjector, SearchProjector);
+        let reached = Reached::default();
+        assert!(!reached.all(1, &[&users]));
+        reached.record(10, &[&users]);
+        assert!(reached.all(10, &[&users]));
+        assert!(reached.all(3, &[&users]));
+        assert!(!reached.all(11, &[&users]));
+        assert!(!reached.all(3, &[&users, &search]), "search never looked");
+        reached.record(4, &[&users, &search]);
+        assert!(reached.all(10, &[&users]), "a lower record lowers nothing");
+        assert!(reached.all(4, &[&users, &search]));
+        assert!(!reached.all(5, &[&users, &search]));
+    }
 }

@@ -177,7 +177,12 @@ async fn video_candidates(
             .iter()
             .all(|(i, g)| g.len() == 1 || prefix_at.contains(i));
     if alone {
-        return Ok(Found::Ranked(rank_postings(ctx, &driver_terms).await?));
+        let placeholders: Vec<String> = (0..driver_terms.len())
+            .map(|i| format!("${}", i + 2))
+            .collect();
+        let terms = format!("ARRAY[{}]::text[]", placeholders.join(", "));
+        let ranked = rank_postings(ctx, &terms, driver_terms.len() == 1, &driver_terms).await;
+        return Ok(Found::Ranked(ranked?));
     }
     let per_term = (WALK / driver.len() as i64).max(CANDIDATES);
     // whether the walk reads every posting of the driver
@@ -193,7 +198,7 @@ async fn video_candidates(
     // at 300,000 videos: 24 ms instead of 1.4). Unlisted matches come back
     // unscored: they count as matches (whether the walk found enough), not
     // as results.
-    let postings = newest_postings(driver.len(), "$2", "$3");
+    let postings = newest_postings("$1::text[]", driver.len() == 1, "$2", "$3");
     let walked: Vec<(Option<f64>, Uuid)> = sqlx::query_as(&format!(
         "WITH q AS MATERIALIZED (SELECT to_tsquery('lokiz', $4) AS q),
               m AS (SELECT p.video_id, s.tsv FROM ({postings}) p
@@ -235,22 +240,23 @@ async fn video_candidates(
 }
 
 /// SQL: the newest postings (`published_at, video_id, hits`) of the terms
-/// `$1`, newest first, at most `limit`, reading at most `per_term` of each
-/// term (SQL expressions). One term's postings are already in order;
-/// several are merged, a video holding two of a prefix's words being one
-/// posting with their hits summed.
-fn newest_postings(terms: usize, per_term: &str, limit: &str) -> String {
-    if terms == 1 {
+/// `terms` (a `text[]` SQL expression), newest first, at most `limit`,
+/// reading at most `per_term` of each term (SQL expressions). One term's
+/// postings (`single`) are already in order; several are merged, a video
+/// holding two of a prefix's words being one posting with their hits
+/// summed.
+fn newest_postings(terms: &str, single: bool, per_term: &str, limit: &str) -> String {
+    if single {
         format!(
             "SELECT published_at, video_id, hits FROM search_terms
-              WHERE term = ($1::text[])[1]
+              WHERE term = ({terms})[1]
               ORDER BY published_at DESC, video_id DESC
               LIMIT {limit}"
         )
     } else {
         format!(
             "SELECT t.published_at, t.video_id, sum(t.hits) AS hits
-               FROM unnest($1::text[]) AS d(term)
+               FROM unnest({terms}) AS d(term)
               CROSS JOIN LATERAL (SELECT published_at, video_id, hits FROM search_terms
                                    WHERE term = d.term
                                    ORDER BY published_at DESC, video_id DESC
@@ -263,22 +269,47 @@ fn newest_postings(terms: usize, per_term: &str, limit: &str) -> String {
 }
 
 /// One word's matches, ranked: the newest [`CANDIDATES`] postings of its
-/// `terms` (one lexeme, or a prefix's words: a video holding two of them is
+/// terms (one lexeme, or a prefix's words: a video holding two of them is
 /// one match with their hits summed), listed ones ranked by hot score plus
 /// up to 2 for relevance ([`HITS_RELEVANCE`]), as [`rank_videos`] ranks.
-async fn rank_postings(ctx: &ApiContext, terms: &[&str]) -> Result<Vec<Ranked>, ApiError> {
-    let postings = newest_postings(terms.len(), "$2", "$2");
-    let ranked: Vec<Ranked> = sqlx::query_as(&format!(
+/// `terms` is a `text[]` SQL expression of `$2…` (`$1` is the limit).
+async fn rank_postings(
+    ctx: &ApiContext,
+    terms: &str,
+    single: bool,
+    binds: &[&str],
+) -> Result<Vec<Ranked>, ApiError> {
+    let postings = newest_postings(terms, single, "$1", "$1");
+    let sql = format!(
         "SELECT v.hot_score + 2.0 * {HITS_RELEVANCE} AS score, v.id
            FROM ({postings}) p JOIN videos v ON v.id = p.video_id
           WHERE v.listed
           ORDER BY score DESC, v.id DESC"
-    ))
-    .bind(terms)
-    .bind(CANDIDATES)
-    .fetch_all(&ctx.pool)
-    .await?;
-    Ok(ranked)
+    );
+    let mut query = sqlx::query_as(&sql).bind(CANDIDATES);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    Ok(query.fetch_all(&ctx.pool).await?)
+}
+
+/// A one-word query's ranking in one statement, its terms found in it: an
+/// English word's lexeme (`to_tsvector('lokiz', …)`: stemmed; none for a
+/// stop word), or the [`PREFIX_TERMS`] most used lexicon words a prefix
+/// starts (any other word). What [`video_candidates`] finds for one word,
+/// without its round trip for the terms.
+async fn rank_word(ctx: &ApiContext, word: &str) -> Result<Vec<Ranked>, ApiError> {
+    if word.is_ascii() {
+        let lexemes = "ARRAY(SELECT x.lexeme FROM unnest(to_tsvector('lokiz', $2)) AS x)";
+        rank_postings(ctx, lexemes, true, &[word]).await
+    } else {
+        let (lo, hi) = prefix_range(word);
+        let words = format!(
+            "ARRAY(SELECT term FROM search_lexicon WHERE term ~>=~ $2 AND term ~<~ $3
+                    ORDER BY videos DESC, term LIMIT {PREFIX_TERMS})"
+        );
+        rank_postings(ctx, &words, false, &[&lo, &hi]).await
+    }
 }
 
 /// The strings starting with `prefix`, as a byte-order range `[lo, hi)`
@@ -485,6 +516,9 @@ async fn rank_videos(
     words: &[String],
     query: &str,
 ) -> Result<Vec<Ranked>, ApiError> {
+    if let [word] = words {
+        return rank_word(ctx, word).await;
+    }
     let candidates = match video_candidates(ctx, words, query).await? {
         Found::Ranked(ranked) => return Ok(ranked),
         Found::Candidates(ids) if ids.is_empty() => return Ok(Vec::new()),
