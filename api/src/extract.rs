@@ -1,6 +1,10 @@
 //! Extractors: JSON bodies read field by field (so a 422 lists every bad
 //! field), bearer-token users, and the read-your-writes header.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -358,7 +362,7 @@ impl FromRequestParts<ApiContext> for MaybeAuthUser {
                 // a banned account's tokens stop working at once: the ban
                 // answers only once the users read model has it
                 if parts.extensions.get::<NotBanned>().is_none() {
-                    if banned(ctx, user_id).await? {
+                    if recently_banned(ctx, user_id).await? {
                         return Err(ApiError::Forbidden {
                             code: "USER_BANNED",
                             message: "This account is banned.",
@@ -379,6 +383,60 @@ impl FromRequestParts<ApiContext> for MaybeAuthUser {
 /// Marks a request whose user was found not banned (checked once).
 #[derive(Debug, Clone, Copy)]
 struct NotBanned;
+
+/// How long a process trusts that a user was not banned before it asks the
+/// `users` read model again. A ban answers only this long after the read
+/// model has it (`routes/moderation.rs`), so by then no process trusts an
+/// older "not banned" any more: the user's next request is refused
+/// everywhere, and a user's burst of requests asks once.
+pub const NOT_BANNED_FOR: Duration = Duration::from_secs(1);
+
+/// Users a process found not banned, and when it asked (before the query,
+/// so the answer is never trusted past [`NOT_BANNED_FOR`] after a ban the
+/// query could have missed).
+#[derive(Debug, Default)]
+pub struct NotBannedCache(Mutex<HashMap<Uuid, Instant>>);
+
+/// Users [`NotBannedCache`] holds at most: past this, expired ones are
+/// dropped, and if none has expired, all of them.
+const NOT_BANNED_KEPT: usize = 100_000;
+
+impl NotBannedCache {
+    fn trusts(&self, user_id: Uuid) -> bool {
+        self.0.lock().is_ok_and(|known| {
+            known
+                .get(&user_id)
+                .is_some_and(|asked| asked.elapsed() < NOT_BANNED_FOR)
+        })
+    }
+
+    fn remember(&self, user_id: Uuid, asked: Instant) {
+        if let Ok(mut known) = self.0.lock() {
+            if known.len() >= NOT_BANNED_KEPT {
+                known.retain(|_, at| at.elapsed() < NOT_BANNED_FOR);
+                if known.len() >= NOT_BANNED_KEPT {
+                    known.clear();
+                }
+            }
+            known.insert(user_id, asked);
+        }
+    }
+}
+
+/// Whether `user_id` is banned, as far as a request needs to know: the
+/// read model, unless this process found them not banned within
+/// [`NOT_BANNED_FOR`].
+async fn recently_banned(ctx: &ApiContext, user_id: Uuid) -> Result<bool, ApiError> {
+    if ctx.not_banned.trusts(user_id) {
+        return Ok(false);
+    }
+    let asked = Instant::now();
+    let is_banned = banned(ctx, user_id).await?;
+    if !is_banned {
+        ctx.not_banned.remember(user_id, asked);
+    }
+    Ok(is_banned)
+}
 
 /// Whether an admin banned `user_id` (the `users` read model).
 pub async fn banned(ctx: &ApiContext, user_id: Uuid) -> Result<bool, ApiError> {

@@ -69,6 +69,9 @@ pub struct ApiContext {
     /// Positions this process knows the read models have reached, so a
     /// request naming one again waits for nothing and asks nobody.
     pub reached: Arc<lokiz_projections::consistency::Reached>,
+    /// Users this process found not banned in the last second
+    /// (`extract::NotBannedCache`).
+    pub not_banned: Arc<extract::NotBannedCache>,
     /// Request limits shared with the other API processes (`rate_limit.rs`).
     pub rate_limiter: lokiz_infra::rate_limit::RateLimiter,
     /// This process's live notification sockets (`live.rs`).
@@ -270,6 +273,7 @@ impl Application {
             rate_limiter: lokiz_infra::rate_limit::RateLimiter::new(pool.clone()),
             waiters: Arc::new(tokio::sync::Semaphore::new(config.consistency_waiters)),
             reached: Arc::default(),
+            not_banned: Arc::default(),
             live: live::LiveHub::new(config.live.clone()),
             public_base: public_base.trim_end_matches('/').into(),
             trends: Arc::default(),

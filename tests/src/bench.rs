@@ -1091,8 +1091,8 @@ impl Bench {
             ratio: Some(ratio),
             p50_ms: Some(ours.p50_ms),
             p99_ms: Some(ours.p99_ms),
-            target: "≥ 60 % of ceiling, p99 ≤ 10 ms".into(),
-            pass: ratio >= 0.60 && ours.p99_ms <= 10.0 && ours.errors == 0,
+            target: "≥ 80 % of ceiling, p99 ≤ 8 ms".into(),
+            pass: ratio >= 0.80 && ours.p99_ms <= 8.0 && ours.errors == 0,
         });
         Ok(())
     }
@@ -1124,8 +1124,8 @@ impl Bench {
             ratio: None,
             p50_ms: None,
             p99_ms: None,
-            target: "≥ 30000 events/s".into(),
-            pass: report.events_per_sec() >= 30_000.0 && report.parked == 0,
+            target: "≥ 50000 events/s".into(),
+            pass: report.events_per_sec() >= 50_000.0 && report.parked == 0,
         });
         eprintln!("bench: projections verify --all");
         let report = lokiz_projections::rebuild::verify(&self.pool, &all, 5, None).await?;

@@ -384,8 +384,13 @@ pub async fn ban(
                 UserError::AlreadyRegistered => ApiError::internal(anyhow::anyhow!("{e}")),
             })
         })?;
-    // the ban holds for the user's very next request
+    // the ban holds for the user's very next request, in every API process:
+    // once the read model has it, and once no process trusts an older "not
+    // banned" any more (`extract::NOT_BANNED_FOR`)
     ctx.wait_for(written.position, &["users"]).await?;
+    if banned {
+        tokio::time::sleep(crate::extract::NOT_BANNED_FOR).await;
+    }
     Ok(with_position(
         written.position,
         Json(BanState {

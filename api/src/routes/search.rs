@@ -10,8 +10,9 @@
 //!
 //! Cost per request is bounded: a video search ranks at most
 //! [`CANDIDATES`] matches (the newest ones), a people search at most
-//! [`USER_CANDIDATES`] closest people, found through their name words; pages walk that set with a keyset
-//! cursor (a video published between two pages may shift the set).
+//! [`USER_CANDIDATES`] closest people, found through their name words;
+//! pages walk that set with a keyset cursor (a video published between two
+//! pages may shift the set).
 //! Video candidates come from the `search_terms` postings of the query's
 //! rarest word, not from a walk over videos. A query's ranking is reused
 //! for a few seconds per process ([`Rankings`]); rows and the viewer's
