@@ -797,13 +797,22 @@ impl Bench {
         let offered = offered_load(http, base, tokens, args.lag_rate, args.lag_seconds).await?;
         settle(http, base).await?;
         let after = lag_histogram(http, base).await?;
-        let delta = after.minus(&before);
+        let delta = after.all.minus(&before.all);
         let (p50, p99) = (delta.quantile(0.50) * 1e3, delta.quantile(0.99) * 1e3);
+        let worst: Vec<String> = after
+            .worst(&before, 3)
+            .into_iter()
+            .map(|(name, p99)| format!("{name} {p99:.1} ms"))
+            .collect();
+        eprintln!(
+            "bench: lag p99 by projection, worst first: {}",
+            worst.join(", ")
+        );
         // PERFORMANCE.md: p99 ≤ 50 ms at 1,000 events/s, ≤ 100 ms at 5,000
         let target_ms = if args.lag_rate <= 1000 { 50.0 } else { 100.0 };
         rows.push(Row {
             scenario: format!(
-                "projection lag, {}/s offered for {}s ({} events, {} errors{})",
+                "projection lag, {}/s offered for {}s ({} events, {} errors{}; slowest p99: {})",
                 args.lag_rate,
                 args.lag_seconds,
                 offered.ok,
@@ -820,7 +829,8 @@ impl Bench {
                             .collect::<Vec<_>>()
                             .join(", ")
                     )
-                }
+                },
+                worst.join(", "),
             ),
             ceiling: "—".into(),
             ours: format!(
@@ -1857,8 +1867,9 @@ async fn settle(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     anyhow::bail!("the read models did not catch up")
 }
 
-/// Cumulative bucket counts of `lokiz_projection_lag_seconds` (all
-/// projections), keyed by upper bound.
+/// Cumulative bucket counts of `lokiz_projection_lag_seconds`, keyed by
+/// upper bound.
+#[derive(Default)]
 struct LagHistogram {
     buckets: BTreeMap<u64, f64>, // upper bound in ns → cumulative count
     total: f64,
@@ -1902,40 +1913,80 @@ impl LagHistogram {
     }
 }
 
-async fn lag_histogram(http: &reqwest::Client, base: &str) -> anyhow::Result<LagHistogram> {
+/// `lokiz_projection_lag_seconds` over all projections, and per projection.
+async fn lag_histogram(http: &reqwest::Client, base: &str) -> anyhow::Result<LagHistograms> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
         .await?
         .text()
         .await?;
-    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    let mut total = 0.0;
+    let mut all = LagHistogram::default();
+    let mut each: BTreeMap<String, LagHistogram> = BTreeMap::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("lokiz_projection_lag_seconds_bucket{") {
-            let Some((labels, value)) = rest.split_once("} ") else {
+        let (bucket, rest) =
+            if let Some(r) = line.strip_prefix("lokiz_projection_lag_seconds_bucket{") {
+                (true, r)
+            } else if let Some(r) = line.strip_prefix("lokiz_projection_lag_seconds_count{") {
+                (false, r)
+            } else {
                 continue;
             };
-            let Some(le) = labels
-                .split("le=\"")
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
                 .nth(1)
                 .and_then(|s| s.split('"').next())
-            else {
-                continue;
-            };
-            let value: f64 = value.trim().parse().unwrap_or(0.0);
-            if le == "+Inf" {
-                continue;
-            }
-            let le_ns = (le.parse::<f64>().unwrap_or(f64::MAX) * 1e9) as u64;
-            *buckets.entry(le_ns).or_default() += value;
-        } else if let Some(rest) = line.strip_prefix("lokiz_projection_lag_seconds_count{") {
-            if let Some((_, v)) = rest.split_once("} ") {
-                total += v.trim().parse::<f64>().unwrap_or(0.0);
-            }
+                .map(str::to_owned)
+        };
+        let projection = label("projection").unwrap_or_default();
+        let mine = each.entry(projection).or_default();
+        if !bucket {
+            all.total += value;
+            mine.total += value;
+            continue;
         }
+        let Some(le) = label("le") else {
+            continue;
+        };
+        if le == "+Inf" {
+            continue;
+        }
+        let le_ns = (le.parse::<f64>().unwrap_or(f64::MAX) * 1e9) as u64;
+        *all.buckets.entry(le_ns).or_default() += value;
+        *mine.buckets.entry(le_ns).or_default() += value;
     }
-    Ok(LagHistogram { buckets, total })
+    Ok(LagHistograms { all, each })
+}
+
+struct LagHistograms {
+    all: LagHistogram,
+    each: BTreeMap<String, LagHistogram>,
+}
+
+impl LagHistograms {
+    /// The projections with the highest p99 over `self - earlier` (ms), worst
+    /// first.
+    fn worst(&self, earlier: &LagHistograms, n: usize) -> Vec<(String, f64)> {
+        let mut p99s: Vec<(String, f64)> = self
+            .each
+            .iter()
+            .filter_map(|(name, h)| {
+                let d = match earlier.each.get(name) {
+                    Some(e) => h.minus(e),
+                    None => h.minus(&LagHistogram::default()),
+                };
+                (d.total > 0.0).then(|| (name.clone(), d.quantile(0.99) * 1e3))
+            })
+            .collect();
+        p99s.sort_by(|a, b| b.1.total_cmp(&a.1));
+        p99s.truncate(n);
+        p99s
+    }
 }
 
 fn peak_rss_mb(pid: u32) -> Option<f64> {
