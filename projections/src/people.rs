@@ -17,9 +17,9 @@
 //! every list does.
 //!
 //! A batch is folded per user in memory and written with one set-based
-//! statement (after one that reads the names it changes); the lexicon counts are the net change between
-//! the people's words before and after the batch, so any batching writes
-//! the same rows.
+//! statement (after one that reads the stored names of those renamed); the
+//! lexicon counts are the net change between the people's words before and
+//! after the batch, so any batching writes the same rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -130,12 +130,18 @@ async fn load(
     conn: &mut PgConnection,
     decoded: &[(Uuid, UserEvent)],
 ) -> Result<HashMap<Uuid, Name>, ProjectionError> {
+    // only a rename needs the stored name: a registration is a new row (a
+    // catch-up of registrations reads nothing)
     let ids: Vec<Uuid> = decoded
         .iter()
+        .filter(|(_, e)| matches!(e, UserEvent::ProfileUpdated { .. }))
         .map(|(id, _)| *id)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
         "SELECT user_id, username, display_name FROM people_names WHERE user_id = ANY($1)",
     )
