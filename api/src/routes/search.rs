@@ -53,10 +53,13 @@ pub fn router() -> Router<ApiContext> {
 }
 
 /// How many matches a search ranks at most (then pages through them): the
-/// newest ones.
-pub const CANDIDATES: i64 = 200;
-/// How many names a people search ranks at most.
-pub const USER_CANDIDATES: i64 = 100;
+/// newest ones. Each costs one or two primary-key probes (`videos`, and
+/// `search_videos` for several words): 200 cost a search without a
+/// reusable ranking about a third more, for pages past the fifth.
+pub const CANDIDATES: i64 = 100;
+/// How many names a people search ranks at most (and usernames starting
+/// with the query it adds at most): each costs a follower-count probe.
+pub const USER_CANDIDATES: i64 = 50;
 
 /// The words of a query: letters and digits of any script, at most 8 of up
 /// to 50 characters each.
