@@ -50,6 +50,9 @@ use crate::error::ApiError;
 pub struct ApiContext {
     pub config: Arc<Config>,
     pub pool: PgPool,
+    /// The same database, each statement planned once per connection
+    /// (`lokiz_infra::db::connect_generic`): search rankings.
+    pub generic_pool: PgPool,
     pub store: Arc<EventStore>,
     pub jwt: Arc<JwtKeys>,
     pub nats: async_nats::Client,
@@ -201,6 +204,7 @@ impl Application {
         let _ = telemetry::prometheus();
         let pool = lokiz_infra::db::connect(&config).await?;
         lokiz_infra::db::migrate(&pool).await?;
+        let generic_pool = lokiz_infra::db::connect_generic(&config)?;
         let nats = lokiz_infra::nats::connect(&config).await?;
         let js = async_nats::jetstream::new(nats.clone());
         lokiz_infra::nats::ensure_stream(&js, &config).await?;
@@ -280,6 +284,7 @@ impl Application {
             search: Arc::default(),
             config: Arc::new(config),
             pool,
+            generic_pool,
             nats,
             js,
             projectors: Arc::new(lokiz_projections::all()),

@@ -81,6 +81,26 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
         .map_err(DbError::Connect)
 }
 
+/// A pool on the same database whose connections plan each statement once
+/// (`plan_cache_mode = force_generic_plan`), opened lazily, at most half as
+/// many connections as the main pool (at least 2).
+///
+/// For statements whose best plan does not depend on their parameters but
+/// whose custom plans Postgres keeps making on every execution: it stays
+/// with custom plans whenever the generic plan's *estimate* is higher, even
+/// when planning costs more than running (search rankings: 0.5–1 ms of
+/// planning for 0.4–2.6 ms of execution, `api/src/routes/search.rs`). Only
+/// statements written to plan well without their parameters' values (no
+/// `LIKE $1`, no `LIMIT $1`) belong here.
+pub fn connect_generic(config: &Config) -> Result<PgPool, DbError> {
+    let opts = options(&config.database_url)?.options([("plan_cache_mode", "force_generic_plan")]);
+    Ok(PgPoolOptions::new()
+        .max_connections((config.db_pool_size / 2).max(2))
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(opts))
+}
+
 /// Applies pending migrations (idempotent; safe from several processes, sqlx
 /// serializes them with an advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
