@@ -553,10 +553,13 @@ async fn request_long_render(cluster: &Cluster, name: &str) -> String {
         .to_owned()
 }
 
-/// Waits up to 90 s for `job` to complete or fail (its read model);
-/// returns that status, or fails with the tails of the `logs` named.
+/// Waits up to 180 s for `job` to complete or fail (its read model);
+/// returns that status, or fails with the tails of the `logs` named. A
+/// stranded job never ends; one that ends only waits out a 30 s lease and
+/// a render, which took 60 s on a loaded CI machine (90 s was missed by
+/// milliseconds, the render ending at the deadline).
 async fn wait_for_job_end(cluster: &Cluster, job: &str, logs: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM ai_jobs WHERE id = $1::uuid")
