@@ -72,10 +72,7 @@ pub async fn ensure_database(database_url: &str) -> Result<(), DbError> {
 /// Creates the database when missing and opens a pool on it.
 pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
     ensure_database(&config.database_url).await?;
-    PgPoolOptions::new()
-        .max_connections(config.db_pool_size)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
+    pool_options(config.db_pool_size)
         .connect_with(options(&config.database_url)?)
         .await
         .map_err(DbError::Connect)
@@ -94,11 +91,16 @@ pub async fn connect(config: &Config) -> Result<PgPool, DbError> {
 /// `LIKE $1`, no `LIMIT $1`) belong here.
 pub fn connect_generic(config: &Config) -> Result<PgPool, DbError> {
     let opts = options(&config.database_url)?.options([("plan_cache_mode", "force_generic_plan")]);
-    Ok(PgPoolOptions::new()
-        .max_connections((config.db_pool_size / 2).max(2))
+    Ok(pool_options((config.db_pool_size / 2).max(2)).connect_lazy_with(opts))
+}
+
+/// Both pools: at most `max` connections, none held open while idle, 5 s
+/// to get one.
+fn pool_options(max: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(opts))
 }
 
 /// Applies pending migrations (idempotent; safe from several processes, sqlx
